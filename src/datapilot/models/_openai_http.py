@@ -1,0 +1,168 @@
+"""The OpenAI wire protocol as a client: request bodies, SSE parsing and error mapping.
+
+Shared by the ``openai_compat`` backend (a worker proxying to an upstream endpoint) and by
+``RemoteLLMClient`` (an app or the CLI talking to a DataPilot server, or any compatible server).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import numpy as np
+
+from datapilot.core.errors import DataPilotError, UpstreamError
+from datapilot.core.types import EmbeddingOutput, FinishReason, ModelChunk, ModelOutput, ModelRequest, Usage
+
+# Upstream statuses that describe the caller's request and are passed on as they are; anything
+# else (401 from the upstream's own key, 5xx, timeouts) is the gateway's problem: 502.
+_PASS_THROUGH = {400, 404, 413, 422, 429}
+_FINISH: dict[str, FinishReason] = {"stop": "stop", "length": "length", "eos": "stop"}
+
+
+def _usage(obj: dict[str, Any] | None) -> Usage | None:
+    if not obj:
+        return None
+    return Usage(int(obj.get("prompt_tokens") or 0), int(obj.get("completion_tokens") or 0))
+
+
+class OpenAIHTTP:
+    def __init__(
+        self,
+        base_url: str,
+        api_key: str | None = None,
+        *,
+        timeout: float = 600.0,
+        stream_usage: bool = True,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self.base_url = base_url.rstrip("/")
+        self.stream_usage = stream_usage
+        self._client = httpx.AsyncClient(
+            base_url=self.base_url,
+            headers=headers,
+            timeout=httpx.Timeout(timeout, connect=10.0),
+            transport=transport,
+        )
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+    def body(self, request: ModelRequest, model: str, stream: bool) -> dict[str, Any]:
+        p = request.params
+        body: dict[str, Any] = {"model": model, "temperature": p.temperature, "top_p": p.top_p}
+        if request.messages is not None:
+            body["messages"] = [
+                {"role": m.role, "content": m.content, **({"name": m.name} if m.name else {})} for m in request.messages
+            ]
+        else:
+            body["prompt"] = request.prompt or ""
+        if p.max_tokens is not None:
+            body["max_tokens"] = p.max_tokens
+        if p.stop:
+            body["stop"] = p.stop
+        if p.seed is not None:
+            body["seed"] = p.seed
+        if p.presence_penalty:
+            body["presence_penalty"] = p.presence_penalty
+        if p.frequency_penalty:
+            body["frequency_penalty"] = p.frequency_penalty
+        if stream:
+            body["stream"] = True
+            if self.stream_usage:
+                body["stream_options"] = {"include_usage": True}
+        return body
+
+    def _error(self, status: int, payload: bytes) -> DataPilotError:
+        try:
+            err = json.loads(payload)["error"]
+            message = err.get("message") or str(err)
+            param, code = err.get("param"), err.get("code")
+        except (ValueError, KeyError, TypeError, AttributeError):
+            message, param, code = payload[:500].decode("utf-8", "replace"), None, None
+        return UpstreamError(
+            f"upstream {self.base_url} answered {status}: {message}",
+            status_code=status if status in _PASS_THROUGH else 502,
+            param=param,
+            code=code,
+        )
+
+    def _unreachable(self, exc: httpx.HTTPError) -> UpstreamError:
+        return UpstreamError(
+            f"cannot reach upstream {self.base_url}: {type(exc).__name__}: {exc}; "
+            "check that it is running and that base_url is right",
+            code="upstream_unreachable",
+        )
+
+    async def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        try:
+            resp = await self._client.post(path, json=body)
+        except httpx.HTTPError as exc:
+            raise self._unreachable(exc) from exc
+        if resp.status_code != 200:
+            raise self._error(resp.status_code, resp.content)
+        result: dict[str, Any] = resp.json()
+        return result
+
+    async def generate(self, request: ModelRequest, model: str) -> ModelOutput:
+        path = "/chat/completions" if request.is_chat else "/completions"
+        obj = await self._post(path, self.body(request, model, stream=False))
+        choice = obj["choices"][0]
+        text = choice["message"].get("content") or "" if request.is_chat else choice.get("text") or ""
+        finish = _FINISH.get(choice.get("finish_reason") or "stop", "stop")
+        return ModelOutput(text, finish, _usage(obj.get("usage")) or Usage(), obj.get("model", model))
+
+    async def stream(self, request: ModelRequest, model: str) -> AsyncIterator[ModelChunk]:
+        path = "/chat/completions" if request.is_chat else "/completions"
+        finish: FinishReason | None = None
+        usage: Usage | None = None
+        try:
+            async with self._client.stream("POST", path, json=self.body(request, model, stream=True)) as resp:
+                if resp.status_code != 200:
+                    raise self._error(resp.status_code, await resp.aread())
+                async for line in resp.aiter_lines():
+                    if not line.startswith("data:"):
+                        continue
+                    data = line[5:].strip()
+                    if data == "[DONE]":
+                        break
+                    obj = json.loads(data)
+                    if "error" in obj:
+                        raise self._error(502, data.encode())
+                    usage = _usage(obj.get("usage")) or usage
+                    for choice in obj.get("choices") or ():
+                        text = (choice.get("delta") or {}).get("content") if request.is_chat else choice.get("text")
+                        if choice.get("finish_reason"):
+                            finish = _FINISH.get(choice["finish_reason"], "stop")
+                        if text:
+                            yield ModelChunk(text)
+        except httpx.HTTPError as exc:
+            raise self._unreachable(exc) from exc
+        yield ModelChunk("", finish_reason=finish or "stop", usage=usage or Usage())
+
+    async def embed(self, texts: list[str], model: str) -> EmbeddingOutput:
+        obj = await self._post("/embeddings", {"model": model, "input": texts, "encoding_format": "base64"})
+        rows = sorted(obj["data"], key=lambda d: d["index"])
+        vectors = np.stack(
+            [
+                np.frombuffer(base64.b64decode(r["embedding"]), dtype=np.float32)
+                if isinstance(r["embedding"], str)
+                else np.asarray(r["embedding"], dtype=np.float32)
+                for r in rows
+            ]
+        )
+        return EmbeddingOutput(vectors, _usage(obj.get("usage")) or Usage())
+
+    async def models(self) -> list[dict[str, Any]]:
+        try:
+            resp = await self._client.get("/models")
+        except httpx.HTTPError as exc:
+            raise self._unreachable(exc) from exc
+        if resp.status_code != 200:
+            raise self._error(resp.status_code, resp.content)
+        data: list[dict[str, Any]] = resp.json()["data"]
+        return data

@@ -1,0 +1,109 @@
+"""The ``ModelBackend`` seam and its registry.
+
+A backend hosts one model inside a worker. Built-in backends register exactly as plugins do: by name,
+with a loader that imports the implementation only when a model asks for it (optional dependencies
+stay optional). Plugins add backends through the ``datapilot.backends`` entry-point group.
+"""
+
+from __future__ import annotations
+
+import importlib
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator, Callable
+from importlib.metadata import entry_points
+from pathlib import Path
+from typing import ClassVar
+
+from datapilot.core.client import collect
+from datapilot.core.config import ModelConfig
+from datapilot.core.errors import ConfigError, InvalidRequestError
+from datapilot.core.types import EmbeddingOutput, ModelChunk, ModelOutput, ModelRequest
+
+CHAT = "chat"
+COMPLETION = "completion"
+EMBEDDING = "embedding"
+
+
+class ModelBackend(ABC):
+    """One loaded model. ``stream`` is the one generation method to write; ``generate`` follows."""
+
+    capabilities: ClassVar[frozenset[str]] = frozenset()
+
+    def __init__(self, config: ModelConfig, model_path: Path | None) -> None:
+        self.config = config
+        self.model_path = model_path
+
+    @property
+    def context_length(self) -> int | None:
+        return None
+
+    @abstractmethod
+    async def load(self) -> None:
+        """Load weights or open connections; blocking work belongs in a thread."""
+
+    async def close(self) -> None:  # noqa: B027 - optional hook
+        """Release what ``load`` took."""
+
+    def stream(self, request: ModelRequest) -> AsyncIterator[ModelChunk]:
+        raise InvalidRequestError(
+            f"model {self.config.name!r} does not generate text", param="model", code="model_not_supported"
+        )
+
+    async def generate(self, request: ModelRequest) -> ModelOutput:
+        return await collect(self.stream(request), self.config.name)
+
+    async def embed(self, texts: list[str]) -> EmbeddingOutput:
+        raise InvalidRequestError(
+            f"model {self.config.name!r} does not produce embeddings",
+            param="model",
+            code="model_not_supported",
+        )
+
+
+BackendLoader = Callable[[], type[ModelBackend]]
+_BACKENDS: dict[str, BackendLoader] = {}
+
+
+def register_backend(name: str, loader: BackendLoader | type[ModelBackend]) -> None:
+    """Register a backend class, or a zero-argument callable that imports and returns it."""
+    if isinstance(loader, type):
+        cls = loader
+        _BACKENDS[name] = lambda: cls
+    else:
+        _BACKENDS[name] = loader
+
+
+def _lazy(module: str, attr: str) -> BackendLoader:
+    def load() -> type[ModelBackend]:
+        cls: type[ModelBackend] = getattr(importlib.import_module(module), attr)
+        return cls
+
+    return load
+
+
+def _load_entry_points() -> None:
+    for ep in entry_points(group="datapilot.backends"):
+        if ep.name not in _BACKENDS:
+            _BACKENDS[ep.name] = ep.load
+
+
+def backend_names() -> list[str]:
+    _load_entry_points()
+    return sorted(_BACKENDS)
+
+
+def get_backend(name: str) -> type[ModelBackend]:
+    if name not in _BACKENDS:
+        _load_entry_points()
+    if name not in _BACKENDS:
+        raise ConfigError(f"unknown backend {name!r}; registered backends: {', '.join(backend_names())}")
+    return _BACKENDS[name]()
+
+
+for _name, _module, _attr in (
+    ("llama_cpp", "datapilot.models.backends.llama_cpp", "LlamaCppBackend"),
+    ("openai_compat", "datapilot.models.backends.openai_compat", "OpenAICompatBackend"),
+    ("sentence_transformers", "datapilot.models.backends.sentence_transformers", "SentenceTransformersBackend"),
+    ("scripted", "datapilot.models.backends.scripted", "ScriptedBackend"),
+):
+    register_backend(_name, _lazy(_module, _attr))

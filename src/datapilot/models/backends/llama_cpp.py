@@ -1,0 +1,154 @@
+"""llama.cpp backend: any GGUF file, through ``llama-cpp-python``.
+
+Chat requests use the GGUF's own chat template when it has one; a base model without one gets the
+few-shot dialogue prompt (see ``datapilot.models.prompt``). Generation runs token by token so that
+usage is exact, stop strings are honoured while streaming, and a cancelled request stops at once.
+llama.cpp reuses the longest cached prompt prefix, so the fixed few-shot preamble is evaluated once.
+"""
+
+from __future__ import annotations
+
+import codecs
+import os
+import random
+import threading
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from datapilot.core.errors import ContextLengthExceededError, MissingDependencyError, ModelNotReadyError
+from datapilot.core.types import FinishReason, ModelChunk, ModelRequest, Usage
+from datapilot.models._threaded import Emit, stream_from_thread
+from datapilot.models.backend import CHAT, COMPLETION, ModelBackend
+from datapilot.models.prompt import FormattedPrompt, StopFilter, few_shot_dialogue
+
+_LLAMA_KWARGS = ("n_ctx", "n_threads", "n_batch", "n_gpu_layers", "use_mmap", "flash_attn")
+
+
+class LlamaCppBackend(ModelBackend):
+    capabilities = frozenset({CHAT, COMPLETION})
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._llm: Any = None
+        self._template: Any = None
+        self._llama_cpp: Any = None
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"llama-{self.config.name}")
+
+    @property
+    def context_length(self) -> int | None:
+        return self._llm.n_ctx() if self._llm is not None else None
+
+    async def load(self) -> None:
+        import asyncio
+
+        await asyncio.get_running_loop().run_in_executor(self._executor, self._load_sync)
+
+    def _load_sync(self) -> None:
+        try:
+            import llama_cpp
+            from llama_cpp import Llama
+        except ImportError:
+            raise MissingDependencyError("llama-cpp-python", "llama") from None
+        if self.model_path is None or not self.model_path.is_file():
+            raise ModelNotReadyError(f"GGUF file not found: {self.model_path}; set `path` for this model")
+        params = self.config.params
+        kwargs: dict[str, Any] = {k: params[k] for k in _LLAMA_KWARGS if k in params}
+        kwargs.setdefault("n_ctx", 4096)
+        kwargs.setdefault("n_threads", max(1, os.cpu_count() or 1))
+        self._llama_cpp = llama_cpp
+        self._llm = Llama(model_path=str(self.model_path), verbose=False, **kwargs)
+        style = params.get("prompt_style", "auto")
+        template = self._llm.metadata.get("tokenizer.chat_template")
+        if template and style in ("auto", "template"):
+            from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+            vocab = self._llm
+            self._template = Jinja2ChatFormatter(
+                template=template,
+                eos_token=vocab.detokenize([vocab.token_eos()]).decode("utf-8", "replace"),
+                bos_token=vocab.detokenize([vocab.token_bos()]).decode("utf-8", "replace"),
+            )
+
+    async def close(self) -> None:
+        llm, self._llm = self._llm, None
+        if llm is not None:
+            self._executor.submit(llm.close).result()
+        self._executor.shutdown(wait=False)
+
+    def format(self, request: ModelRequest) -> FormattedPrompt:
+        if request.messages is None:
+            return FormattedPrompt(request.prompt or "", stop=[])
+        if self._template is not None:
+            out = self._template(messages=[{"role": m.role, "content": m.content} for m in request.messages])
+            stops = out.stop if isinstance(out.stop, list) else [out.stop] if out.stop else []
+            return FormattedPrompt(out.prompt, stop=stops, add_bos=False)
+        return few_shot_dialogue(request.messages)
+
+    def stream(self, request: ModelRequest) -> AsyncIterator[ModelChunk]:
+        if self._llm is None:
+            raise ModelNotReadyError(f"model {self.config.name!r} is not loaded")
+        prompt = self.format(request)
+        return stream_from_thread(self._executor, lambda emit, cancel: self._run(request, prompt, emit, cancel))
+
+    def _run(self, request: ModelRequest, prompt: FormattedPrompt, emit: Emit, cancel: threading.Event) -> None:
+        llm = self._llm
+        p = request.params
+        tokens = llm.tokenize(prompt.text.encode("utf-8"), add_bos=prompt.add_bos, special=True)
+        n_ctx = llm.n_ctx()
+        room = n_ctx - len(tokens)
+        if room < 1 or (p.max_tokens is not None and p.max_tokens > room):
+            raise ContextLengthExceededError(
+                f"this model's maximum context length is {n_ctx} tokens; the prompt has {len(tokens)} "
+                f"tokens and max_tokens asks for {p.max_tokens or 'at least 1'} more: shorten the prompt "
+                f"or lower max_tokens",
+                param="max_tokens" if room >= 1 else "messages",
+            )
+        max_tokens = p.max_tokens or room
+        # The sampler takes its seed at creation; an unseeded request must not reuse the last seed.
+        llm.set_seed(p.seed if p.seed is not None else random.getrandbits(31))
+        if p.seed is not None:
+            # Reusing a cached prefix changes how the prompt is batched, which nudges the logits enough
+            # to flip sampled tokens: a seeded request evaluates its prompt afresh to be repeatable.
+            llm.reset()
+        stops = StopFilter([*prompt.stop, *p.stop])
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        is_eog = self._llama_cpp.llama_vocab_is_eog
+        strip_lead = prompt.strip_leading_space
+        generated: list[int] = []
+        finish: FinishReason = "length"
+        for token in llm.generate(
+            tokens,
+            top_k=p.top_k,
+            top_p=p.top_p,
+            temp=p.temperature,
+            repeat_penalty=p.repeat_penalty,
+            frequency_penalty=p.frequency_penalty,
+            presence_penalty=p.presence_penalty,
+            reset=True,
+        ):
+            if cancel.is_set():
+                finish = "cancelled"
+                break
+            if is_eog(llm._model.vocab, token):
+                finish = "stop"
+                break
+            piece = decoder.decode(llm.detokenize([token], prev_tokens=tokens + generated))
+            generated.append(token)
+            text = stops.feed(piece)
+            if strip_lead and text:
+                # The transcript prompt ends in "Assistant:"; the answer's leading space is not content.
+                text = text.lstrip()
+                strip_lead = not text
+            if text:
+                emit(ModelChunk(text))
+            if stops.stopped:
+                finish = "stop"
+                break
+            if len(generated) >= max_tokens:
+                break
+        tail = stops.feed(decoder.decode(b"", final=True)) + stops.flush()
+        emit(ModelChunk(tail, finish_reason=finish, usage=Usage(len(tokens), len(generated))))
+
+    def count_tokens(self, text: str) -> int:
+        return len(self._llm.tokenize(text.encode("utf-8"), add_bos=False, special=True))

@@ -1,0 +1,50 @@
+"""Proxy to any OpenAI-compatible endpoint (OpenAI, DeepSeek, Qwen, Ollama, vLLM, llama.cpp server,
+another DataPilot). Streams are passed through chunk by chunk."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+from datapilot.core.errors import ConfigError
+from datapilot.core.types import EmbeddingOutput, ModelChunk, ModelOutput, ModelRequest
+from datapilot.models._openai_http import OpenAIHTTP
+from datapilot.models.backend import CHAT, COMPLETION, EMBEDDING, ModelBackend
+
+_KNOWN = {CHAT, COMPLETION, EMBEDDING}
+
+
+class OpenAICompatBackend(ModelBackend):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        cfg = self.config
+        if not cfg.base_url:
+            raise ConfigError(f"model {cfg.name!r}: the openai_compat backend needs base_url")
+        caps = set(cfg.params.get("capabilities", [CHAT, COMPLETION]))
+        if not caps <= _KNOWN:
+            raise ConfigError(f"model {cfg.name!r}: unknown capabilities {sorted(caps - _KNOWN)}")
+        self.capabilities = frozenset(caps)  # type: ignore[misc]
+        self.upstream_model = cfg.upstream_model or cfg.name
+        self._http = OpenAIHTTP(
+            cfg.base_url,
+            cfg.api_key.get_secret_value() if cfg.api_key else None,
+            timeout=float(cfg.params.get("timeout", 600)),
+            stream_usage=bool(cfg.params.get("stream_usage", True)),
+        )
+
+    async def load(self) -> None:
+        """Nothing to load; the upstream is checked lazily so a proxy can start before it."""
+
+    async def close(self) -> None:
+        await self._http.aclose()
+
+    def stream(self, request: ModelRequest) -> AsyncIterator[ModelChunk]:
+        return self._http.stream(request, self.upstream_model)
+
+    async def generate(self, request: ModelRequest) -> ModelOutput:
+        out = await self._http.generate(request, self.upstream_model)
+        out.model = self.config.name
+        return out
+
+    async def embed(self, texts: list[str]) -> EmbeddingOutput:
+        return await self._http.embed(texts, self.upstream_model)

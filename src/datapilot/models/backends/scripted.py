@@ -1,0 +1,108 @@
+"""A scripted test model: deterministic replies, word tokens, optional delays and failures.
+
+Shipped with the code as a test seam for the serving logic (streaming, stop strings, cancellation,
+errors, load failures). It never stands in for the real path, which the tests exercise with the
+embedded GGUF and MiniLM models.
+
+params: ``replies`` (list, cycled; default echoes the last user text), ``token_delay_s``,
+``load_delay_s``, ``fail_load`` (a reason: loading fails with it), ``dimension`` (embeddings),
+``context_length``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import itertools
+import re
+from collections.abc import AsyncIterator
+from typing import Any
+
+import numpy as np
+
+from datapilot.core.errors import ContextLengthExceededError, ModelNotReadyError
+from datapilot.core.types import EmbeddingOutput, FinishReason, ModelChunk, ModelRequest, Usage
+from datapilot.models.backend import CHAT, COMPLETION, EMBEDDING, ModelBackend
+from datapilot.models.prompt import StopFilter
+
+_WORD = re.compile(r"\s*\S+")
+
+
+def word_tokens(text: str) -> list[str]:
+    return _WORD.findall(text)
+
+
+class ScriptedBackend(ModelBackend):
+    capabilities = frozenset({CHAT, COMPLETION, EMBEDDING})
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        p = self.config.params
+        replies = p.get("replies")
+        self._replies = itertools.cycle(replies) if replies else None
+        self.token_delay_s = float(p.get("token_delay_s", 0.0))
+        self.dimension = int(p.get("dimension", 32))
+        self._context_length = int(p.get("context_length", 2048))
+        self.tokens_generated = 0
+        self.loaded = False
+
+    @property
+    def context_length(self) -> int | None:
+        return self._context_length
+
+    async def load(self) -> None:
+        await asyncio.sleep(float(self.config.params.get("load_delay_s", 0.0)))
+        reason = self.config.params.get("fail_load")
+        if reason:
+            raise ModelNotReadyError(str(reason))
+        self.loaded = True
+
+    def _reply(self, request: ModelRequest) -> tuple[str, int]:
+        if request.messages is not None:
+            prompt = "\n".join(f"{m.role}: {m.content}" for m in request.messages)
+            last = next((m.content for m in reversed(request.messages) if m.role == "user"), "")
+        else:
+            prompt = last = request.prompt or ""
+        reply = next(self._replies) if self._replies is not None else f"You said: {last}"
+        return reply, len(word_tokens(prompt))
+
+    async def stream(self, request: ModelRequest) -> AsyncIterator[ModelChunk]:
+        reply, n_prompt = self._reply(request)
+        room = self._context_length - n_prompt
+        max_tokens = request.params.max_tokens
+        if max_tokens is not None and max_tokens > room:
+            raise ContextLengthExceededError(
+                f"this model's maximum context length is {self._context_length} tokens; the prompt has "
+                f"{n_prompt} and max_tokens asks for {max_tokens} more",
+                param="max_tokens",
+            )
+        limit = max_tokens or room
+        stops = StopFilter(request.params.stop)
+        finish: FinishReason = "stop"
+        n = 0
+        for token in word_tokens(reply):
+            if n >= limit:
+                finish = "length"
+                break
+            if self.token_delay_s:
+                await asyncio.sleep(self.token_delay_s)
+            n += 1
+            self.tokens_generated += 1
+            text = stops.feed(token)
+            if text:
+                yield ModelChunk(text)
+            if stops.stopped:
+                break
+        yield ModelChunk(stops.flush(), finish_reason=finish, usage=Usage(n_prompt, n))
+
+    async def embed(self, texts: list[str]) -> EmbeddingOutput:
+        if not self.loaded:
+            raise ModelNotReadyError(f"model {self.config.name!r} is not loaded")
+        out = np.zeros((len(texts), self.dimension), dtype=np.float32)
+        for i, text in enumerate(texts):
+            for word in text.lower().split():
+                h = int.from_bytes(hashlib.blake2b(word.encode(), digest_size=8).digest(), "little")
+                out[i, h % self.dimension] += 1.0 if (h >> 32) & 1 else -1.0
+            norm = float(np.linalg.norm(out[i]))
+            out[i] = out[i] / norm if norm else 1.0 / np.sqrt(self.dimension)
+        return EmbeddingOutput(out, Usage(sum(len(word_tokens(t)) for t in texts)))

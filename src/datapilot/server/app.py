@@ -1,0 +1,93 @@
+"""The FastAPI assembly: /v1 and /api/v1 (OpenAI-compatible), /health, /metrics."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from datapilot import __version__
+from datapilot.core.config import Settings
+from datapilot.models.manager import ModelManager, ModelState
+from datapilot.server.errors import error_body, install_error_handlers
+from datapilot.server.metrics import ServingMetrics
+from datapilot.server.openai_api import build_router
+from datapilot.server.state import Services, services
+
+log = logging.getLogger("datapilot.server")
+
+
+class BodyLimit:
+    """Refuse request bodies over the configured size before reading them (413)."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app, self.max_bytes = app, max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            length = dict(scope.get("headers") or ()).get(b"content-length")
+            if length is not None and length.isdigit() and int(length) > self.max_bytes:
+                body = error_body(
+                    f"request body of {int(length)} bytes is over the limit of {self.max_bytes}",
+                    "invalid_request_error",
+                    code="request_too_large",
+                )
+                await JSONResponse(body, status_code=413)(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+def create_app(settings: Settings, manager: ModelManager | None = None) -> FastAPI:
+    """Build the server. Pass a started ``manager`` to reuse loaded models (the CLI does)."""
+    metrics = ServingMetrics()
+    if manager is None:
+        manager = ModelManager(settings.models, settings.home, sink=metrics.observe)
+    elif manager.sink is None:
+        manager.sink = metrics.observe
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        if not manager.started:
+            await manager.start()
+        try:
+            yield
+        finally:
+            await manager.close()
+
+    app = FastAPI(title="DataPilot", version=__version__, lifespan=lifespan)
+    app.state.services = Services(settings=settings, llm=manager, metrics=metrics)
+    install_error_handlers(app)
+    app.add_middleware(BodyLimit, max_bytes=settings.server.max_request_bytes)
+    if settings.server.cors_origins:
+        from fastapi.middleware.cors import CORSMiddleware
+
+        app.add_middleware(
+            CORSMiddleware, allow_origins=settings.server.cors_origins, allow_methods=["*"], allow_headers=["*"]
+        )
+
+    openai_router = build_router()
+    app.include_router(openai_router, prefix="/v1", tags=["openai"])
+    # DB-GPT's API server answers under /api/v1; its clients (and openai 0.x) work unchanged.
+    app.include_router(openai_router, prefix="/api/v1", tags=["openai"], include_in_schema=False)
+
+    @app.get("/health")
+    async def health(request: Request) -> dict[str, Any]:
+        workers = services(request).llm.workers.values()
+        return {
+            "status": "ok",
+            "version": __version__,
+            "models": {w.name: {"status": w.state.value, "error": w.error} for w in workers},
+        }
+
+    @app.get("/metrics")
+    async def prometheus(request: Request) -> Response:
+        svc = services(request)
+        ready = {w.name: w.state is ModelState.READY for w in svc.llm.workers.values()}
+        return Response(svc.metrics.render(ready), media_type="text/plain; version=0.0.4")
+
+    return app

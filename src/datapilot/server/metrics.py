@@ -1,0 +1,77 @@
+"""Per-request serving measurements: one log line per request and Prometheus series at /metrics."""
+
+from __future__ import annotations
+
+import logging
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+from datapilot.models.manager import RequestRecord
+
+log = logging.getLogger("datapilot.serving")
+
+_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
+
+
+class ServingMetrics:
+    """Own registry per app, so several servers (and tests) in one process never share series."""
+
+    def __init__(self) -> None:
+        r = self.registry = CollectorRegistry()
+        labels = ("model", "kind", "status")
+        self.requests = Counter("datapilot_requests", "Model requests by outcome", labels, registry=r)
+        self.latency = Histogram(
+            "datapilot_request_latency_seconds",
+            "Total request latency",
+            ("model", "kind"),
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.ttft = Histogram(
+            "datapilot_first_token_latency_seconds",
+            "Time to the first generated token",
+            ("model",),
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.tokens_per_second = Histogram(
+            "datapilot_decode_tokens_per_second",
+            "Decode throughput per request",
+            ("model",),
+            buckets=(1, 5, 10, 20, 40, 60, 80, 120, 200, 400, 1000),
+            registry=r,
+        )
+        self.prompt_tokens = Counter("datapilot_prompt_tokens", "Prompt tokens", ("model",), registry=r)
+        self.completion_tokens = Counter("datapilot_completion_tokens", "Generated tokens", ("model",), registry=r)
+        self.model_ready = Gauge("datapilot_model_ready", "1 when the model is loaded", ("model",), registry=r)
+
+    def observe(self, rec: RequestRecord) -> None:
+        t = rec.timing
+        self.requests.labels(rec.model, rec.kind, rec.status).inc()
+        self.latency.labels(rec.model, rec.kind).observe(t.latency_s)
+        self.prompt_tokens.labels(rec.model).inc(rec.usage.prompt_tokens)
+        self.completion_tokens.labels(rec.model).inc(rec.usage.completion_tokens)
+        ttft = t.ttft_s
+        tps = t.tokens_per_second(rec.usage.completion_tokens)
+        if ttft is not None:
+            self.ttft.labels(rec.model).observe(ttft)
+        if tps:
+            self.tokens_per_second.labels(rec.model).observe(tps)
+        log.info(
+            "model=%s kind=%s stream=%s status=%s prompt_tokens=%d completion_tokens=%d "
+            "ttft_ms=%s latency_ms=%.1f tokens_per_s=%.1f",
+            rec.model,
+            rec.kind,
+            int(rec.stream),
+            rec.status,
+            rec.usage.prompt_tokens,
+            rec.usage.completion_tokens,
+            f"{ttft * 1000:.1f}" if ttft is not None else "-",
+            t.latency_s * 1000,
+            tps,
+        )
+
+    def render(self, ready: dict[str, bool]) -> bytes:
+        for model, ok in ready.items():
+            self.model_ready.labels(model).set(1 if ok else 0)
+        return generate_latest(self.registry)

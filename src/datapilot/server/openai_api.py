@@ -1,0 +1,291 @@
+"""The OpenAI-compatible API: /v1/models, /v1/chat/completions, /v1/completions, /v1/embeddings.
+
+Thin: validate with the pydantic models, call the ``LLMClient`` held in app state, shape the answer.
+Streams are standard SSE ending with ``data: [DONE]``; a client that goes away cancels the work.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import secrets
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, TypeVar
+
+from fastapi import APIRouter, Depends, Request, Response
+from fastapi.responses import JSONResponse, StreamingResponse
+
+from datapilot.core.errors import AuthenticationError, DataPilotError, InvalidRequestError
+from datapilot.core.types import ModelChunk, ModelOutput, ModelRequest, Timing, Usage
+from datapilot.server.openai_schemas import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
+from datapilot.server.state import Services, services
+
+T = TypeVar("T")
+_CLIENT_CLOSED = 499
+
+
+class ClientDisconnected(Exception):
+    pass
+
+
+def _json(obj: Any) -> str:
+    return json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
+
+
+def metrics_dict(timing: Timing | None, usage: Usage) -> dict[str, float | None]:
+    if timing is None:
+        return {}
+    ttft = timing.ttft_s
+    return {
+        "ttft_ms": round(ttft * 1000, 2) if ttft is not None else None,
+        "latency_ms": round(timing.latency_s * 1000, 2),
+        "tokens_per_second": round(timing.tokens_per_second(usage.completion_tokens), 2),
+    }
+
+
+def timing_headers(timing: Timing | None, usage: Usage, request_id: str) -> dict[str, str]:
+    headers = {"x-request-id": request_id}
+    for key, value in metrics_dict(timing, usage).items():
+        if value is not None:
+            headers[f"x-datapilot-{key.replace('_', '-')}"] = str(value)
+    return headers
+
+
+async def require_api_key(request: Request) -> None:
+    keys = services(request).settings.server.api_keys
+    if not keys:
+        return
+    auth = request.headers.get("authorization", "")
+    scheme, _, token = auth.partition(" ")
+    if scheme.lower() != "bearer" or not token:
+        raise AuthenticationError(
+            "You didn't provide an API key. Send it as 'Authorization: Bearer <key>'.", code="missing_api_key"
+        )
+    if not any(secrets.compare_digest(token.strip(), k.get_secret_value()) for k in keys):
+        raise AuthenticationError("Incorrect API key provided.")
+
+
+async def until_disconnect(request: Request, work: Awaitable[T]) -> T:
+    """Await ``work``, cancelling it if the client disconnects first."""
+    task = asyncio.ensure_future(work)
+
+    async def watch() -> None:
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+
+    watcher = asyncio.ensure_future(watch())
+    try:
+        await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watcher.cancel()
+    if task.done():
+        return task.result()
+    task.cancel()
+    raise ClientDisconnected
+
+
+ChunkShape = Callable[[ModelChunk | None, bool], dict[str, Any]]
+
+
+def _chat_chunk(base: dict[str, Any]) -> ChunkShape:
+    def shape(chunk: ModelChunk | None, first: bool) -> dict[str, Any]:
+        delta: dict[str, Any] = {}
+        if first:
+            delta = {"role": "assistant", "content": ""}
+        elif chunk is not None and chunk.text:
+            delta = {"content": chunk.text}
+        finish = chunk.finish_reason if chunk is not None and not first else None
+        choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": _finish(finish)}
+        return {**base, "object": "chat.completion.chunk", "choices": [choice]}
+
+    return shape
+
+
+def _completion_chunk(base: dict[str, Any]) -> ChunkShape:
+    def shape(chunk: ModelChunk | None, first: bool) -> dict[str, Any]:
+        text = chunk.text if chunk is not None else ""
+        finish = chunk.finish_reason if chunk is not None else None
+        choice = {"index": 0, "text": text, "logprobs": None, "finish_reason": _finish(finish)}
+        return {**base, "object": "text_completion", "choices": [choice]}
+
+    return shape
+
+
+def _finish(reason: str | None) -> str | None:
+    # "cancelled" only reaches a client that is gone; report anything unusual as "stop".
+    return None if reason is None else reason if reason in ("stop", "length") else "stop"
+
+
+async def _stream(
+    request: Request,
+    svc: Services,
+    mreq: ModelRequest,
+    shape: ChunkShape,
+    base: dict[str, Any],
+    include_usage: bool,
+    role_chunk: bool,
+) -> Response:
+    chunks = svc.llm.stream(mreq).__aiter__()
+    try:
+        # Wait for the first chunk before answering, so a bad request still gets its 4xx status.
+        first: ModelChunk | None = await until_disconnect(request, chunks.__anext__())
+    except StopAsyncIteration:
+        first = None
+    except ClientDisconnected:
+        await chunks.aclose()
+        return Response(status_code=_CLIENT_CLOSED)
+    except BaseException:
+        await chunks.aclose()
+        raise
+
+    async def sse() -> AsyncIterator[str]:
+        try:
+            if role_chunk:
+                yield f"data: {_json(shape(None, True))}\n\n"
+            chunk = first
+            while chunk is not None:
+                out = shape(chunk, False)
+                if chunk.finish_reason is not None:
+                    usage = chunk.usage or Usage()
+                    out["metrics"] = metrics_dict(chunk.timing, usage)
+                    yield f"data: {_json(out)}\n\n"
+                    if include_usage:
+                        tail = {**base, "object": out["object"], "choices": [], "usage": usage.to_dict()}
+                        yield f"data: {_json(tail)}\n\n"
+                    break
+                if chunk.text:
+                    yield f"data: {_json(out)}\n\n"
+                chunk = await chunks.__anext__()
+        except DataPilotError as exc:  # after the headers went out, the error travels in the stream
+            yield f"data: {_json(exc.to_dict())}\n\n"
+        finally:
+            await chunks.aclose()
+        yield "data: [DONE]\n\n"
+
+    return StreamingResponse(
+        sse(),
+        media_type="text/event-stream",
+        headers={"x-request-id": mreq.request_id, "cache-control": "no-cache", "x-accel-buffering": "no"},
+    )
+
+
+def _base(prefix: str, mreq: ModelRequest) -> dict[str, Any]:
+    return {"id": f"{prefix}-{mreq.request_id}", "created": int(time.time()), "model": mreq.model}
+
+
+async def _generate(request: Request, svc: Services, mreq: ModelRequest) -> ModelOutput | Response:
+    try:
+        return await until_disconnect(request, svc.llm.generate(mreq))
+    except ClientDisconnected:
+        return Response(status_code=_CLIENT_CLOSED)
+
+
+def build_router() -> APIRouter:
+    router = APIRouter(dependencies=[Depends(require_api_key)])
+
+    @router.get("/models")
+    async def list_models(request: Request) -> dict[str, Any]:
+        infos = await services(request).llm.models()
+        return {
+            "object": "list",
+            "data": [
+                {
+                    "id": m.name,
+                    "object": "model",
+                    "created": m.created,
+                    "owned_by": "datapilot",
+                    "backend": m.backend,
+                    "capabilities": sorted(m.capabilities),
+                    "status": m.status,
+                    "detail": m.detail,
+                }
+                for m in infos
+            ],
+        }
+
+    @router.get("/models/{model_id:path}")
+    async def get_model(model_id: str, request: Request) -> dict[str, Any]:
+        info = services(request).llm.worker(model_id).info()
+        return {
+            "id": info.name,
+            "object": "model",
+            "created": info.created,
+            "owned_by": "datapilot",
+            "status": info.status,
+        }
+
+    @router.post("/chat/completions", response_model=None)
+    async def chat_completions(body: ChatCompletionRequest, request: Request) -> Response:
+        svc = services(request)
+        mreq = body.to_model_request()
+        base = _base("chatcmpl", mreq)
+        if body.stream:
+            return await _stream(request, svc, mreq, _chat_chunk(base), base, body.include_usage, True)
+        out = await _generate(request, svc, mreq)
+        if isinstance(out, Response):
+            return out
+        message = {"role": "assistant", "content": out.text}
+        payload = {
+            **base,
+            "object": "chat.completion",
+            "choices": [
+                {"index": 0, "message": message, "logprobs": None, "finish_reason": _finish(out.finish_reason)}
+            ],
+            "usage": out.usage.to_dict(),
+            "metrics": metrics_dict(out.timing, out.usage),
+        }
+        return JSONResponse(payload, headers=timing_headers(out.timing, out.usage, mreq.request_id))
+
+    @router.post("/completions", response_model=None)
+    async def completions(body: CompletionRequest, request: Request) -> Response:
+        svc = services(request)
+        mreq = body.to_model_request()
+        base = _base("cmpl", mreq)
+        if body.stream:
+            return await _stream(request, svc, mreq, _completion_chunk(base), base, body.include_usage, False)
+        out = await _generate(request, svc, mreq)
+        if isinstance(out, Response):
+            return out
+        text = (mreq.prompt or "") + out.text if body.echo else out.text
+        payload = {
+            **base,
+            "object": "text_completion",
+            "choices": [{"index": 0, "text": text, "logprobs": None, "finish_reason": _finish(out.finish_reason)}],
+            "usage": out.usage.to_dict(),
+            "metrics": metrics_dict(out.timing, out.usage),
+        }
+        return JSONResponse(payload, headers=timing_headers(out.timing, out.usage, mreq.request_id))
+
+    @router.post("/embeddings", response_model=None)
+    async def embeddings(body: EmbeddingRequest, request: Request) -> Response:
+        svc = services(request)
+        texts = body.texts()
+        started = Timing()
+        out = await svc.llm.embed(body.model, texts)
+        started.finish()
+        dim = out.vectors.shape[1]
+        if body.dimensions is not None and body.dimensions != dim:
+            raise InvalidRequestError(
+                f"model {body.model!r} produces {dim}-dimensional embeddings; dimensions={body.dimensions} "
+                "is not supported",
+                param="dimensions",
+            )
+        if body.encoding_format == "base64":
+            data = [base64.b64encode(v.tobytes()).decode("ascii") for v in out.vectors]
+        else:
+            data = out.vectors.tolist()
+        payload = {
+            "object": "list",
+            "data": [{"object": "embedding", "index": i, "embedding": e} for i, e in enumerate(data)],
+            "model": body.model,
+            "usage": {"prompt_tokens": out.usage.prompt_tokens, "total_tokens": out.usage.prompt_tokens},
+        }
+        rid = uuid.uuid4().hex
+        return JSONResponse(
+            payload, headers={"x-request-id": rid, "x-datapilot-latency-ms": f"{started.latency_s * 1000:.2f}"}
+        )
+
+    return router

@@ -1,0 +1,107 @@
+"""Test seams shipped with the package: start a real DataPilot server in a subprocess on a free port.
+
+Used by the test suite and the benchmarks; useful to anyone testing code against DataPilot.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _toml_value(v: object) -> str:
+    if isinstance(v, dict):
+        return "{ " + ", ".join(f"{k} = {_toml_value(x)}" for k, x in v.items()) + " }"
+    return json.dumps(v)
+
+
+def write_config(path: Path, models: list[dict[str, object]], server: dict[str, object] | None = None) -> Path:
+    """Write a ``datapilot.toml`` with a ``[server]`` table and ``[[models]]`` entries."""
+    lines = []
+    if server:
+        lines.append("[server]")
+        lines += [f"{k} = {_toml_value(v)}" for k, v in server.items()]
+    for m in models:
+        lines.append("[[models]]")
+        lines += [f"{k} = {_toml_value(v)}" for k, v in m.items()]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+@dataclass
+class ServerProcess:
+    url: str  # http://127.0.0.1:PORT
+    process: subprocess.Popen[bytes]
+    log: Path
+
+    @property
+    def v1(self) -> str:
+        return f"{self.url}/v1"
+
+    def log_text(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def stop(self) -> None:
+        self.process.send_signal(signal.SIGINT)
+        try:
+            self.process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+def start_server(
+    workdir: Path, config: Path, home: Path, name: str = "server", timeout: float = 180.0
+) -> ServerProcess:
+    """Run ``datapilot start`` with ``config`` and wait until ``/health`` answers."""
+    port = free_port()
+    log = workdir / f"{name}.log"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env.pop("DATAPILOT_PROFILE", None)
+    with log.open("wb") as sink:  # the child keeps its own descriptor
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "datapilot",
+                "start",
+                "--config",
+                str(config),
+                "--home",
+                str(home),
+                "--port",
+                str(port),
+            ],
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=workdir,
+        )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{name} exited with {proc.returncode}:\n{log.read_text()}")
+        try:
+            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+                return ServerProcess(url, proc, log)
+        except httpx.HTTPError:
+            time.sleep(0.3)
+    proc.kill()
+    proc.wait()
+    raise RuntimeError(f"{name} did not answer within {timeout}s:\n{log.read_text()}")

@@ -1,0 +1,3 @@
+"""Text-to-SQL training and evaluation hub.
+
+This layer is planned; see DESIGN.md for where it sits. Nothing here is implemented yet."""

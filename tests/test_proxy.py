@@ -1,0 +1,88 @@
+"""The ``openai_compat`` backend against a second DataPilot server (a real HTTP hop), and API keys."""
+
+from __future__ import annotations
+
+import numpy as np
+import openai
+import pytest
+from openai import OpenAI
+
+from tests.conftest import CHAT_MODEL, EMBED_MODEL, PROXY_KEY, Server, assert_healthy
+
+
+@pytest.fixture(scope="module")
+def proxy(proxy_server: Server) -> OpenAI:
+    return OpenAI(base_url=proxy_server.v1, api_key=PROXY_KEY, max_retries=0, timeout=120)
+
+
+@pytest.fixture(scope="module")
+def direct(server: Server) -> OpenAI:
+    return OpenAI(base_url=server.v1, api_key="unused", max_retries=0, timeout=120)
+
+
+@pytest.mark.slow
+def test_proxy_streams_chunk_by_chunk_and_matches_upstream(proxy: OpenAI, direct: OpenAI) -> None:
+    question = [{"role": "user", "content": "What is the capital of Germany?"}]
+    chunks = list(
+        proxy.chat.completions.create(
+            model="up-gemma",
+            messages=question,
+            max_tokens=20,
+            temperature=0,
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+    )
+    pieces = [c.choices[0].delta.content for c in chunks if c.choices and c.choices[0].delta.content]
+    assert len(pieces) >= 3, "the proxy passes chunks through, it does not buffer the answer"
+    assert all(c.model == "up-gemma" for c in chunks)
+    upstream = direct.chat.completions.create(model=CHAT_MODEL, messages=question, max_tokens=20, temperature=0)
+    assert "".join(pieces) == upstream.choices[0].message.content
+    assert chunks[-1].usage.completion_tokens == upstream.usage.completion_tokens
+    whole = proxy.chat.completions.create(model="up-gemma", messages=question, max_tokens=20, temperature=0)
+    assert whole.choices[0].message.content == upstream.choices[0].message.content
+    assert whole.usage.prompt_tokens == upstream.usage.prompt_tokens
+
+
+def test_proxy_completions_and_embeddings(proxy: OpenAI, direct: OpenAI) -> None:
+    out = proxy.completions.create(model="up-echo", prompt="alpha beta", max_tokens=2)
+    assert out.choices[0].text == "You said:" and out.choices[0].finish_reason == "length"
+    via = proxy.embeddings.create(model="up-embed", input=["proxy me", "and me"])
+    ref = direct.embeddings.create(model=EMBED_MODEL, input=["proxy me", "and me"])
+    assert np.allclose([d.embedding for d in via.data], [d.embedding for d in ref.data], atol=1e-6)
+
+
+def test_upstream_errors_are_mapped(proxy: OpenAI, proxy_server: Server) -> None:
+    with pytest.raises(openai.NotFoundError) as missing:
+        proxy.chat.completions.create(model="up-missing", messages=[{"role": "user", "content": "x"}])
+    assert "no-such-model" in missing.value.body["message"]
+    with pytest.raises(openai.BadRequestError) as bad:
+        proxy.chat.completions.create(model="up-echo", messages=[{"role": "user", "content": "x"}], max_tokens=10**9)
+    assert bad.value.body["code"] == "context_length_exceeded"
+    with pytest.raises(openai.APIStatusError) as dead:
+        proxy.chat.completions.create(model="up-dead", messages=[{"role": "user", "content": "x"}])
+    assert dead.value.status_code == 502
+    assert "cannot reach upstream" in dead.value.body["message"]
+    with pytest.raises(openai.APIStatusError) as dead_stream:
+        proxy.chat.completions.create(model="up-dead", messages=[{"role": "user", "content": "x"}], stream=True)
+    assert dead_stream.value.status_code == 502
+    assert_healthy(proxy_server)
+
+
+def test_api_keys(proxy_server: Server) -> None:
+    for key in (None, "sk-wrong"):
+        client = OpenAI(base_url=proxy_server.v1, api_key=key or "placeholder", max_retries=0)
+        if key is None:
+            client = client.with_options(default_headers={"Authorization": ""})
+        with pytest.raises(openai.AuthenticationError) as exc:
+            client.models.list()
+        assert exc.value.status_code == 401
+        assert exc.value.body["type"] == "invalid_request_error"
+    legacy = OpenAI(base_url=f"{proxy_server.url}/api/v1", api_key="sk-wrong", max_retries=0)
+    with pytest.raises(openai.AuthenticationError):
+        legacy.models.list()
+    ok = OpenAI(base_url=proxy_server.v1, api_key=PROXY_KEY, max_retries=0)
+    assert "up-gemma" in {m.id for m in ok.models.list()}
+    import httpx
+
+    assert httpx.get(f"{proxy_server.url}/health").status_code == 200  # health stays open
