@@ -1,5 +1,5 @@
 # make run   install what is missing, then start DataPilot on the embedded defaults (127.0.0.1:5670)
-# make test  install what is missing (dev tools too), then run the linter and the whole test suite
+# make test  install what is missing (dev tools too), then run ruff, mypy and the whole test suite
 .PHONY: run test install install-dev lint bench clean
 
 VENV := .venv
@@ -10,6 +10,7 @@ run: install
 
 test: install-dev
 	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/mypy
 	$(BIN)/python -m pytest
 
 install:

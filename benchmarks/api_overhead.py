@@ -60,7 +60,7 @@ def main() -> int:
         cfg = write_config(Path(tmp) / "datapilot.toml", MODELS, server={"log_level": "warning"})
         server = start_server(Path(tmp), cfg, args.home, "bench")
         try:
-            client = OpenAI(base_url=server.v1, api_key="unused", max_retries=0)
+            client = OpenAI(base_url=server.v1, api_key="unused", max_retries=0)  # closed with the process
             rows = []
             for model in (CHAT, "scripted"):
                 params = SamplingParams(max_tokens=args.max_tokens, temperature=0)

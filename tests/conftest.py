@@ -7,11 +7,13 @@ whose models are ``openai_compat`` proxies to the first one (a real HTTP hop), w
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
+from openai import OpenAI
 
 from datapilot.testing import ServerProcess, free_port, start_server, write_config
 
@@ -89,6 +91,21 @@ def proxy_server(tmp_path_factory: pytest.TempPathFactory, server: Server) -> It
     srv = start_server(tmp, config, tmp / "home", "proxy")
     yield srv
     srv.stop()
+
+
+@pytest.fixture
+def make_client() -> Iterator[Callable[..., OpenAI]]:
+    """Official OpenAI clients, closed after the test (an open pool is a ResourceWarning, an error here)."""
+    made: list[OpenAI] = []
+
+    def make(base_url: str, api_key: str = "unused", **kw: Any) -> OpenAI:
+        client = OpenAI(base_url=base_url, api_key=api_key, max_retries=0, timeout=120, **kw)
+        made.append(client)
+        return client
+
+    yield make
+    for client in made:
+        client.close()
 
 
 def assert_healthy(srv: Server) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import time
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import openai
@@ -14,8 +15,9 @@ from tests.conftest import CHAT_MODEL, EMBED_MODEL, Server
 
 
 @pytest.fixture(scope="module")
-def client(server: Server) -> OpenAI:
-    return OpenAI(base_url=server.v1, api_key="unused", max_retries=0, timeout=120)
+def client(server: Server) -> Iterator[OpenAI]:
+    with OpenAI(base_url=server.v1, api_key="unused", max_retries=0, timeout=120) as c:
+        yield c
 
 
 def test_models_list(client: OpenAI) -> None:
@@ -194,8 +196,8 @@ def test_disconnect_cancels_non_streaming_request(server: Server) -> None:
         time.sleep(0.1)
 
 
-def test_legacy_api_prefix(server: Server) -> None:
-    legacy = OpenAI(base_url=f"{server.url}/api/v1", api_key="unused", max_retries=0)
+def test_legacy_api_prefix(server: Server, make_client: Callable[..., OpenAI]) -> None:
+    legacy = make_client(f"{server.url}/api/v1")
     out = legacy.chat.completions.create(model="echo", messages=[{"role": "user", "content": "ping"}])
     assert out.choices[0].message.content == "You said: ping"
     assert "echo" in {m.id for m in legacy.models.list()}

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+
 import numpy as np
 import openai
 import pytest
@@ -11,13 +13,15 @@ from tests.conftest import CHAT_MODEL, EMBED_MODEL, PROXY_KEY, Server, assert_he
 
 
 @pytest.fixture(scope="module")
-def proxy(proxy_server: Server) -> OpenAI:
-    return OpenAI(base_url=proxy_server.v1, api_key=PROXY_KEY, max_retries=0, timeout=120)
+def proxy(proxy_server: Server) -> Iterator[OpenAI]:
+    with OpenAI(base_url=proxy_server.v1, api_key=PROXY_KEY, max_retries=0, timeout=120) as c:
+        yield c
 
 
 @pytest.fixture(scope="module")
-def direct(server: Server) -> OpenAI:
-    return OpenAI(base_url=server.v1, api_key="unused", max_retries=0, timeout=120)
+def direct(server: Server) -> Iterator[OpenAI]:
+    with OpenAI(base_url=server.v1, api_key="unused", max_retries=0, timeout=120) as c:
+        yield c
 
 
 @pytest.mark.slow
@@ -69,19 +73,19 @@ def test_upstream_errors_are_mapped(proxy: OpenAI, proxy_server: Server) -> None
     assert_healthy(proxy_server)
 
 
-def test_api_keys(proxy_server: Server) -> None:
+def test_api_keys(proxy_server: Server, make_client: Callable[..., OpenAI]) -> None:
     for key in (None, "sk-wrong"):
-        client = OpenAI(base_url=proxy_server.v1, api_key=key or "placeholder", max_retries=0)
+        client = make_client(proxy_server.v1, key or "placeholder")
         if key is None:
             client = client.with_options(default_headers={"Authorization": ""})
         with pytest.raises(openai.AuthenticationError) as exc:
             client.models.list()
         assert exc.value.status_code == 401
         assert exc.value.body["type"] == "invalid_request_error"
-    legacy = OpenAI(base_url=f"{proxy_server.url}/api/v1", api_key="sk-wrong", max_retries=0)
+    legacy = make_client(f"{proxy_server.url}/api/v1", "sk-wrong")
     with pytest.raises(openai.AuthenticationError):
         legacy.models.list()
-    ok = OpenAI(base_url=proxy_server.v1, api_key=PROXY_KEY, max_retries=0)
+    ok = make_client(proxy_server.v1, PROXY_KEY)
     assert "up-gemma" in {m.id for m in ok.models.list()}
     import httpx
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import socket
@@ -151,9 +152,9 @@ def model_list(config: ConfigOpt = None, profile: ProfileOpt = None, url: UrlOpt
         source = m.path or (f"package {m.package}" if m.package else m.base_url) or "-"
         status = live.get(m.name, {}).get("status", "not running" if not live else "not served")
         table.add_row(m.name, m.backend, source, status)
-    for name, m in live.items():
+    for name, served in live.items():
         if name not in names:
-            table.add_row(name, m.get("backend", "?"), "(server)", m.get("status", "?"))
+            table.add_row(name, served.get("backend", "?"), "(server)", served.get("status", "?"))
     out.print(table)
 
 
@@ -174,7 +175,7 @@ def model_prepare(
         raise DataPilotError(f"unknown model(s): {', '.join(sorted(unknown))}")
     with model_progress(err, [m.name for m in chosen]) as progress:
         for m in chosen:
-            path = resolve_model_path(m, settings.home, lambda d, a, b, n=m.name: progress(n, d, a, b))
+            path = resolve_model_path(m, settings.home, functools.partial(progress, m.name))
             progress(m.name, f"ready: {path or m.base_url}", 1, 1)
 
 

@@ -135,10 +135,10 @@ async def _stream(
     except StopAsyncIteration:
         first = None
     except ClientDisconnected:
-        await chunks.aclose()
+        await _aclose(chunks)
         return Response(status_code=_CLIENT_CLOSED)
     except BaseException:
-        await chunks.aclose()
+        await _aclose(chunks)
         raise
 
     async def sse() -> AsyncIterator[str]:
@@ -162,7 +162,7 @@ async def _stream(
         except DataPilotError as exc:  # after the headers went out, the error travels in the stream
             yield f"data: {_json(exc.to_dict())}\n\n"
         finally:
-            await chunks.aclose()
+            await _aclose(chunks)
         yield "data: [DONE]\n\n"
 
     return StreamingResponse(
@@ -170,6 +170,12 @@ async def _stream(
         media_type="text/event-stream",
         headers={"x-request-id": mreq.request_id, "cache-control": "no-cache", "x-accel-buffering": "no"},
     )
+
+
+async def _aclose(chunks: AsyncIterator[ModelChunk]) -> None:
+    close = getattr(chunks, "aclose", None)
+    if close is not None:
+        await close()
 
 
 def _base(prefix: str, mreq: ModelRequest) -> dict[str, Any]:
