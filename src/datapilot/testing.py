@@ -12,6 +12,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,12 +31,18 @@ def _toml_value(v: object) -> str:
     return json.dumps(v)
 
 
-def write_config(path: Path, models: list[dict[str, object]], server: dict[str, object] | None = None) -> Path:
-    """Write a ``datapilot.toml`` with a ``[server]`` table and ``[[models]]`` entries."""
+def write_config(
+    path: Path,
+    models: list[dict[str, object]],
+    server: dict[str, object] | None = None,
+    **tables: dict[str, object],
+) -> Path:
+    """Write a ``datapilot.toml``: a ``[server]`` table, other tables (``cluster={...}``), ``[[models]]``."""
     lines = []
-    if server:
-        lines.append("[server]")
-        lines += [f"{k} = {_toml_value(v)}" for k, v in server.items()]
+    for name, table in {"server": server or {}, **tables}.items():
+        if table:
+            lines.append(f"[{name}]")
+            lines += [f"{k} = {_toml_value(v)}" for k, v in table.items()]
     for m in models:
         lines.append("[[models]]")
         lines += [f"{k} = {_toml_value(v)}" for k, v in m.items()]
@@ -66,9 +73,14 @@ class ServerProcess:
 
 
 def start_server(
-    workdir: Path, config: Path, home: Path, name: str = "server", timeout: float = 180.0
+    workdir: Path,
+    config: Path,
+    home: Path,
+    name: str = "server",
+    timeout: float = 180.0,
+    role: Sequence[str] = (),
 ) -> ServerProcess:
-    """Run ``datapilot start`` with ``config`` and wait until ``/health`` answers."""
+    """Run ``datapilot start [ROLE ...]`` with ``config`` and wait until ``/health`` answers."""
     port = free_port()
     log = workdir / f"{name}.log"
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
@@ -80,6 +92,7 @@ def start_server(
                 "-m",
                 "datapilot",
                 "start",
+                *role,
                 "--config",
                 str(config),
                 "--home",

@@ -1,3 +1,174 @@
-"""AWEL, the workflow language: DAGs of operators, triggers, the fluent frame and the text DSL (issue #3).
+"""AWEL, the workflow language: one graph of typed operators, built three ways.
 
-This layer is planned; see DESIGN.md for where it sits. Nothing here is implemented yet."""
+* operators: ``with DAG("name"):`` then ``a >> b``, ``a >> [b, c]``, ``[b, c] >> d``;
+* the fluent ``Frame``: ``Frame(HttpSource(...)).text2vec(...).filter(...).llm(...)``;
+* the text DSL: ``CREATE WORKFLOW ... BEGIN ... END;`` compiled with ``compile_dsl``.
+
+All three produce a ``DAG`` that runs asynchronously (``await dag.run(data)``), serialises to JSON
+(``to_json``/``from_json``, names resolved only through the registries) and exports to Mermaid.
+``DAGManager`` loads flows from a folder; the server mounts their ``HttpTrigger``s.
+"""
+
+from datapilot.awel import _functions as _functions  # registers the built-in functions
+from datapilot.awel._dag import DAG, BaseOperator, Requirement, current_dag
+from datapilot.awel._dsl import compile_dsl, parse_workflow
+from datapilot.awel._errors import (
+    DAGError,
+    DSLError,
+    FlowInputError,
+    FlowLoadError,
+    FlowNotFoundError,
+    NodeError,
+    PortTypeError,
+    RegistryError,
+    SerializationError,
+)
+from datapilot.awel._frame import Frame
+from datapilot.awel._library import (
+    CacheLookupOperator,
+    CacheStoreOperator,
+    ChatHistoryLoadOperator,
+    ChatHistoryStoreOperator,
+    ChatOperator,
+    ChatPromptOperator,
+    ChatRequest,
+    ChatRequestOperator,
+    ChatState,
+    Document,
+    Embedded,
+    EmbeddingOperator,
+    JSONOutputParser,
+    LLMOperator,
+    PromptTemplateOperator,
+    RespondOperator,
+    Retrieved,
+    SQLOperator,
+    SQLOutputParser,
+    SQLResult,
+    StreamingLLMOperator,
+    TextOutputParser,
+    VectorAddOperator,
+    VectorRetrieveOperator,
+    to_jsonable,
+)
+from datapilot.awel._manager import DAGManager, FlowInfo, read_flow_file
+from datapilot.awel._operators import (
+    BranchOperator,
+    CollectStreamOperator,
+    InputOperator,
+    JoinOperator,
+    MapOperator,
+    MergeOperator,
+    ReduceStreamOperator,
+    StreamifyOperator,
+    TransformStreamOperator,
+    TriggerOperator,
+)
+from datapilot.awel._policy import ErrorPolicy, Fail, Fallback, Retry, Skip
+from datapilot.awel._ports import is_assignable, type_name
+from datapilot.awel._registry import (
+    FUNCTIONS,
+    OPERATORS,
+    SCHEMAS,
+    register_function,
+    register_operator,
+    register_schema,
+)
+from datapilot.awel._resources import (
+    DEFAULT_VECTOR_STORE,
+    ChatHistory,
+    FlowCache,
+    FlowResources,
+    Hit,
+    InMemoryChatHistory,
+    InMemoryFlowCache,
+    InMemoryVectorIndex,
+    VectorIndex,
+)
+from datapilot.awel._runner import SKIPPED, CallContext
+from datapilot.awel._triggers import HttpSource, HttpTrigger, IteratorTrigger, run_batch
+
+__all__ = [
+    "DAG",
+    "DEFAULT_VECTOR_STORE",
+    "FUNCTIONS",
+    "OPERATORS",
+    "SCHEMAS",
+    "SKIPPED",
+    "BaseOperator",
+    "BranchOperator",
+    "CacheLookupOperator",
+    "CacheStoreOperator",
+    "CallContext",
+    "ChatHistory",
+    "ChatHistoryLoadOperator",
+    "ChatHistoryStoreOperator",
+    "ChatOperator",
+    "ChatPromptOperator",
+    "ChatRequest",
+    "ChatRequestOperator",
+    "ChatState",
+    "CollectStreamOperator",
+    "DAGError",
+    "DAGManager",
+    "DSLError",
+    "Document",
+    "Embedded",
+    "EmbeddingOperator",
+    "ErrorPolicy",
+    "Fail",
+    "Fallback",
+    "FlowCache",
+    "FlowInfo",
+    "FlowInputError",
+    "FlowLoadError",
+    "FlowNotFoundError",
+    "FlowResources",
+    "Frame",
+    "Hit",
+    "HttpSource",
+    "HttpTrigger",
+    "InMemoryChatHistory",
+    "InMemoryFlowCache",
+    "InMemoryVectorIndex",
+    "InputOperator",
+    "IteratorTrigger",
+    "JSONOutputParser",
+    "JoinOperator",
+    "LLMOperator",
+    "MapOperator",
+    "MergeOperator",
+    "NodeError",
+    "PortTypeError",
+    "PromptTemplateOperator",
+    "ReduceStreamOperator",
+    "RegistryError",
+    "Requirement",
+    "RespondOperator",
+    "Retrieved",
+    "Retry",
+    "SQLOperator",
+    "SQLOutputParser",
+    "SQLResult",
+    "SerializationError",
+    "Skip",
+    "StreamifyOperator",
+    "StreamingLLMOperator",
+    "TextOutputParser",
+    "TransformStreamOperator",
+    "TriggerOperator",
+    "VectorAddOperator",
+    "VectorIndex",
+    "VectorRetrieveOperator",
+    "compile_dsl",
+    "current_dag",
+    "is_assignable",
+    "parse_workflow",
+    "read_flow_file",
+    "register_function",
+    "register_operator",
+    "register_schema",
+    "run_batch",
+    "to_jsonable",
+    "type_name",
+]

@@ -5,20 +5,29 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
-import logging
-import socket
 import sys
 from pathlib import Path
 from typing import Annotated, Any
 
 import httpx
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from datapilot import __version__
+from datapilot.cli._common import (
+    ConfigOpt,
+    HomeOpt,
+    ProfileOpt,
+    UrlOpt,
+    err,
+    out,
+    settings_from,
+)
 from datapilot.cli._progress import model_progress
-from datapilot.core.config import Settings, load_settings
+from datapilot.cli.cache import bench_app, cache_app
+from datapilot.cli.flow import flow_app
+from datapilot.cli.start import start_app
+from datapilot.core.config import Settings
 from datapilot.core.errors import DataPilotError
 from datapilot.core.types import Message, ModelRequest, SamplingParams
 
@@ -32,22 +41,10 @@ model_app = typer.Typer(help="List, prepare and chat with models.", no_args_is_h
 config_app = typer.Typer(help="Inspect configuration.", no_args_is_help=True)
 app.add_typer(model_app, name="model")
 app.add_typer(config_app, name="config")
-
-out = Console()
-err = Console(stderr=True)
-
-ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="TOML config file [default: ./datapilot.toml]")]
-ProfileOpt = Annotated[str | None, typer.Option("--profile", "-p", help="profile in the config file")]
-HomeOpt = Annotated[Path | None, typer.Option("--home", help="data folder [default: ~/.datapilot]")]
-UrlOpt = Annotated[str | None, typer.Option("--url", help="a running server's API base, e.g. http://127.0.0.1:5670/v1")]
-
-
-def _settings(config: Path | None, profile: str | None, home: Path | None = None, **server: Any) -> Settings:
-    settings = load_settings(config, profile, home=home)
-    for key, value in server.items():
-        if value is not None:
-            setattr(settings.server, key, value)
-    return settings
+app.add_typer(flow_app, name="flow")
+app.add_typer(cache_app, name="cache")
+app.add_typer(bench_app, name="bench")
+app.add_typer(start_app, name="start")
 
 
 def _version(value: bool) -> None:
@@ -65,76 +62,10 @@ def _root(
     """DataPilot: one server for many models, a semantic cache, workflows, RAG and text-to-SQL."""
 
 
-def _bind(host: str, port: int) -> socket.socket:
-    try:
-        family, kind, proto, _, addr = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
-        sock = socket.socket(family, kind, proto)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(addr)
-    except OSError as exc:
-        raise DataPilotError(
-            f"could not listen on {host}:{port}: {exc.strerror or exc} "
-            "(is another server using the port? choose another with --port)"
-        ) from None
-    return sock
-
-
-def _setup_logging(level: str) -> None:
-    logging.basicConfig(
-        level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
-    )
-
-
-@app.command()
-def start(
-    host: Annotated[str | None, typer.Option(help="address to listen on [default: 127.0.0.1]")] = None,
-    port: Annotated[int | None, typer.Option(help="port to listen on [default: 5670]")] = None,
-    config: ConfigOpt = None,
-    profile: ProfileOpt = None,
-    home: HomeOpt = None,
-    log_level: Annotated[str | None, typer.Option(help="debug, info, warning, error")] = None,
-) -> None:
-    """Start the all-in-one server: every configured model behind the OpenAI-compatible API."""
-    import uvicorn
-
-    from datapilot.models.manager import ModelManager, ModelState
-    from datapilot.server.app import create_app
-
-    settings = _settings(config, profile, home, host=host, port=port, log_level=log_level)
-    _setup_logging(settings.server.log_level)
-
-    # Bind first: a busy port is reported at once, before any model is loaded.
-    sock = _bind(settings.server.host, settings.server.port)
-
-    async def run() -> None:
-        manager = ModelManager(settings.models, settings.home)
-        with model_progress(err, list(manager.workers)) as progress:
-            await manager.start(progress)
-        failed = [w for w in manager.workers.values() if w.state is ModelState.FAILED]
-        for w in failed:
-            err.print(f"[yellow]warning:[/] model {w.name} failed to load: {w.error}")
-        server = uvicorn.Server(
-            uvicorn.Config(
-                create_app(settings, manager),
-                log_config=None,
-                log_level=settings.server.log_level,
-                timeout_graceful_shutdown=5,
-            )
-        )
-        host, port = sock.getsockname()[:2]
-        err.print(
-            f"DataPilot {__version__} serving {len(manager.workers) - len(failed)} model(s) on "
-            f"[bold]http://{host}:{port}/v1[/]"
-        )
-        await server.serve(sockets=[sock])
-
-    asyncio.run(run())
-
-
 @model_app.command("list")
 def model_list(config: ConfigOpt = None, profile: ProfileOpt = None, url: UrlOpt = None) -> None:
     """List configured models, with their live status when the server is running."""
-    settings = _settings(config, profile)
+    settings = settings_from(config, profile)
     base = url or f"http://{settings.server.host}:{settings.server.port}/v1"
     live: dict[str, dict[str, Any]] = {}
     try:
@@ -158,6 +89,49 @@ def model_list(config: ConfigOpt = None, profile: ProfileOpt = None, url: UrlOpt
     out.print(table)
 
 
+def _server_base(url: str | None, settings: Settings) -> str:
+    base = (url or f"http://{settings.server.host}:{settings.server.port}").rstrip("/")
+    return base.removesuffix("/v1")
+
+
+def _lifecycle(action: str, name: str, url: str | None, config: Path | None, profile: str | None) -> None:
+    settings = settings_from(config, profile)
+    base = _server_base(url, settings)
+    headers = {}
+    if settings.server.api_keys:
+        headers["Authorization"] = f"Bearer {settings.server.api_keys[0].get_secret_value()}"
+    try:
+        with err.status(f"{action} {name} on {base} ..."):
+            resp = httpx.post(f"{base}/api/models/{name}/{action}", headers=headers, timeout=600)
+    except httpx.HTTPError as exc:
+        raise DataPilotError(f"no server answering at {base} ({exc}); start one or pass --url") from None
+    body = resp.json()
+    if resp.status_code >= 400:
+        raise DataPilotError(body.get("error", {}).get("message") or resp.text)
+    out.print_json(data=body)
+
+
+ServerUrlOpt = Annotated[str | None, typer.Option("--url", help="server base URL [default: the configured one]")]
+
+
+@model_app.command("start")
+def model_start(name: str, url: ServerUrlOpt = None, config: ConfigOpt = None, profile: ProfileOpt = None) -> None:
+    """Start one more instance of a defined model on a running server."""
+    _lifecycle("start", name, url, config, profile)
+
+
+@model_app.command("stop")
+def model_stop(name: str, url: ServerUrlOpt = None, config: ConfigOpt = None, profile: ProfileOpt = None) -> None:
+    """Stop every instance of a model on a running server."""
+    _lifecycle("stop", name, url, config, profile)
+
+
+@model_app.command("restart")
+def model_restart(name: str, url: ServerUrlOpt = None, config: ConfigOpt = None, profile: ProfileOpt = None) -> None:
+    """Restart a model's instances on a running server."""
+    _lifecycle("restart", name, url, config, profile)
+
+
 @model_app.command("prepare")
 def model_prepare(
     names: Annotated[list[str] | None, typer.Argument(help="models to prepare [default: all]")] = None,
@@ -168,7 +142,7 @@ def model_prepare(
     """Assemble or locate model files (done by `start` too), showing progress."""
     from datapilot.models.assets import resolve_model_path
 
-    settings = _settings(config, profile, home)
+    settings = settings_from(config, profile, home)
     chosen = [m for m in settings.models if not names or m.name in names]
     unknown = set(names or ()) - {m.name for m in chosen}
     if unknown:
@@ -196,7 +170,7 @@ def model_chat(
     """
     from datapilot.core.client import LLMClient
 
-    settings = _settings(config, profile, home)
+    settings = settings_from(config, profile, home)
 
     async def run() -> None:
         client: LLMClient
@@ -261,7 +235,7 @@ def model_chat(
 @config_app.command("show")
 def config_show(config: ConfigOpt = None, profile: ProfileOpt = None, home: HomeOpt = None) -> None:
     """Print the resolved settings as JSON (secrets masked)."""
-    settings = _settings(config, profile, home)
+    settings = settings_from(config, profile, home)
     out.print_json(json.dumps(settings.model_dump(mode="json")))
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import tomllib
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
@@ -37,6 +37,7 @@ class ModelConfig(BaseModel):
     upstream_model: str | None = Field(None, description="model name at the upstream; defaults to name")
     params: dict[str, Any] = Field(default_factory=dict, description="backend-specific parameters")
     enabled: bool = True
+    instances: int = Field(1, ge=1, description="copies of this model served by the all-in-one server")
 
     @field_validator("name")
     @classmethod
@@ -57,6 +58,104 @@ class ServerSettings(BaseModel):
     max_request_bytes: int = Field(8 * 1024 * 1024, description="larger request bodies get a 413")
 
 
+# Semantic cache defaults, tuned on QQP's dev half (shared/data/cache/qqp_dev.jsonl.gz) for the bundled
+# MiniLM with benchmarks/tune_cache_thresholds.py; never on the test half.
+DEFAULT_CACHE_THRESHOLD_SHORT = 0.85
+DEFAULT_CACHE_THRESHOLD_LONG = 0.88
+DEFAULT_CACHE_MARGIN = 0.10
+DEFAULT_CACHE_LONG_TEXT_CHARS = 300
+DEFAULT_CACHE_CONTEXT_THRESHOLD = 0.90
+DEFAULT_CACHE_TOP_K = 8
+DEFAULT_CACHE_MAX_ENTRIES = 100_000
+DEFAULT_CACHE_MAX_TEMPERATURE = 0.7
+
+
+class CacheEmbedderConfig(BaseModel):
+    """An embedder for the cache. ``kind`` is a name in the embedder registry."""
+
+    kind: str = Field("minilm", description="minilm (bundled MiniLM or `path`), datapilot, openai, hash")
+    model: str | None = Field(None, description="model name at the endpoint (datapilot, openai)")
+    path: str | None = Field(None, description="local sentence-transformers folder; default: the bundled MiniLM")
+    base_url: str | None = Field(None, description="OpenAI-compatible API base, e.g. http://host:5670/v1")
+    api_key: SecretStr | None = None
+    window_tokens: int | None = Field(None, ge=8, description="window for long texts; default: the model's")
+    overlap_tokens: int = Field(64, ge=0)
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class CacheRerankerConfig(BaseModel):
+    """An optional second-stage scorer of (query, candidate) pairs, e.g. a local cross-encoder."""
+
+    kind: str = Field("cross_encoder", description="a name in the reranker registry")
+    path: str | None = Field(None, description="local model folder")
+    threshold: float = Field(0.5, description="candidates scoring below it are rejected")
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class CachePolicy(BaseModel):
+    """Per-scope cache behaviour. One scope's policy never changes another's."""
+
+    model_config = {"extra": "forbid"}
+
+    threshold_short: float = Field(DEFAULT_CACHE_THRESHOLD_SHORT, ge=-1, le=1)
+    threshold_long: float = Field(DEFAULT_CACHE_THRESHOLD_LONG, ge=-1, le=1)
+    long_text_chars: int = Field(DEFAULT_CACHE_LONG_TEXT_CHARS, ge=1, description="longer questions are 'long'")
+    context_threshold: float = Field(DEFAULT_CACHE_CONTEXT_THRESHOLD, ge=-1, le=1)
+    margin: float = Field(
+        DEFAULT_CACHE_MARGIN,
+        ge=0,
+        le=2,
+        description="a hit must beat the best other stored question by this much cosine, else it is ambiguous",
+    )
+    guards: bool = Field(True, description="reject near misses: numbers, negation, entities, direction")
+    reranker: str | None = Field(None, description="name of a reranker in cache.rerankers")
+    top_k: int = Field(DEFAULT_CACHE_TOP_K, ge=1, le=100)
+    ttl_s: float | None = Field(None, gt=0, description="entries expire this long after insertion")
+    max_entries: int = Field(DEFAULT_CACHE_MAX_ENTRIES, ge=1)
+    eviction: Literal["lru", "lfu"] = "lru"
+    embedder: str = Field("default", description="name of an embedder in cache.embedders")
+
+
+class CacheStoreConfig(BaseModel):
+    sql_url: str | None = Field(
+        None, description="SQLAlchemy URL for rows; default: SQLite (WAL) at DATAPILOT_HOME/cache/cache.db"
+    )
+    vector: Literal["faiss", "milvus"] = "faiss"
+    milvus_uri: str | None = Field(None, description="Milvus server URL, or a milvus-lite file path")
+    milvus_token: SecretStr | None = None
+
+
+class CacheSettings(BaseModel):
+    enabled: bool = Field(False, description="consult the cache in /v1/chat/completions and /v1/completions")
+    models: list[str] = Field(default_factory=list, description="models the cache serves; empty: all")
+    max_temperature: float = Field(
+        DEFAULT_CACHE_MAX_TEMPERATURE, ge=0, description="hotter requests are neither answered from nor stored"
+    )
+    defaults: CachePolicy = Field(default_factory=CachePolicy)
+    scopes: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, description="per-model policy overrides, keyed by model name"
+    )
+    embedders: dict[str, CacheEmbedderConfig] = Field(default_factory=lambda: {"default": CacheEmbedderConfig()})
+    rerankers: dict[str, CacheRerankerConfig] = Field(default_factory=dict)
+    store: CacheStoreConfig = Field(default_factory=CacheStoreConfig)
+    log_queries: bool = True
+
+    def policy_for(self, model: str, stored: dict[str, Any] | None = None) -> CachePolicy:
+        """Defaults, then this file's overrides for the model, then overrides stored through the API."""
+        merged = {**self.defaults.model_dump(), **self.scopes.get(model, {}), **(stored or {})}
+        return CachePolicy.model_validate(merged)
+
+
+class AWELSettings(BaseModel):
+    """Workflows: where flow files live, and the named stores flows may use."""
+
+    flows_dir: Path | None = Field(None, description="folder of .py/.dsl/.json flows loaded at start-up")
+    vector_stores: list[str] = Field(
+        default_factory=lambda: ["embedded"], description="in-memory vector stores flows can name"
+    )
+    databases: dict[str, Path] = Field(default_factory=dict, description="SQLite databases flows can query, by name")
+
+
 def default_models() -> list[ModelConfig]:
     return [
         ModelConfig(
@@ -73,6 +172,20 @@ def default_models() -> list[ModelConfig]:
     ]
 
 
+class ClusterSettings(BaseModel):
+    """SMMF: the controller, workers and API server as separate processes (or all in one)."""
+
+    controller_url: str = Field("http://127.0.0.1:8000", description="where workers and API servers find it")
+    controller_port: int = Field(8000, ge=0, le=65535)
+    apiserver_port: int = Field(8100, ge=0, le=65535)
+    worker_port: int = Field(8001, ge=0, le=65535)
+    heartbeat_interval_s: float = Field(2.0, gt=0)
+    heartbeat_timeout_s: float = Field(10.0, gt=0, description="silent longer than this: out of routing")
+    registry_path: str | None = Field(
+        None, description="SQLite file for the controller's registry; default DATAPILOT_HOME/controller.db"
+    )
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="DATAPILOT_", env_nested_delimiter="__", extra="forbid", validate_default=True
@@ -82,6 +195,9 @@ class Settings(BaseSettings):
     home: Path = Field(default_factory=lambda: Path("~/.datapilot"))
     server: ServerSettings = Field(default_factory=ServerSettings)
     models: list[ModelConfig] = Field(default_factory=default_models)
+    awel: AWELSettings = Field(default_factory=AWELSettings)
+    cache: CacheSettings = Field(default_factory=CacheSettings)
+    cluster: ClusterSettings = Field(default_factory=ClusterSettings)
 
     @field_validator("home")
     @classmethod

@@ -50,6 +50,12 @@ class ModelNotFoundError(DataPilotError):
     default_code = "model_not_found"
 
 
+class ConflictError(DataPilotError):
+    status_code = 409
+    error_type = "invalid_request_error"
+    default_code = "conflict"
+
+
 class ModelNotReadyError(DataPilotError):
     status_code = 503
     error_type = "server_error"

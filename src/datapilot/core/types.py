@@ -126,6 +126,12 @@ class EmbeddingOutput:
     usage: Usage
 
 
+@dataclass(slots=True)
+class RerankOutput:
+    scores: list[float]  # one relevance score per document, in the order given
+    usage: Usage
+
+
 @dataclass(slots=True, frozen=True)
 class ModelInfo:
     name: str

@@ -15,7 +15,15 @@ import httpx
 import numpy as np
 
 from datapilot.core.errors import DataPilotError, UpstreamError
-from datapilot.core.types import EmbeddingOutput, FinishReason, ModelChunk, ModelOutput, ModelRequest, Usage
+from datapilot.core.types import (
+    EmbeddingOutput,
+    FinishReason,
+    ModelChunk,
+    ModelOutput,
+    ModelRequest,
+    RerankOutput,
+    Usage,
+)
 
 # Upstream statuses that describe the caller's request and are passed on as they are; anything
 # else (401 from the upstream's own key, 5xx, timeouts) is the gateway's problem: 502.
@@ -156,6 +164,14 @@ class OpenAIHTTP:
             ]
         )
         return EmbeddingOutput(vectors, _usage(obj.get("usage")) or Usage())
+
+    async def rerank(self, query: str, documents: list[str], model: str) -> RerankOutput:
+        obj = await self._post("/rerank", {"model": model, "query": query, "documents": documents})
+        scores = [0.0] * len(documents)
+        for r in obj["results"]:
+            scores[int(r["index"])] = float(r["relevance_score"])
+        tokens = int((obj.get("usage") or {}).get("total_tokens") or 0)
+        return RerankOutput(scores, Usage(tokens))
 
     async def models(self) -> list[dict[str, Any]]:
         try:

@@ -17,11 +17,12 @@ from typing import ClassVar
 from datapilot.core.client import collect
 from datapilot.core.config import ModelConfig
 from datapilot.core.errors import ConfigError, InvalidRequestError
-from datapilot.core.types import EmbeddingOutput, ModelChunk, ModelOutput, ModelRequest
+from datapilot.core.types import EmbeddingOutput, ModelChunk, ModelOutput, ModelRequest, RerankOutput
 
 CHAT = "chat"
 COMPLETION = "completion"
 EMBEDDING = "embedding"
+RERANK = "rerank"
 
 
 class ModelBackend(ABC):
@@ -57,6 +58,11 @@ class ModelBackend(ABC):
             f"model {self.config.name!r} does not produce embeddings",
             param="model",
             code="model_not_supported",
+        )
+
+    async def rerank(self, query: str, documents: list[str]) -> RerankOutput:
+        raise InvalidRequestError(
+            f"model {self.config.name!r} does not rerank", param="model", code="model_not_supported"
         )
 
 
@@ -105,5 +111,8 @@ for _name, _module, _attr in (
     ("openai_compat", "datapilot.models.backends.openai_compat", "OpenAICompatBackend"),
     ("sentence_transformers", "datapilot.models.backends.sentence_transformers", "SentenceTransformersBackend"),
     ("scripted", "datapilot.models.backends.scripted", "ScriptedBackend"),
+    ("transformers", "datapilot.models.backends.transformers", "TransformersBackend"),
+    ("cross_encoder", "datapilot.models.backends.sentence_transformers", "CrossEncoderBackend"),
+    ("vllm", "datapilot.models.backends.vllm", "VLLMBackend"),
 ):
     register_backend(_name, _lazy(_module, _attr))

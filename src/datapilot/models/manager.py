@@ -10,23 +10,28 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable, Iterable
-from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 
 from datapilot.core.config import ModelConfig
-from datapilot.core.errors import DataPilotError, InvalidRequestError, ModelNotFoundError, ModelNotReadyError
+from datapilot.core.errors import (
+    ConflictError,
+    DataPilotError,
+    InvalidRequestError,
+    ModelNotFoundError,
+    ModelNotReadyError,
+)
 from datapilot.core.types import (
     EmbeddingOutput,
     ModelChunk,
     ModelInfo,
     ModelOutput,
     ModelRequest,
-    Timing,
-    Usage,
+    RerankOutput,
 )
+from datapilot.models._measure import MeasuredClient, RecordSink, RequestRecord
 from datapilot.models.assets import ProgressFn, resolve_model_path
-from datapilot.models.backend import CHAT, COMPLETION, EMBEDDING, ModelBackend, get_backend
+from datapilot.models.backend import EMBEDDING, RERANK, ModelBackend, get_backend
 
 log = logging.getLogger("datapilot.models")
 
@@ -36,21 +41,9 @@ class ModelState(StrEnum):
     LOADING = "loading"
     READY = "ready"
     FAILED = "failed"
+    STOPPED = "stopped"
 
 
-@dataclass(slots=True)
-class RequestRecord:
-    """What the manager measured for one request; ``status`` is ok, cancelled or an error type."""
-
-    model: str
-    kind: str
-    stream: bool
-    status: str
-    usage: Usage
-    timing: Timing
-
-
-RecordSink = Callable[[RequestRecord], None]
 # (model name, step description, done, total); total 0 means "unknown"
 LoadProgress = Callable[[str, str, int, int], None]
 
@@ -91,7 +84,7 @@ class ModelWorker:
 
     async def stop(self) -> None:
         backend, self.backend = self.backend, None
-        self.state = ModelState.PENDING
+        self.state = ModelState.STOPPED
         if backend is not None:
             await backend.close()
 
@@ -113,7 +106,7 @@ class ModelWorker:
         return ModelInfo(self.name, self.config.backend, caps, self.state.value, detail=self.error)
 
 
-class ModelManager:
+class ModelManager(MeasuredClient):
     """Serves every configured model in this process; an ``LLMClient`` and an ``EmbeddingClient``."""
 
     def __init__(self, models: Iterable[ModelConfig], home: Path, sink: RecordSink | None = None) -> None:
@@ -124,6 +117,7 @@ class ModelManager:
             if cfg.name in self.workers:
                 raise InvalidRequestError(f"model {cfg.name!r} is declared twice")
             self.workers[cfg.name] = ModelWorker(cfg, home)
+        self.home = home
         self.sink = sink
         self.started = False
 
@@ -133,6 +127,19 @@ class ModelManager:
 
     async def close(self) -> None:
         await asyncio.gather(*(w.stop() for w in self.workers.values()))
+
+    async def add(self, config: ModelConfig, progress: LoadProgress | None = None) -> ModelWorker:
+        """Load one more model in this process at run time."""
+        if config.name in self.workers:
+            raise ConflictError(f"model {config.name!r} already runs on this worker; stop it first")
+        worker = self.workers[config.name] = ModelWorker(config, self.home)
+        await worker.start(progress)
+        return worker
+
+    async def remove(self, name: str) -> None:
+        """Stop a model and unload it from this process."""
+        await self.worker(name).stop()
+        del self.workers[name]
 
     def worker(self, name: str) -> ModelWorker:
         try:
@@ -146,81 +153,20 @@ class ModelManager:
     async def models(self) -> list[ModelInfo]:
         return [w.info() for w in self.workers.values()]
 
-    def _record(
-        self, request: ModelRequest, kind: str, stream: bool, status: str, usage: Usage, timing: Timing
-    ) -> None:
-        if self.sink is not None:
-            self.sink(RequestRecord(request.model, kind, stream, status, usage, timing))
+    def _source_stream(self, request: ModelRequest, kind: str, whole: bool = False) -> AsyncIterator[ModelChunk]:
+        return self.worker(request.model).require(kind).stream(request)
 
-    async def generate(self, request: ModelRequest) -> ModelOutput:
-        kind = CHAT if request.is_chat else COMPLETION
+    async def _source_generate(self, request: ModelRequest, kind: str) -> ModelOutput | None:
         backend = self.worker(request.model).require(kind)
         if type(backend).generate is ModelBackend.generate:
-            # Collected from the stream, so first-token latency is measured here too.
-            parts: list[str] = []
-            last = ModelChunk()
-            async for chunk in self._stream(request, streaming=False):
-                parts.append(chunk.text)
-                last = chunk
-            assert last.finish_reason is not None and last.timing is not None
-            return ModelOutput("".join(parts), last.finish_reason, last.usage or Usage(), request.model, last.timing)
-        timing = Timing()
-        try:
-            out = await backend.generate(request)
-        except BaseException as exc:
-            timing.finish()
-            self._record(request, kind, False, _status(exc), Usage(), timing)
-            raise
-        timing.finish()
-        out.timing, out.model = timing, request.model
-        self._record(request, kind, False, "ok", out.usage, timing)
-        return out
+            return None  # collect the stream, so first-token latency gets measured
+        return await backend.generate(request)
 
-    def stream(self, request: ModelRequest) -> AsyncIterator[ModelChunk]:
-        return self._stream(request, streaming=True)
+    async def _source_embed(self, model: str, texts: list[str]) -> EmbeddingOutput:
+        return await self.worker(model).require(EMBEDDING).embed(texts)
 
-    async def _stream(self, request: ModelRequest, streaming: bool) -> AsyncIterator[ModelChunk]:
-        kind = CHAT if request.is_chat else COMPLETION
-        backend = self.worker(request.model).require(kind)
-        timing = Timing()
-        produced = 0
-        status = "cancelled"
-        usage = Usage()
-        try:
-            async for chunk in backend.stream(request):
-                if chunk.text:
-                    timing.mark_token()
-                    produced += 1
-                if chunk.finish_reason is not None:
-                    timing.finish()
-                    usage = chunk.usage or Usage(0, produced)
-                    chunk.timing, status = timing, "ok"
-                yield chunk
-        except BaseException as exc:
-            status = _status(exc)
-            raise
-        finally:
-            if timing.finished_at is None:
-                timing.finish()
-                usage = Usage(0, produced)
-            self._record(request, kind, streaming, status, usage, timing)
-
-    async def embed(self, model: str, texts: list[str]) -> EmbeddingOutput:
-        backend = self.worker(model).require(EMBEDDING)
-        timing = Timing()
-        request = ModelRequest(model=model)
-        try:
-            out = await backend.embed(texts)
-        except BaseException as exc:
-            timing.finish()
-            self._record(request, EMBEDDING, False, _status(exc), Usage(), timing)
-            raise
-        timing.finish()
-        self._record(request, EMBEDDING, False, "ok", out.usage, timing)
-        return out
+    async def _source_rerank(self, model: str, query: str, documents: list[str]) -> RerankOutput:
+        return await self.worker(model).require(RERANK).rerank(query, documents)
 
 
-def _status(exc: BaseException) -> str:
-    if isinstance(exc, asyncio.CancelledError | GeneratorExit):
-        return "cancelled"
-    return exc.error_type if isinstance(exc, DataPilotError) else "server_error"
+__all__ = ["LoadProgress", "ModelManager", "ModelState", "ModelWorker", "RecordSink", "RequestRecord"]

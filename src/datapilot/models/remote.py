@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
-from datapilot.core.types import EmbeddingOutput, ModelChunk, ModelInfo, ModelOutput, ModelRequest
+from datapilot.core.types import EmbeddingOutput, ModelChunk, ModelInfo, ModelOutput, ModelRequest, RerankOutput
 from datapilot.models._openai_http import OpenAIHTTP
 
 
@@ -24,6 +24,9 @@ class RemoteLLMClient:
 
     async def embed(self, model: str, texts: list[str]) -> EmbeddingOutput:
         return await self._http.embed(texts, model)
+
+    async def rerank(self, model: str, query: str, documents: list[str]) -> RerankOutput:
+        return await self._http.rerank(query, documents, model)
 
     async def models(self) -> list[ModelInfo]:
         return [

@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, Protocol
 
-from fastapi import FastAPI, Request
+from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from datapilot import __version__
 from datapilot.core.config import Settings
-from datapilot.models.manager import ModelManager, ModelState
+from datapilot.models.manager import ModelManager
+from datapilot.models.service import ModelService
+from datapilot.server.awel_api import build_awel_router, build_flow_manager, load_flows
+from datapilot.server.cache_api import CacheService, include_cache_routes
 from datapilot.server.errors import error_body, install_error_handlers
 from datapilot.server.metrics import ServingMetrics
 from datapilot.server.openai_api import build_router
@@ -42,25 +45,50 @@ class BodyLimit:
         await self.app(scope, receive, send)
 
 
-def create_app(settings: Settings, manager: ModelManager | None = None) -> FastAPI:
-    """Build the server. Pass a started ``manager`` to reuse loaded models (the CLI does)."""
+class Lifecycle(Protocol):
+    async def start(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+def create_app(
+    settings: Settings,
+    manager: ModelService | None = None,
+    *,
+    routers: Sequence[APIRouter] = (),
+    lifecycle: Sequence[Lifecycle] = (),
+) -> FastAPI:
+    """Build the server around a ``ModelService``: this process's models by default, or a cluster
+    router. ``lifecycle`` objects start in order before the service and close in reverse after it."""
     metrics = ServingMetrics()
     if manager is None:
         manager = ModelManager(settings.models, settings.home, sink=metrics.observe)
     elif manager.sink is None:
         manager.sink = metrics.observe
+    service = manager
+    cache = CacheService.from_settings(settings, manager)
+    lifecycle = (*lifecycle, cache)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        if not manager.started:
-            await manager.start()
+        started: list[Lifecycle] = []
         try:
+            for part in lifecycle:
+                await part.start()
+                started.append(part)
+            if not service.started:
+                await service.start()
+            await load_flows(settings, app.state.services.awel)
             yield
         finally:
-            await manager.close()
+            await service.close()
+            for part in reversed(started):
+                await part.close()
 
     app = FastAPI(title="DataPilot", version=__version__, lifespan=lifespan)
-    app.state.services = Services(settings=settings, llm=manager, metrics=metrics)
+    app.state.services = Services(
+        settings=settings, llm=manager, metrics=metrics, cache=cache, awel=build_flow_manager(settings, manager)
+    )
     install_error_handlers(app)
     app.add_middleware(BodyLimit, max_bytes=settings.server.max_request_bytes)
     if settings.server.cors_origins:
@@ -74,20 +102,26 @@ def create_app(settings: Settings, manager: ModelManager | None = None) -> FastA
     app.include_router(openai_router, prefix="/v1", tags=["openai"])
     # DB-GPT's API server answers under /api/v1; its clients (and openai 0.x) work unchanged.
     app.include_router(openai_router, prefix="/api/v1", tags=["openai"], include_in_schema=False)
+    include_cache_routes(app)
+
+    for router in routers:
+        app.include_router(router)
+
+    app.include_router(build_awel_router(), prefix="/api/v1/awel", tags=["awel"])
 
     @app.get("/health")
     async def health(request: Request) -> dict[str, Any]:
-        workers = services(request).llm.workers.values()
+        infos = await services(request).llm.models()
         return {
             "status": "ok",
             "version": __version__,
-            "models": {w.name: {"status": w.state.value, "error": w.error} for w in workers},
+            "models": {m.name: {"status": m.status, "error": m.detail} for m in infos},
         }
 
     @app.get("/metrics")
     async def prometheus(request: Request) -> Response:
         svc = services(request)
-        ready = {w.name: w.state is ModelState.READY for w in svc.llm.workers.values()}
+        ready = {m.name: m.status == "ready" for m in await svc.llm.models()}
         return Response(svc.metrics.render(ready), media_type="text/plain; version=0.0.4")
 
     return app

@@ -18,9 +18,17 @@ from typing import Any, TypeVar
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 
+from datapilot.core.client import LLMClient
 from datapilot.core.errors import AuthenticationError, DataPilotError, InvalidRequestError
 from datapilot.core.types import ModelChunk, ModelOutput, ModelRequest, Timing, Usage
-from datapilot.server.openai_schemas import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
+from datapilot.models.service import model_info
+from datapilot.server.cache_api import serving_client
+from datapilot.server.openai_schemas import (
+    ChatCompletionRequest,
+    CompletionRequest,
+    EmbeddingRequest,
+    RerankRequest,
+)
 from datapilot.server.state import Services, services
 
 T = TypeVar("T")
@@ -127,8 +135,10 @@ async def _stream(
     base: dict[str, Any],
     include_usage: bool,
     role_chunk: bool,
+    llm: LLMClient | None = None,
+    extra_headers: Callable[[], dict[str, str]] = dict,
 ) -> Response:
-    chunks = svc.llm.stream(mreq).__aiter__()
+    chunks = (llm or svc.llm).stream(mreq).__aiter__()
     try:
         # Wait for the first chunk before answering, so a bad request still gets its 4xx status.
         first: ModelChunk | None = await until_disconnect(request, chunks.__anext__())
@@ -168,7 +178,12 @@ async def _stream(
     return StreamingResponse(
         sse(),
         media_type="text/event-stream",
-        headers={"x-request-id": mreq.request_id, "cache-control": "no-cache", "x-accel-buffering": "no"},
+        headers={
+            "x-request-id": mreq.request_id,
+            "cache-control": "no-cache",
+            "x-accel-buffering": "no",
+            **extra_headers(),
+        },
     )
 
 
@@ -182,9 +197,11 @@ def _base(prefix: str, mreq: ModelRequest) -> dict[str, Any]:
     return {"id": f"{prefix}-{mreq.request_id}", "created": int(time.time()), "model": mreq.model}
 
 
-async def _generate(request: Request, svc: Services, mreq: ModelRequest) -> ModelOutput | Response:
+async def _generate(
+    request: Request, svc: Services, mreq: ModelRequest, llm: LLMClient | None = None
+) -> ModelOutput | Response:
     try:
-        return await until_disconnect(request, svc.llm.generate(mreq))
+        return await until_disconnect(request, (llm or svc.llm).generate(mreq))
     except ClientDisconnected:
         return Response(status_code=_CLIENT_CLOSED)
 
@@ -214,7 +231,7 @@ def build_router() -> APIRouter:
 
     @router.get("/models/{model_id:path}")
     async def get_model(model_id: str, request: Request) -> dict[str, Any]:
-        info = services(request).llm.worker(model_id).info()
+        info = await model_info(services(request).llm, model_id)
         return {
             "id": info.name,
             "object": "model",
@@ -228,9 +245,12 @@ def build_router() -> APIRouter:
         svc = services(request)
         mreq = body.to_model_request()
         base = _base("chatcmpl", mreq)
+        llm, cache_headers = serving_client(request, svc.llm, mreq, body.cache)
         if body.stream:
-            return await _stream(request, svc, mreq, _chat_chunk(base), base, body.include_usage, True)
-        out = await _generate(request, svc, mreq)
+            return await _stream(
+                request, svc, mreq, _chat_chunk(base), base, body.include_usage, True, llm, cache_headers
+            )
+        out = await _generate(request, svc, mreq, llm)
         if isinstance(out, Response):
             return out
         message = {"role": "assistant", "content": out.text}
@@ -243,16 +263,21 @@ def build_router() -> APIRouter:
             "usage": out.usage.to_dict(),
             "metrics": metrics_dict(out.timing, out.usage),
         }
-        return JSONResponse(payload, headers=timing_headers(out.timing, out.usage, mreq.request_id))
+        return JSONResponse(
+            payload, headers={**timing_headers(out.timing, out.usage, mreq.request_id), **cache_headers()}
+        )
 
     @router.post("/completions", response_model=None)
     async def completions(body: CompletionRequest, request: Request) -> Response:
         svc = services(request)
         mreq = body.to_model_request()
         base = _base("cmpl", mreq)
+        llm, cache_headers = serving_client(request, svc.llm, mreq, body.cache)
         if body.stream:
-            return await _stream(request, svc, mreq, _completion_chunk(base), base, body.include_usage, False)
-        out = await _generate(request, svc, mreq)
+            return await _stream(
+                request, svc, mreq, _completion_chunk(base), base, body.include_usage, False, llm, cache_headers
+            )
+        out = await _generate(request, svc, mreq, llm)
         if isinstance(out, Response):
             return out
         text = (mreq.prompt or "") + out.text if body.echo else out.text
@@ -263,7 +288,9 @@ def build_router() -> APIRouter:
             "usage": out.usage.to_dict(),
             "metrics": metrics_dict(out.timing, out.usage),
         }
-        return JSONResponse(payload, headers=timing_headers(out.timing, out.usage, mreq.request_id))
+        return JSONResponse(
+            payload, headers={**timing_headers(out.timing, out.usage, mreq.request_id), **cache_headers()}
+        )
 
     @router.post("/embeddings", response_model=None)
     async def embeddings(body: EmbeddingRequest, request: Request) -> Response:
@@ -290,6 +317,33 @@ def build_router() -> APIRouter:
             "usage": {"prompt_tokens": out.usage.prompt_tokens, "total_tokens": out.usage.prompt_tokens},
         }
         rid = uuid.uuid4().hex
+        return JSONResponse(
+            payload, headers={"x-request-id": rid, "x-datapilot-latency-ms": f"{started.latency_s * 1000:.2f}"}
+        )
+
+    @router.post("/rerank", response_model=None)
+    async def rerank(body: RerankRequest, request: Request) -> Response:
+        texts = body.texts()
+        started = Timing()
+        out = await services(request).llm.rerank(body.model, body.query, texts)
+        started.finish()
+        order = sorted(range(len(texts)), key=lambda i: out.scores[i], reverse=True)[: body.top_n]
+        results = [
+            {
+                "index": i,
+                "relevance_score": out.scores[i],
+                **({"document": {"text": texts[i]}} if body.return_documents else {}),
+            }
+            for i in order
+        ]
+        rid = uuid.uuid4().hex
+        payload = {
+            "id": rid,
+            "model": body.model,
+            "results": results,
+            "usage": {"total_tokens": out.usage.prompt_tokens},
+            "meta": {"billed_units": {"search_units": 1}},
+        }
         return JSONResponse(
             payload, headers={"x-request-id": rid, "x-datapilot-latency-ms": f"{started.latency_s * 1000:.2f}"}
         )

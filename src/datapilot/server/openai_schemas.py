@@ -78,6 +78,7 @@ class _GenerationIn(_Strict):
     stream: StrictBool = False
     stream_options: StreamOptions | None = None
     user: str | None = None
+    cache: StrictBool | None = Field(None, description="false: bypass the semantic cache for this request")
 
     @field_validator("n")
     @classmethod
@@ -178,3 +179,23 @@ class EmbeddingRequest(_Strict):
             if not t:
                 raise InvalidRequestError(f"input[{i}] is an empty string", param="input")
         return texts
+
+
+class RerankDocument(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    text: str
+
+
+class RerankRequest(_Strict):
+    """The Cohere / Jina rerank request: score documents against a query, best first."""
+
+    model: str = Field(min_length=1)
+    query: str = Field(min_length=1)
+    documents: list[str | RerankDocument] = Field(min_length=1, max_length=1000)
+    top_n: StrictInt | None = Field(None, ge=1)
+    return_documents: StrictBool = True
+    max_chunks_per_doc: StrictInt | None = None
+    rank_fields: list[str] | None = None
+
+    def texts(self) -> list[str]:
+        return [d if isinstance(d, str) else d.text for d in self.documents]

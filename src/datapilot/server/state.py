@@ -3,19 +3,26 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from fastapi import Request
 
+from datapilot.awel import DAGManager
 from datapilot.core.config import Settings
-from datapilot.models.manager import ModelManager
+from datapilot.models.service import ModelService
 from datapilot.server.metrics import ServingMetrics
+
+if TYPE_CHECKING:
+    from datapilot.server.cache_api import CacheService
 
 
 @dataclass(slots=True)
 class Services:
     settings: Settings
-    llm: ModelManager
+    llm: ModelService
     metrics: ServingMetrics
+    awel: DAGManager | None = None
+    cache: CacheService | None = None
 
 
 def services(request: Request) -> Services:

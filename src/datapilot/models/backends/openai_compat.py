@@ -7,11 +7,11 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from datapilot.core.errors import ConfigError
-from datapilot.core.types import EmbeddingOutput, ModelChunk, ModelOutput, ModelRequest
+from datapilot.core.types import EmbeddingOutput, ModelChunk, ModelOutput, ModelRequest, RerankOutput
 from datapilot.models._openai_http import OpenAIHTTP
-from datapilot.models.backend import CHAT, COMPLETION, EMBEDDING, ModelBackend
+from datapilot.models.backend import CHAT, COMPLETION, EMBEDDING, RERANK, ModelBackend
 
-_KNOWN = {CHAT, COMPLETION, EMBEDDING}
+_KNOWN = {CHAT, COMPLETION, EMBEDDING, RERANK}
 
 
 class OpenAICompatBackend(ModelBackend):
@@ -48,3 +48,6 @@ class OpenAICompatBackend(ModelBackend):
 
     async def embed(self, texts: list[str]) -> EmbeddingOutput:
         return await self._http.embed(texts, self.upstream_model)
+
+    async def rerank(self, query: str, documents: list[str]) -> RerankOutput:
+        return await self._http.rerank(query, documents, self.upstream_model)

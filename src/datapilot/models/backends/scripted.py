@@ -5,7 +5,8 @@ errors, load failures). It never stands in for the real path, which the tests ex
 embedded GGUF and MiniLM models.
 
 params: ``replies`` (list, cycled; default echoes the last user text), ``token_delay_s``,
-``load_delay_s``, ``fail_load`` (a reason: loading fails with it), ``dimension`` (embeddings),
+``load_delay_s``, ``fail_load`` (a reason: loading fails with it), ``fail_after_tokens`` (the
+answer breaks off with an instance failure after that many tokens), ``dimension`` (embeddings),
 ``context_length``.
 """
 
@@ -20,9 +21,9 @@ from typing import Any
 
 import numpy as np
 
-from datapilot.core.errors import ContextLengthExceededError, ModelNotReadyError
-from datapilot.core.types import EmbeddingOutput, FinishReason, ModelChunk, ModelRequest, Usage
-from datapilot.models.backend import CHAT, COMPLETION, EMBEDDING, ModelBackend
+from datapilot.core.errors import ContextLengthExceededError, ModelNotReadyError, UpstreamError
+from datapilot.core.types import EmbeddingOutput, FinishReason, ModelChunk, ModelRequest, RerankOutput, Usage
+from datapilot.models.backend import CHAT, COMPLETION, EMBEDDING, RERANK, ModelBackend
 from datapilot.models.prompt import StopFilter
 
 _WORD = re.compile(r"\s*\S+")
@@ -33,7 +34,7 @@ def word_tokens(text: str) -> list[str]:
 
 
 class ScriptedBackend(ModelBackend):
-    capabilities = frozenset({CHAT, COMPLETION, EMBEDDING})
+    capabilities = frozenset({CHAT, COMPLETION, EMBEDDING, RERANK})
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -41,6 +42,7 @@ class ScriptedBackend(ModelBackend):
         replies = p.get("replies")
         self._replies = itertools.cycle(replies) if replies else None
         self.token_delay_s = float(p.get("token_delay_s", 0.0))
+        self.fail_after_tokens = p.get("fail_after_tokens")
         self.dimension = int(p.get("dimension", 32))
         self._context_length = int(p.get("context_length", 2048))
         self.tokens_generated = 0
@@ -86,6 +88,8 @@ class ScriptedBackend(ModelBackend):
                 break
             if self.token_delay_s:
                 await asyncio.sleep(self.token_delay_s)
+            if self.fail_after_tokens is not None and n >= int(self.fail_after_tokens):
+                raise UpstreamError(f"scripted failure after {n} tokens (test)", code="instance_failed")
             n += 1
             self.tokens_generated += 1
             text = stops.feed(token)
@@ -106,3 +110,9 @@ class ScriptedBackend(ModelBackend):
             norm = float(np.linalg.norm(out[i]))
             out[i] = out[i] / norm if norm else 1.0 / np.sqrt(self.dimension)
         return EmbeddingOutput(out, Usage(sum(len(word_tokens(t)) for t in texts)))
+
+    async def rerank(self, query: str, documents: list[str]) -> RerankOutput:
+        """Share of the query's words found in each document."""
+        words = set(query.lower().split())
+        scores = [len(words & set(d.lower().split())) / max(1, len(words)) for d in documents]
+        return RerankOutput(scores, Usage(sum(len(word_tokens(t)) for t in [query, *documents])))

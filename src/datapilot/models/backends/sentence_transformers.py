@@ -1,4 +1,4 @@
-"""Embeddings from a local sentence-transformers model folder (default: the bundled MiniLM).
+"""Embeddings and reranking from local sentence-transformers folders (default: the bundled MiniLM).
 
 Loads strictly offline: no code path may fetch weights from a hub.
 """
@@ -13,12 +13,21 @@ from typing import Any
 import numpy as np
 
 from datapilot.core.errors import MissingDependencyError, ModelNotReadyError
-from datapilot.core.types import EmbeddingOutput, Usage
-from datapilot.models.backend import EMBEDDING, ModelBackend
+from datapilot.core.types import EmbeddingOutput, RerankOutput, Usage
+from datapilot.models.backend import EMBEDDING, RERANK, ModelBackend
+
+
+def _offline() -> None:
+    """No code path may fetch weights: pin the Hugging Face libraries offline before they import."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
 
 class SentenceTransformersBackend(ModelBackend):
-    capabilities = frozenset({EMBEDDING})
+    """Embeddings; reranks by cosine similarity of query and document embeddings."""
+
+    capabilities = frozenset({EMBEDDING, RERANK})
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -38,9 +47,7 @@ class SentenceTransformersBackend(ModelBackend):
         await asyncio.get_running_loop().run_in_executor(self._executor, self._load_sync)
 
     def _load_sync(self) -> None:
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+        _offline()
         try:
             import transformers
             from sentence_transformers import SentenceTransformer
@@ -66,7 +73,57 @@ class SentenceTransformersBackend(ModelBackend):
         vectors = model.encode(
             texts, batch_size=self.batch_size, normalize_embeddings=True, convert_to_numpy=True
         ).astype(np.float32, copy=False)
+        return EmbeddingOutput(vectors, Usage(prompt_tokens=self._count(texts)))
+
+    def _count(self, texts: list[str]) -> int:
+        model = self._model
         encoded = model.tokenizer(texts, add_special_tokens=True, truncation=True, max_length=model.max_seq_length)[
             "input_ids"
         ]
-        return EmbeddingOutput(vectors, Usage(prompt_tokens=sum(len(ids) for ids in encoded)))
+        return sum(len(ids) for ids in encoded)
+
+    async def rerank(self, query: str, documents: list[str]) -> RerankOutput:
+        out = await self.embed([query, *documents])
+        scores = out.vectors[1:] @ out.vectors[0]
+        return RerankOutput([float(x) for x in scores], out.usage)
+
+
+class CrossEncoderBackend(ModelBackend):
+    """Reranks with a local cross-encoder folder (sentence-transformers ``CrossEncoder``)."""
+
+    capabilities = frozenset({RERANK})
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._model: Any = None
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"ce-{self.config.name}")
+
+    async def load(self) -> None:
+        await asyncio.get_running_loop().run_in_executor(self._executor, self._load_sync)
+
+    def _load_sync(self) -> None:
+        _offline()
+        try:
+            from sentence_transformers import CrossEncoder
+        except ImportError:
+            raise MissingDependencyError("sentence-transformers", "hf") from None
+        if self.model_path is None or not self.model_path.is_dir():
+            raise ModelNotReadyError(f"model folder not found: {self.model_path}; set `path` for this model")
+        self._model = CrossEncoder(
+            str(self.model_path), device=self.config.params.get("device", "cpu"), local_files_only=True
+        )
+
+    async def close(self) -> None:
+        self._model = None
+        self._executor.shutdown(wait=False)
+
+    async def rerank(self, query: str, documents: list[str]) -> RerankOutput:
+        if self._model is None:
+            raise ModelNotReadyError(f"model {self.config.name!r} is not loaded")
+        return await asyncio.get_running_loop().run_in_executor(self._executor, self._rerank_sync, query, documents)
+
+    def _rerank_sync(self, query: str, documents: list[str]) -> RerankOutput:
+        scores = self._model.predict([(query, d) for d in documents], convert_to_numpy=True)
+        scores = np.asarray(scores, dtype=np.float64).reshape(len(documents), -1)[:, -1]
+        tokens = self._model.tokenizer([query] * len(documents), documents)["input_ids"]
+        return RerankOutput([float(x) for x in scores], Usage(sum(len(t) for t in tokens)))

@@ -1,0 +1,171 @@
+"""``CachedLLMClient``: the ``LLMClient`` seam with the semantic cache in front.
+
+A request is answered from the cache when the cache serves its model and it is not hotter than the
+temperature bound; a fresh answer that finished normally is stored afterwards, off the request path,
+reusing the embeddings of the lookup. Hits stream as word chunks, so streaming clients see the same
+SSE shape either way. A cache failure never fails the request: it is logged and the model answers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Literal
+
+from datapilot.cache._cache import SemanticCache
+from datapilot.cache._key import params_key
+from datapilot.cache._types import CacheResult, Scope
+from datapilot.core.client import LLMClient
+from datapilot.core.config import CacheSettings
+from datapilot.core.errors import DataPilotError
+from datapilot.core.types import ModelChunk, ModelInfo, ModelOutput, ModelRequest, Timing, Usage
+
+log = logging.getLogger("datapilot.cache")
+_PIECE = re.compile(r"\s*\S+\s*")
+_DECISIONS_KEPT = 4096
+
+
+@dataclass(slots=True)
+class CacheDecision:
+    status: Literal["hit", "miss", "bypass"]
+    similarity: float | None = None
+    reason: str = ""
+    entry_id: int | None = None
+
+
+def request_params_key(request: ModelRequest) -> str:
+    """The sampling parameters that change an answer, for the cache key (see ``_key``)."""
+    p = request.params
+    return params_key(
+        kind="chat" if request.is_chat else "completion",
+        seed=p.seed,
+        max_tokens=p.max_tokens,
+        stop=sorted(p.stop) if p.stop else None,
+    )
+
+
+def replay_chunks(answer: str) -> list[str]:
+    return _PIECE.findall(answer) or [answer]
+
+
+class CachedLLMClient:
+    def __init__(
+        self, inner: LLMClient, cache: SemanticCache, settings: CacheSettings | None = None, tenant: str | None = None
+    ) -> None:
+        self.inner, self.cache = inner, cache
+        self.settings = settings or cache.settings
+        self.tenant = tenant
+        self._decisions: dict[str, CacheDecision] = {}
+        self._pending: set[asyncio.Task[None]] = set()
+
+    def with_tenant(self, tenant: str | None) -> CachedLLMClient:
+        """A view of this client whose entries live in the tenant's own scope."""
+        view = CachedLLMClient(self.inner, self.cache, self.settings, tenant)
+        view._decisions, view._pending = self._decisions, self._pending
+        return view
+
+    def serves(self, request: ModelRequest) -> bool:
+        models = self.settings.models
+        return (not models or request.model in models) and request.params.temperature <= self.settings.max_temperature
+
+    def pop_decision(self, request_id: str) -> CacheDecision | None:
+        return self._decisions.pop(request_id, None)
+
+    def _decide(self, request: ModelRequest, decision: CacheDecision) -> None:
+        self._decisions[request.request_id] = decision
+        while len(self._decisions) > _DECISIONS_KEPT:  # decisions nobody popped must not pile up
+            self._decisions.pop(next(iter(self._decisions)))
+
+    async def _lookup(self, request: ModelRequest) -> CacheResult | None:
+        if not self.serves(request):
+            self._decide(request, CacheDecision("bypass", reason="not cached: model or temperature"))
+            return None
+        try:
+            result = await self.cache.query(
+                Scope(request.model, self.tenant),
+                request.messages,
+                prompt=None if request.is_chat else request.prompt,
+                params_key=request_params_key(request),
+            )
+        except DataPilotError as exc:
+            log.warning("cache lookup failed, answering without it: %s", exc.message)
+            self._decide(request, CacheDecision("bypass", reason="error"))
+            return None
+        self._decide(
+            request, CacheDecision("hit" if result.hit else "miss", result.similarity, result.reason, result.id)
+        )
+        return result
+
+    def _store(self, request: ModelRequest, result: CacheResult, answer: str) -> None:
+        async def run() -> None:
+            try:
+                await self.cache.insert(
+                    Scope(request.model, self.tenant),
+                    request.messages,
+                    answer,
+                    prompt=None if request.is_chat else request.prompt,
+                    params_key=request_params_key(request),
+                    vectors=result.vectors,
+                )
+            except Exception:
+                log.exception("could not store an answer in the cache")
+
+        task = asyncio.ensure_future(run())
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
+
+    async def drain(self) -> None:
+        """Wait for answers still being stored (tests, shutdown)."""
+        while self._pending:
+            await asyncio.gather(*list(self._pending), return_exceptions=True)
+
+    async def generate(self, request: ModelRequest) -> ModelOutput:
+        result = await self._lookup(request)
+        if result is not None and result.hit and result.answer is not None:
+            timing = Timing()
+            timing.mark_token()
+            timing.finish()
+            return ModelOutput(result.answer, "stop", Usage(), request.model, timing)
+        out = await self.inner.generate(request)
+        if result is not None and out.finish_reason == "stop" and out.text.strip():
+            self._store(request, result, out.text)
+        return out
+
+    def stream(self, request: ModelRequest) -> AsyncIterator[ModelChunk]:
+        return self._stream(request)
+
+    async def _stream(self, request: ModelRequest) -> AsyncIterator[ModelChunk]:
+        result = await self._lookup(request)
+        if result is not None and result.hit and result.answer is not None:
+            timing = Timing()
+            pieces = replay_chunks(result.answer)
+            for i, piece in enumerate(pieces):
+                timing.mark_token()
+                last = i == len(pieces) - 1
+                if last:
+                    timing.finish()
+                yield ModelChunk(
+                    piece,
+                    "stop" if last else None,
+                    Usage(0, 0) if last else None,
+                    timing if last else None,
+                )
+            return
+        parts: list[str] = []
+        chunks = self.inner.stream(request).__aiter__()
+        try:
+            async for chunk in chunks:
+                parts.append(chunk.text)
+                if chunk.finish_reason == "stop" and result is not None and "".join(parts).strip():
+                    self._store(request, result, "".join(parts))
+                yield chunk
+        finally:
+            close = getattr(chunks, "aclose", None)
+            if close is not None:
+                await close()
+
+    async def models(self) -> list[ModelInfo]:
+        return await self.inner.models()

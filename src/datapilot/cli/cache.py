@@ -1,0 +1,312 @@
+"""``datapilot cache ...`` and ``datapilot bench cache``: the semantic cache from the command line.
+
+``query``, ``insert``, ``stats`` and ``truncate`` work on the embedded store under ``--home`` directly,
+or on a running server with ``--url`` (the server's base URL; its ``/api/cache`` API is used). The
+embedded store belongs to one process at a time: while a server runs on it, use ``--url``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import httpx
+import typer
+from rich.table import Table
+
+from datapilot.cli._common import ConfigOpt, HomeOpt, ProfileOpt, bind, err, out, settings_from, setup_logging
+from datapilot.core.config import Settings
+from datapilot.core.errors import DataPilotError
+
+T = TypeVar("T")
+
+cache_app = typer.Typer(
+    help="The semantic cache: serve it alone, query, insert, stats, truncate, bench.", no_args_is_help=True
+)
+bench_app = typer.Typer(help="Benchmarks.", no_args_is_help=True)
+
+ModelOpt = Annotated[str, typer.Option("--model", "-m", help="the scope's model")]
+TenantOpt = Annotated[str | None, typer.Option("--tenant", help="the scope's tenant (optional)")]
+ServerOpt = Annotated[str | None, typer.Option("--url", help="a running DataPilot server, e.g. http://127.0.0.1:5670")]
+SystemOpt = Annotated[str | None, typer.Option("--system", help="system prompt that is part of the key")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="print JSON")]
+
+
+def _messages(text: str, system: str | None) -> list[dict[str, str]]:
+    return ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": text}]
+
+
+def _local(settings: Settings, work: Callable[[Any], Awaitable[T]]) -> T:
+    from datapilot.cache import SemanticCache
+
+    async def run() -> T:
+        async with SemanticCache(settings.cache, settings.home) as cache:
+            return await work(cache)
+
+    return asyncio.run(run())
+
+
+def _remote(url: str, method: str, path: str, **kw: Any) -> dict[str, Any]:
+    try:
+        resp = httpx.request(method, f"{url.rstrip('/')}/api/cache/{path}", timeout=120, **kw)
+    except httpx.HTTPError as exc:
+        raise DataPilotError(f"no cache server answering at {url}: {exc}") from None
+    body = resp.json()
+    if resp.status_code >= 400:
+        raise DataPilotError(body.get("error", {}).get("message", resp.text))
+    return dict(body)
+
+
+def _print(data: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        out.print_json(json.dumps(data))
+        return
+    table = Table("field", "value")
+    for key, value in data.items():
+        table.add_row(key, json.dumps(value, ensure_ascii=False) if not isinstance(value, str) else value)
+    out.print(table)
+
+
+@cache_app.command("serve")
+def serve(
+    host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="port to listen on (ModelCache's default is 5000)")] = 5000,
+    config: ConfigOpt = None,
+    profile: ProfileOpt = None,
+    home: HomeOpt = None,
+    log_level: Annotated[str, typer.Option(help="debug, info, warning, error")] = "info",
+) -> None:
+    """Run only the cache: ModelCache's POST /modelcache and /api/cache, no models."""
+    import uvicorn
+
+    from datapilot.server.cache_api import create_cache_app
+
+    settings = settings_from(config, profile, home)
+    setup_logging(log_level)
+    sock = bind(host, port)
+    server = uvicorn.Server(
+        uvicorn.Config(create_cache_app(settings), log_config=None, log_level=log_level, timeout_graceful_shutdown=5)
+    )
+    h, p = sock.getsockname()[:2]
+    err.print(f"DataPilot cache serving ModelCache's API on [bold]http://{h}:{p}/modelcache[/]")
+    asyncio.run(server.serve(sockets=[sock]))
+
+
+@cache_app.command("query")
+def query(
+    text: Annotated[str, typer.Argument(help="the question")],
+    model: ModelOpt,
+    tenant: TenantOpt = None,
+    system: SystemOpt = None,
+    url: ServerOpt = None,
+    as_json: JsonOpt = False,
+    config: ConfigOpt = None,
+    profile: ProfileOpt = None,
+    home: HomeOpt = None,
+) -> None:
+    """Look a question up."""
+    scope = {"model": model, **({"tenant": tenant} if tenant else {})}
+    if url:
+        data = _remote(url, "POST", "query", json={"scope": scope, "messages": _messages(text, system)})
+    else:
+        settings = settings_from(config, profile, home)
+        data = _local(settings, lambda c: c.query(scope, _messages(text, system))).to_dict()
+    _print(data, as_json)
+    if not data.get("hit"):
+        raise typer.Exit(1)
+
+
+@cache_app.command("insert")
+def insert(
+    model: ModelOpt,
+    question: Annotated[str | None, typer.Argument(help="the question")] = None,
+    answer: Annotated[str | None, typer.Argument(help="its answer")] = None,
+    file: Annotated[
+        Path | None, typer.Option("--file", "-f", help="JSONL of {question|messages, answer} rows, stored at once")
+    ] = None,
+    tenant: TenantOpt = None,
+    system: SystemOpt = None,
+    url: ServerOpt = None,
+    config: ConfigOpt = None,
+    profile: ProfileOpt = None,
+    home: HomeOpt = None,
+) -> None:
+    """Store one answer, or a JSONL file of them (one transaction: a bad row stores nothing)."""
+    entries: list[dict[str, Any]] = []
+    if file is not None:
+        for n, line in enumerate(file.read_text(encoding="utf-8").splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+                messages = row.get("messages") or _messages(row["question"], system)
+                entries.append({"messages": messages, "answer": row["answer"]})
+            except (ValueError, KeyError, TypeError, AttributeError) as exc:
+                raise DataPilotError(f"{file}:{n}: not a {{question|messages, answer}} object ({exc})") from None
+    elif question and answer:
+        entries.append({"messages": _messages(question, system), "answer": answer})
+    else:
+        raise DataPilotError("give QUESTION and ANSWER, or --file")
+    scope = {"model": model, **({"tenant": tenant} if tenant else {})}
+    if url:
+        ids = _remote(url, "POST", "insert", json={"scope": scope, "entries": entries})["ids"]
+    else:
+        settings = settings_from(config, profile, home)
+        ids = _local(settings, lambda c: c.insert_many(scope, [(e["messages"], e["answer"]) for e in entries]))
+    err.print(f"stored {len(ids)} entr{'y' if len(ids) == 1 else 'ies'} (ids {ids[0]}..{ids[-1]})")
+
+
+@cache_app.command("stats")
+def stats(
+    model: ModelOpt,
+    tenant: TenantOpt = None,
+    url: ServerOpt = None,
+    as_json: JsonOpt = False,
+    config: ConfigOpt = None,
+    profile: ProfileOpt = None,
+    home: HomeOpt = None,
+) -> None:
+    """Entries, hit rate and latency percentiles of a scope."""
+    if url:
+        data = _remote(url, "GET", "stats", params={"model": model, **({"tenant": tenant} if tenant else {})})
+    else:
+        settings = settings_from(config, profile, home)
+        scope = {"model": model, **({"tenant": tenant} if tenant else {})}
+        data = _local(settings, lambda c: c.stats(scope)).to_dict()
+    _print(data, as_json)
+
+
+@cache_app.command("truncate")
+def truncate(
+    model: ModelOpt,
+    tenant: TenantOpt = None,
+    url: ServerOpt = None,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="do not ask")] = False,
+    config: ConfigOpt = None,
+    profile: ProfileOpt = None,
+    home: HomeOpt = None,
+) -> None:
+    """Remove every entry of one scope (other scopes keep theirs)."""
+    scope = {"model": model, **({"tenant": tenant} if tenant else {})}
+    if not yes and not typer.confirm(f"remove every cache entry of {scope}?"):
+        raise typer.Exit(1)
+    if url:
+        n = _remote(url, "POST", "truncate", json={"scope": scope})["removed"]
+    else:
+        settings = settings_from(config, profile, home)
+        n = _local(settings, lambda c: c.truncate(scope))
+    err.print(f"removed {n} entries")
+
+
+def _bench(
+    data: Path | None,
+    pairs: int,
+    out_dir: Path,
+    fill: int,
+    concurrency: int,
+    thresholds: str | None,
+    baseline: bool,
+    as_json: bool,
+    config: Path | None,
+    profile: str | None,
+) -> None:
+    from datapilot.cache._bench import DEFAULT_SWEEP, default_data_file, run_bench, write_outputs
+
+    path = data or default_data_file()
+    if path is None or not path.is_file():
+        raise DataPilotError("no data set: pass --data FILE.jsonl[.gz] (two texts and a label per line)")
+    settings = settings_from(config, profile)
+    sweep = tuple(float(t) for t in thresholds.split(",")) if thresholds else DEFAULT_SWEEP
+    report = asyncio.run(
+        run_bench(
+            path,
+            pairs=pairs,
+            settings=settings.cache,
+            thresholds=sweep,
+            fill=fill,
+            concurrency=concurrency,
+            baseline=baseline,
+            progress=lambda msg: err.print(f"[dim]{msg}[/]"),
+        )
+    )
+    files = write_outputs(report, out_dir)
+    if as_json:
+        out.print_json(json.dumps(report.to_dict()))
+        return
+    table = Table(
+        "threshold",
+        "hits",
+        "true hits",
+        "precision",
+        "recall",
+        "false-hit rate",
+        title=f"{path.name}: {report.pairs} pairs, {report.positives} duplicates, {report.entries} entries",
+    )
+    for row in [report.default, *report.sweep]:
+        d = row.to_dict()
+        table.add_row(
+            str(d["threshold"]),
+            str(d["hits"]),
+            str(d["true_hits"]),
+            f"{d['precision']:.3f}",
+            f"{d['recall']:.3f}",
+            f"{d['false_hit_rate']:.3f}",
+        )
+    out.print(table)
+    if report.baseline:
+        base = Table("threshold", "precision", "recall", title="cosine only (no guards, no margin)")
+        for row in report.baseline:
+            base.add_row(str(row.threshold), f"{row.precision:.3f}", f"{row.recall:.3f}")
+        out.print(base)
+    e, lk = report.embed_ms, report.lookup_ms
+    out.print(f"embedding ms p50/p95/p99: {e['p50']} / {e['p95']} / {e['p99']}")
+    out.print(f"lookup ms (excluding embedding) p50/p95/p99: {lk['p50']} / {lk['p95']} / {lk['p99']}")
+    out.print(f"bulk insert: {report.pairs} in {report.insert_s:.1f}s ({report.insert_per_s:.0f}/s)")
+    out.print(f"end to end: {report.queries_per_s:.0f} queries/s with {report.concurrency} concurrent clients")
+    err.print("wrote " + ", ".join(str(f) for f in files))
+
+
+DataOpt = Annotated[Path | None, typer.Option("--data", help="JSONL (.gz) pairs [default: shared QQP test half]")]
+PairsOpt = Annotated[int, typer.Option("--pairs", help="pairs to use (from the top)", min=1)]
+OutOpt = Annotated[Path, typer.Option("--out", help="folder for the CSV, JSON and PNG")]
+FillOpt = Annotated[int, typer.Option("--fill", help="extra synthetic entries, to time lookups in a big scope")]
+ConcOpt = Annotated[int, typer.Option("--concurrency", help="clients for the end-to-end throughput", min=1)]
+SweepOpt = Annotated[str | None, typer.Option("--thresholds", help="comma-separated cosine thresholds")]
+BaseOpt = Annotated[bool, typer.Option("--baseline/--no-baseline", help="also sweep cosine only")]
+
+
+@bench_app.command("cache")
+def bench_cache(
+    data: DataOpt = None,
+    pairs: PairsOpt = 5000,
+    out_dir: OutOpt = Path("bench-results"),
+    fill: FillOpt = 0,
+    concurrency: ConcOpt = 32,
+    thresholds: SweepOpt = None,
+    baseline: BaseOpt = True,
+    as_json: JsonOpt = False,
+    config: ConfigOpt = None,
+    profile: ProfileOpt = None,
+) -> None:
+    """Hit precision, recall, false hits and latency on a paraphrase set, for a sweep of thresholds."""
+    _bench(data, pairs, out_dir, fill, concurrency, thresholds, baseline, as_json, config, profile)
+
+
+@cache_app.command("bench")
+def cache_bench(
+    data: DataOpt = None,
+    pairs: PairsOpt = 5000,
+    out_dir: OutOpt = Path("bench-results"),
+    fill: FillOpt = 0,
+    concurrency: ConcOpt = 32,
+    thresholds: SweepOpt = None,
+    baseline: BaseOpt = True,
+    as_json: JsonOpt = False,
+    config: ConfigOpt = None,
+    profile: ProfileOpt = None,
+) -> None:
+    """The same as `datapilot bench cache`."""
+    _bench(data, pairs, out_dir, fill, concurrency, thresholds, baseline, as_json, config, profile)

@@ -1,0 +1,151 @@
+"""Per-request measurement shared by every client that serves answers (local manager, router).
+
+Subclasses say where answers come from; this base measures first-token latency, total latency and
+throughput around them, and reports one ``RequestRecord`` per request to an optional sink.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import TypeVar
+
+from datapilot.core.errors import DataPilotError
+from datapilot.core.types import EmbeddingOutput, ModelChunk, ModelOutput, ModelRequest, RerankOutput, Timing, Usage
+from datapilot.models.backend import CHAT, COMPLETION, EMBEDDING, RERANK
+
+
+@dataclass(slots=True)
+class RequestRecord:
+    """What was measured for one request; ``status`` is ok, cancelled or an error type."""
+
+    model: str
+    kind: str
+    stream: bool
+    status: str
+    usage: Usage
+    timing: Timing
+
+
+RecordSink = Callable[[RequestRecord], None]
+_Out = TypeVar("_Out", EmbeddingOutput, RerankOutput)
+MAX_RESTARTS = 3
+
+
+class AnswerRestart(DataPilotError):
+    """A source lost a partly produced whole answer and can produce it again from the start.
+
+    Only raised for ``whole`` requests, whose client has seen nothing yet; the collector restarts.
+    """
+
+    status_code = 502
+    error_type = "upstream_error"
+
+
+def error_status(exc: BaseException) -> str:
+    if isinstance(exc, asyncio.CancelledError | GeneratorExit):
+        return "cancelled"
+    return exc.error_type if isinstance(exc, DataPilotError) else "server_error"
+
+
+class MeasuredClient(ABC):
+    sink: RecordSink | None = None
+
+    @abstractmethod
+    def _source_stream(self, request: ModelRequest, kind: str, whole: bool = False) -> AsyncIterator[ModelChunk]:
+        """Chunks of the answer. ``whole``: the caller collects them (may raise ``AnswerRestart``)."""
+
+    async def _source_generate(self, request: ModelRequest, kind: str) -> ModelOutput | None:
+        """A whole answer, for sources that cannot stream it cheaper; ``None``: collect the stream."""
+        return None
+
+    @abstractmethod
+    async def _source_embed(self, model: str, texts: list[str]) -> EmbeddingOutput: ...
+
+    @abstractmethod
+    async def _source_rerank(self, model: str, query: str, documents: list[str]) -> RerankOutput: ...
+
+    def _record(self, model: str, kind: str, stream: bool, status: str, usage: Usage, timing: Timing) -> None:
+        if self.sink is not None:
+            self.sink(RequestRecord(model, kind, stream, status, usage, timing))
+
+    def stream(self, request: ModelRequest) -> AsyncIterator[ModelChunk]:
+        kind = CHAT if request.is_chat else COMPLETION
+        return self._measure_stream(request, kind, self._source_stream(request, kind), streaming=True)
+
+    async def _measure_stream(
+        self, request: ModelRequest, kind: str, chunks: AsyncIterator[ModelChunk], streaming: bool
+    ) -> AsyncIterator[ModelChunk]:
+        timing = Timing()
+        produced = 0
+        status = "cancelled"
+        usage = Usage()
+        try:
+            async for chunk in chunks:
+                if chunk.text:
+                    timing.mark_token()
+                    produced += 1
+                if chunk.finish_reason is not None:
+                    timing.finish()
+                    usage = chunk.usage or Usage(0, produced)
+                    chunk.timing, status = timing, "ok"
+                yield chunk
+        except BaseException as exc:
+            status = error_status(exc)
+            raise
+        finally:
+            if timing.finished_at is None:
+                timing.finish()
+                usage = Usage(0, produced)
+            self._record(request.model, kind, streaming, status, usage, timing)
+
+    async def generate(self, request: ModelRequest) -> ModelOutput:
+        kind = CHAT if request.is_chat else COMPLETION
+        timing = Timing()
+        try:
+            out = await self._source_generate(request, kind)
+        except BaseException as exc:
+            timing.finish()
+            self._record(request.model, kind, False, error_status(exc), Usage(), timing)
+            raise
+        if out is not None:
+            timing.finish()
+            out.timing, out.model = timing, request.model
+            self._record(request.model, kind, False, "ok", out.usage, timing)
+            return out
+        # Collected from the stream, so first-token latency is measured here too.
+        for attempt in range(MAX_RESTARTS + 1):
+            parts: list[str] = []
+            last = ModelChunk()
+            try:
+                source = self._source_stream(request, kind, whole=True)
+                async for chunk in self._measure_stream(request, kind, source, streaming=False):
+                    parts.append(chunk.text)
+                    last = chunk
+                break
+            except AnswerRestart:
+                if attempt == MAX_RESTARTS:
+                    raise
+        if last.finish_reason is None or last.timing is None:
+            raise DataPilotError(f"model {request.model!r} ended its answer without a finish reason")
+        return ModelOutput("".join(parts), last.finish_reason, last.usage or Usage(), request.model, last.timing)
+
+    async def embed(self, model: str, texts: list[str]) -> EmbeddingOutput:
+        return await self._measured(model, EMBEDDING, self._source_embed(model, texts))
+
+    async def rerank(self, model: str, query: str, documents: list[str]) -> RerankOutput:
+        return await self._measured(model, RERANK, self._source_rerank(model, query, documents))
+
+    async def _measured(self, model: str, kind: str, work: Awaitable[_Out]) -> _Out:
+        timing = Timing()
+        try:
+            out = await work
+        except BaseException as exc:
+            timing.finish()
+            self._record(model, kind, False, error_status(exc), Usage(), timing)
+            raise
+        timing.finish()
+        self._record(model, kind, False, "ok", out.usage, timing)
+        return out

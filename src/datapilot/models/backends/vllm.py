@@ -1,0 +1,96 @@
+"""vLLM backend (GPU): a local model folder served by vLLM's async engine, imported lazily.
+
+Where vLLM is absent (every CPU-only machine), loading fails with a message naming the extra to
+install; the rest of DataPilot is unaffected.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+from datapilot.core.errors import MissingDependencyError, ModelNotReadyError
+from datapilot.core.types import FinishReason, ModelChunk, ModelRequest, Usage
+from datapilot.models.backend import CHAT, COMPLETION, ModelBackend
+from datapilot.models.prompt import FormattedPrompt, StopFilter, few_shot_dialogue
+
+_ENGINE_KWARGS = ("tensor_parallel_size", "gpu_memory_utilization", "max_model_len", "dtype", "enforce_eager")
+
+
+class VLLMBackend(ModelBackend):
+    capabilities = frozenset({CHAT, COMPLETION})
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._engine: Any = None
+        self._tokenizer: Any = None
+        self._vllm: Any = None
+
+    async def load(self) -> None:
+        try:
+            import vllm
+        except ImportError:
+            raise MissingDependencyError("vllm", "vllm") from None
+        if self.model_path is None or not self.model_path.is_dir():
+            raise ModelNotReadyError(f"model folder not found: {self.model_path}; set `path` for this model")
+        params = self.config.params
+        args = vllm.AsyncEngineArgs(model=str(self.model_path), **{k: params[k] for k in _ENGINE_KWARGS if k in params})
+        self._engine = vllm.AsyncLLMEngine.from_engine_args(args)
+        self._tokenizer = await self._engine.get_tokenizer()
+        self._vllm = vllm
+
+    async def close(self) -> None:
+        engine, self._engine = self._engine, None
+        if engine is not None and hasattr(engine, "shutdown"):
+            engine.shutdown()
+
+    def format(self, request: ModelRequest) -> FormattedPrompt:
+        if request.messages is None:
+            return FormattedPrompt(request.prompt or "")
+        if getattr(self._tokenizer, "chat_template", None):
+            text = self._tokenizer.apply_chat_template(
+                [{"role": m.role, "content": m.content} for m in request.messages],
+                tokenize=False,
+                add_generation_prompt=True,
+            )
+            return FormattedPrompt(text, add_bos=False)
+        return few_shot_dialogue(request.messages)
+
+    async def stream(self, request: ModelRequest) -> AsyncIterator[ModelChunk]:
+        if self._engine is None:
+            raise ModelNotReadyError(f"model {self.config.name!r} is not loaded")
+        prompt = self.format(request)
+        p = request.params
+        sampling = self._vllm.SamplingParams(
+            max_tokens=p.max_tokens or 512,
+            temperature=p.temperature,
+            top_p=p.top_p,
+            top_k=p.top_k if p.top_k > 0 else -1,
+            seed=p.seed,
+            presence_penalty=p.presence_penalty,
+            frequency_penalty=p.frequency_penalty,
+            repetition_penalty=p.repeat_penalty,
+        )
+        request_id = uuid.uuid4().hex
+        stops = StopFilter([*prompt.stop, *p.stop])
+        sent = 0
+        finish: FinishReason = "stop"
+        n_prompt = n_out = 0
+        try:
+            async for out in self._engine.generate(prompt.text, sampling, request_id):
+                completion = out.outputs[0]
+                n_prompt, n_out = len(out.prompt_token_ids or ()), len(completion.token_ids)
+                text = stops.feed(completion.text[sent:])
+                sent = len(completion.text)
+                if text:
+                    yield ModelChunk(text.lstrip() if prompt.strip_leading_space and sent == len(text) else text)
+                if stops.stopped:
+                    await self._engine.abort(request_id)
+                    break
+                if completion.finish_reason == "length":
+                    finish = "length"
+        except BaseException:
+            await self._engine.abort(request_id)
+            raise
+        yield ModelChunk(stops.flush(), finish_reason=finish, usage=Usage(n_prompt, n_out))

@@ -1,0 +1,405 @@
+"""The cache over HTTP: ModelCache's ``POST /modelcache``, the clean ``/api/cache/...`` API, and the
+hooks ``/v1`` uses to put the cache in front of the models.
+
+``/modelcache`` answers exactly as ModelCache's Flask service does (HTTP 200, ``errorCode`` in the
+body) and accepts both a JSON object and the double-encoded JSON string that ModelCache's README
+clients send (``requests.post(url, json=json.dumps(data))``), so their clients work unchanged.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from fastapi import APIRouter, Depends, FastAPI, Query, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
+
+from datapilot import __version__
+from datapilot.cache import CachedLLMClient, Scope, SemanticCache
+from datapilot.core.client import EmbeddingClient, LLMClient
+from datapilot.core.config import Settings
+from datapilot.core.errors import DataPilotError, InvalidRequestError
+from datapilot.core.types import ModelRequest
+
+log = logging.getLogger("datapilot.server")
+
+BYPASS_HEADER = "x-datapilot-cache"  # request: "bypass" (or "no-cache"); response: hit | miss | bypass
+TENANT_HEADER = "x-datapilot-cache-tenant"
+
+
+@dataclass
+class CacheService:
+    """The cache a server holds, and the cached view of its models when serving integration is on."""
+
+    cache: SemanticCache
+    client: CachedLLMClient | None = None
+    started: float = field(default_factory=time.time)
+
+    @classmethod
+    def from_settings(cls, settings: Settings, llm: LLMClient | None = None) -> CacheService:
+        local: EmbeddingClient | None = llm if isinstance(llm, EmbeddingClient) else None
+        cache = SemanticCache(settings.cache, settings.home, local_client=local)
+        client = CachedLLMClient(llm, cache, settings.cache) if llm is not None and settings.cache.enabled else None
+        return cls(cache, client)
+
+    async def start(self) -> None:
+        if self.client is not None:  # serving integration on: open now, so the first request is fast
+            await self.cache.open()
+
+    async def close(self) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        if self.client is not None:
+            await self.client.drain()
+        await self.cache.close()
+
+
+def cache_service(request: Request) -> CacheService:
+    svc = getattr(request.app.state, "services", None)
+    cache: CacheService | None = (
+        getattr(svc, "cache", None) if svc is not None else getattr(request.app.state, "cache", None)
+    )
+    if cache is None:
+        raise InvalidRequestError("the semantic cache is not available on this server")
+    return cache
+
+
+# --- serving integration (used by /v1) ----------------------------------------------------------------
+
+
+def serving_client(
+    request: Request, llm: LLMClient, mreq: ModelRequest, use_cache: bool | None
+) -> tuple[LLMClient, Callable[[], dict[str, str]]]:
+    """The client that answers ``mreq``, and a function giving the cache headers for the response."""
+    svc = getattr(request.app.state.services, "cache", None)
+    client = svc.client if svc is not None else None
+    asked = request.headers.get(BYPASS_HEADER, "").lower()
+    if client is None:
+        return llm, dict
+    if use_cache is False or asked in ("bypass", "no-cache", "off", "0", "false"):
+        return llm, lambda: {BYPASS_HEADER: "bypass"}
+    cached = client.with_tenant(request.headers.get(TENANT_HEADER) or None)
+
+    def headers() -> dict[str, str]:
+        decision = cached.pop_decision(mreq.request_id)
+        if decision is None:
+            return {}
+        out = {BYPASS_HEADER: decision.status}
+        if decision.similarity is not None:
+            out["x-datapilot-cache-similarity"] = f"{decision.similarity:.4f}"
+        return out
+
+    return cached, headers
+
+
+# --- ModelCache-compatible API -------------------------------------------------------------------------
+
+
+def _delta(started: float) -> str:
+    return f"{round(time.perf_counter() - started, 2)}s"
+
+
+def _query_error(code: int, desc: str) -> dict[str, Any]:
+    return {"errorCode": code, "errorDesc": desc, "cacheHit": False, "delta_time": 0, "hit_query": "", "answer": ""}
+
+
+async def _parse_body(request: Request) -> dict[str, Any]:
+    raw = await request.body()
+    data: Any = json.loads(raw)
+    if isinstance(data, str):  # ModelCache's clients post json=json.dumps(data): a JSON string of JSON
+        data = json.loads(data)
+    if not isinstance(data, dict):
+        raise ValueError("the request body must be a JSON object (or a JSON string holding one)")
+    return data
+
+
+def build_modelcache_router() -> APIRouter:
+    router = APIRouter()
+
+    @router.post("/modelcache", response_model=None)
+    async def modelcache(request: Request) -> JSONResponse:
+        try:
+            data = await _parse_body(request)
+        except (ValueError, UnicodeDecodeError) as exc:
+            return JSONResponse(_query_error(101, f"invalid request body: {exc}"))
+        kind = data.get("type")
+        if kind not in ("query", "insert", "remove", "register"):
+            return JSONResponse(
+                _query_error(102, "type exception, should one of ['query', 'insert', 'remove', 'register']")
+            )
+        try:
+            scope = Scope.parse(data.get("scope"))
+        except DataPilotError as exc:
+            return JSONResponse(_query_error(103, exc.message))
+        cache = cache_service(request).cache
+        handler = {"query": _mc_query, "insert": _mc_insert, "remove": _mc_remove, "register": _mc_register}[kind]
+        return JSONResponse(await handler(cache, scope, data))
+
+    return router
+
+
+async def _mc_query(cache: SemanticCache, scope: Scope, data: dict[str, Any]) -> dict[str, Any]:
+    started = time.perf_counter()
+    try:
+        result = await cache.query(scope, data.get("query"))
+    except InvalidRequestError as exc:
+        return {**_query_error(201, f"adapt_query_exception: {exc.message}"), "delta_time": _delta(started)}
+    except Exception as exc:
+        log.exception("cache query failed")
+        return _query_error(202, f"{type(exc).__name__}: {exc}")
+    return {
+        "errorCode": 0,
+        "errorDesc": "",
+        "cacheHit": result.hit,
+        "delta_time": _delta(started),
+        "hit_query": result.hit_query or "",
+        "answer": result.answer or "",
+        "similarity": result.similarity,
+        "id": result.id,
+    }
+
+
+async def _mc_insert(cache: SemanticCache, scope: Scope, data: dict[str, Any]) -> dict[str, Any]:
+    chat_info = data.get("chat_info")
+    try:
+        if not isinstance(chat_info, list) or not chat_info:
+            raise InvalidRequestError("chat_info must be a non-empty list of {query, answer} objects")
+        items = []
+        for i, item in enumerate(chat_info):
+            if not isinstance(item, dict) or "query" not in item or "answer" not in item:
+                raise InvalidRequestError(f"chat_info[{i}] must be an object with 'query' and 'answer'")
+            items.append((item["query"], item["answer"]))
+        ids = await cache.insert_many(scope, items)
+    except InvalidRequestError as exc:
+        return {"errorCode": 301, "errorDesc": f"adapt_insert_exception: {exc.message}", "writeStatus": "exception"}
+    except Exception as exc:
+        log.exception("cache insert failed")
+        return {"errorCode": 302, "errorDesc": f"{type(exc).__name__}: {exc}", "writeStatus": "exception"}
+    return {"errorCode": 0, "errorDesc": "", "writeStatus": "success", "id_list": ids}
+
+
+async def _mc_remove(cache: SemanticCache, scope: Scope, data: dict[str, Any]) -> dict[str, Any]:
+    remove_type = data.get("remove_type")
+    try:
+        if remove_type == "delete_by_id":
+            n = await cache.remove(scope, data.get("id_list", []))
+        elif remove_type == "truncate_by_model":
+            n = await cache.truncate(scope)
+        else:
+            return {
+                "errorCode": 401,
+                "errorDesc": "remove_type must be 'delete_by_id' or 'truncate_by_model'",
+                "response": {"status": "exception"},
+                "removeStatus": "exception",
+            }
+    except InvalidRequestError as exc:
+        return {
+            "errorCode": 401,
+            "errorDesc": exc.message,
+            "response": {"status": "exception"},
+            "removeStatus": "exception",
+        }
+    except Exception as exc:
+        log.exception("cache remove failed")
+        return {
+            "errorCode": 402,
+            "errorDesc": f"{type(exc).__name__}: {exc}",
+            "response": {"status": "exception"},
+            "writeStatus": "exception",
+        }
+    return {"errorCode": 0, "errorDesc": "", "response": {"status": "success", "removed": n}, "writeStatus": "success"}
+
+
+async def _mc_register(cache: SemanticCache, scope: Scope, data: dict[str, Any]) -> dict[str, Any]:
+    try:
+        new = await cache.register(scope)
+    except Exception as exc:
+        log.exception("cache register failed")
+        return {
+            "errorCode": 502,
+            "errorDesc": f"{type(exc).__name__}: {exc}",
+            "response": "create_failed",
+            "writeStatus": "exception",
+        }
+    return {
+        "errorCode": 0,
+        "errorDesc": "",
+        "response": "create_success" if new else "already_exists",
+        "writeStatus": "success",
+    }
+
+
+# --- the clean REST API --------------------------------------------------------------------------------
+
+
+class _In(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ScopeIn(_In):
+    model: str = Field(min_length=1)
+    tenant: str | None = None
+
+    def scope(self) -> Scope:
+        return Scope(self.model, self.tenant)
+
+
+class MessageIn(_In):
+    role: str
+    content: str
+
+
+class QueryIn(_In):
+    scope: ScopeIn
+    messages: list[MessageIn] | None = None
+    prompt: str | None = None
+
+
+class EntryIn(_In):
+    messages: list[MessageIn] | None = None
+    prompt: str | None = None
+    answer: str
+
+
+class InsertIn(_In):
+    scope: ScopeIn
+    entries: list[EntryIn] = Field(min_length=1)
+
+
+class RemoveIn(_In):
+    scope: ScopeIn
+    ids: list[int]
+
+
+class TruncateIn(_In):
+    scope: ScopeIn
+
+
+class SettingsIn(_In):
+    scope: ScopeIn
+    settings: dict[str, Any]
+
+
+def _messages(messages: list[MessageIn] | None, prompt: str | None, param: str) -> tuple[Any, str | None]:
+    if (messages is None) == (prompt is None):
+        raise InvalidRequestError("give exactly one of messages or prompt", param=param)
+    return ([m.model_dump() for m in messages] if messages is not None else None), prompt
+
+
+def build_cache_router() -> APIRouter:
+    router = APIRouter()
+
+    def _cache(request: Request) -> SemanticCache:
+        return cache_service(request).cache
+
+    @router.post("/query")
+    async def query(body: QueryIn, cache: SemanticCache = Depends(_cache)) -> dict[str, Any]:
+        messages, prompt = _messages(body.messages, body.prompt, "messages")
+        return (await cache.query(body.scope.scope(), messages, prompt=prompt)).to_dict()
+
+    @router.post("/insert")
+    async def insert(body: InsertIn, cache: SemanticCache = Depends(_cache)) -> dict[str, Any]:
+        pairs = [_messages(e.messages, e.prompt, f"entries.{i}") for i, e in enumerate(body.entries)]
+        if all(p is not None for _, p in pairs):
+            ids = await cache.insert_many(
+                body.scope.scope(),
+                [(p, e.answer) for (_, p), e in zip(pairs, body.entries, strict=True)],
+                prompts=True,
+            )
+        elif all(m is not None for m, _ in pairs):
+            ids = await cache.insert_many(
+                body.scope.scope(), [(m, e.answer) for (m, _), e in zip(pairs, body.entries, strict=True)]
+            )
+        else:
+            raise InvalidRequestError("entries of one request are either all messages or all prompts")
+        return {"ids": ids}
+
+    @router.post("/remove")
+    async def remove(body: RemoveIn, cache: SemanticCache = Depends(_cache)) -> dict[str, Any]:
+        return {"removed": await cache.remove(body.scope.scope(), body.ids)}
+
+    @router.post("/truncate")
+    async def truncate(body: TruncateIn, cache: SemanticCache = Depends(_cache)) -> dict[str, Any]:
+        return {"removed": await cache.truncate(body.scope.scope())}
+
+    @router.get("/stats")
+    async def stats(
+        model: str = Query(min_length=1), tenant: str | None = None, cache: SemanticCache = Depends(_cache)
+    ) -> dict[str, Any]:
+        return (await cache.stats(Scope(model, tenant))).to_dict()
+
+    @router.get("/log")
+    async def query_log(
+        model: str | None = None,
+        tenant: str | None = None,
+        limit: int = Query(100, ge=1, le=10_000),
+        cache: SemanticCache = Depends(_cache),
+    ) -> dict[str, Any]:
+        scope = Scope(model, tenant) if model else None
+        return {"data": [r.to_dict() for r in await cache.query_log(scope, limit)]}
+
+    @router.get("/entries")
+    async def entries(
+        model: str = Query(min_length=1),
+        tenant: str | None = None,
+        limit: int = Query(100, ge=1, le=10_000),
+        offset: int = Query(0, ge=0),
+        cache: SemanticCache = Depends(_cache),
+    ) -> dict[str, Any]:
+        return {"data": [e.to_dict() for e in await cache.entries(Scope(model, tenant), limit, offset)]}
+
+    @router.get("/scopes")
+    async def scopes(cache: SemanticCache = Depends(_cache)) -> dict[str, Any]:
+        return {"data": [s.to_dict() for s in await cache.scopes()]}
+
+    @router.get("/settings")
+    async def get_settings(
+        model: str = Query(min_length=1), tenant: str | None = None, cache: SemanticCache = Depends(_cache)
+    ) -> dict[str, Any]:
+        await cache.open()
+        return cache.policy(Scope(model, tenant)).model_dump()
+
+    @router.put("/settings")
+    async def put_settings(body: SettingsIn, cache: SemanticCache = Depends(_cache)) -> dict[str, Any]:
+        await cache.open()
+        return (await cache.set_policy(body.scope.scope(), body.settings)).model_dump()
+
+    return router
+
+
+def include_cache_routes(app: FastAPI) -> None:
+    app.include_router(build_modelcache_router(), tags=["cache"])
+    app.include_router(build_cache_router(), prefix="/api/cache", tags=["cache"])
+
+
+def create_cache_app(settings: Settings) -> FastAPI:
+    """The cache alone (``datapilot cache serve``): /modelcache, /api/cache, /health."""
+    from datapilot.server.errors import install_error_handlers
+
+    service = CacheService.from_settings(settings)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        await service.cache.open()
+        try:
+            yield
+        finally:
+            await service.aclose()
+
+    app = FastAPI(title="DataPilot cache", version=__version__, lifespan=lifespan)
+    app.state.cache = service
+    install_error_handlers(app)
+    include_cache_routes(app)
+
+    @app.get("/health")
+    async def health() -> dict[str, Any]:
+        return {"status": "ok", "version": __version__, "service": "cache"}
+
+    return app

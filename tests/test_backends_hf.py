@@ -1,0 +1,140 @@
+"""The transformers and cross-encoder backends on tiny models built here with random weights (the
+real loading code, nothing downloaded), the embedding-similarity reranker on MiniLM, and vLLM's
+clear absence on a CPU machine."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import httpx
+import pytest
+
+from datapilot.core import Message, ModelConfig, ModelRequest, SamplingParams
+from datapilot.core.errors import ContextLengthExceededError, ModelNotReadyError
+from datapilot.models import ModelManager, ModelState
+from tests.conftest import EMBED_MODEL, Server
+
+WORDS = "hello world the cat sat on a mat dog ran in park what is capital of france paris user assistant"
+
+
+def tiny_tokenizer(folder: Path) -> None:
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.WordLevel(unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok.decoder = decoders.WordPiece()
+    special = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "</s>"]
+    tok.train_from_iterator([WORDS + " : ? ."], trainers.WordLevelTrainer(special_tokens=special))
+    tok.post_processor = processors.TemplateProcessing(
+        single="$A",
+        pair="[CLS] $A [SEP] $B:1 [SEP]:1",
+        special_tokens=[("[CLS]", tok.token_to_id("[CLS]")), ("[SEP]", tok.token_to_id("[SEP]"))],
+    )
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        unk_token="[UNK]",
+        pad_token="[PAD]",
+        eos_token="</s>",
+        cls_token="[CLS]",
+        sep_token="[SEP]",
+    )
+    fast.save_pretrained(folder)
+
+
+@pytest.fixture(scope="module")
+def tiny_gpt2(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    import torch
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    folder = tmp_path_factory.mktemp("tiny-gpt2")
+    tiny_tokenizer(folder)
+    torch.manual_seed(0)
+    GPT2LMHeadModel(
+        GPT2Config(vocab_size=40, n_positions=256, n_embd=32, n_layer=2, n_head=2, bos_token_id=4, eos_token_id=4)
+    ).save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def tiny_cross_encoder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    import torch
+    from transformers import BertConfig, BertForSequenceClassification
+
+    folder = tmp_path_factory.mktemp("tiny-ce")
+    tiny_tokenizer(folder)
+    torch.manual_seed(0)
+    cfg = BertConfig(
+        vocab_size=40,
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=37,
+        max_position_embeddings=64,
+        num_labels=1,
+    )
+    BertForSequenceClassification(cfg).save_pretrained(folder)
+    return folder
+
+
+async def test_transformers_backend_generates_and_streams(tiny_gpt2: Path, tmp_path: Path) -> None:
+    mgr = ModelManager([ModelConfig(name="tiny", backend="transformers", path=str(tiny_gpt2))], tmp_path)
+    await mgr.start()
+    assert mgr.workers["tiny"].state is ModelState.READY, mgr.workers["tiny"].error
+    req = ModelRequest(model="tiny", prompt="hello world", params=SamplingParams(max_tokens=6, temperature=0))
+    out = await mgr.generate(req)
+    assert out.usage.prompt_tokens == 2 and out.usage.completion_tokens == 6 and out.finish_reason == "length"
+    chunks = [c async for c in mgr.stream(req)]
+    assert "".join(c.text for c in chunks) == out.text  # greedy: the same text streamed
+    assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens == 6
+    seeded = ModelRequest(model="tiny", prompt="the cat", params=SamplingParams(max_tokens=8, temperature=1.0, seed=3))
+    assert (await mgr.generate(seeded)).text == (await mgr.generate(seeded)).text
+    chat = ModelRequest(
+        model="tiny",
+        messages=[Message("user", "what is the capital of france ?")],
+        params=SamplingParams(max_tokens=4, temperature=0),
+    )
+    assert (await mgr.generate(chat)).usage.prompt_tokens > 20  # the few-shot dialogue, no template here
+    with pytest.raises(ContextLengthExceededError):
+        await mgr.generate(ModelRequest(model="tiny", prompt="hello", params=SamplingParams(max_tokens=500)))
+    await mgr.close()
+
+
+async def test_cross_encoder_reranks(tiny_cross_encoder: Path, tmp_path: Path) -> None:
+    mgr = ModelManager([ModelConfig(name="ce", backend="cross_encoder", path=str(tiny_cross_encoder))], tmp_path)
+    await mgr.start()
+    assert mgr.workers["ce"].state is ModelState.READY, mgr.workers["ce"].error
+    docs = ["the cat sat on a mat", "dog ran in park", "paris"]
+    out = await mgr.rerank("ce", "where is the cat", docs)
+    assert len(out.scores) == 3 and len(set(out.scores)) == 3 and out.usage.prompt_tokens > 0
+    assert (await mgr.rerank("ce", "where is the cat", docs)).scores == out.scores
+    await mgr.close()
+
+
+async def test_vllm_absent_is_a_clear_load_error(tmp_path: Path) -> None:
+    mgr = ModelManager([ModelConfig(name="big", backend="vllm", path=str(tmp_path))], tmp_path)
+    await mgr.start()
+    worker = mgr.workers["big"]
+    assert worker.state is ModelState.FAILED
+    assert "datapilot[vllm]" in (worker.error or "")
+    with pytest.raises(ModelNotReadyError, match="datapilot\\[vllm\\]"):
+        await mgr.generate(ModelRequest(model="big", prompt="x"))
+
+
+def test_rerank_endpoint_cohere_shape(server: Server) -> None:
+    docs = ["Paris is the capital of France.", "Bananas are yellow.", {"text": "France's capital city is Paris."}]
+    resp = httpx.post(
+        f"{server.v1}/rerank",
+        timeout=30,
+        json={"model": EMBED_MODEL, "query": "What is the capital of France?", "documents": docs, "top_n": 2},
+    )
+    assert resp.status_code == 200, resp.text
+    body = resp.json()
+    assert [r["index"] for r in body["results"]] in ([0, 2], [2, 0])
+    assert body["results"][0]["relevance_score"] >= body["results"][1]["relevance_score"]
+    assert body["results"][0]["document"]["text"] in (docs[0], docs[2]["text"])  # type: ignore[index]
+    assert body["usage"]["total_tokens"] > 0
+    bad = httpx.post(f"{server.v1}/rerank", json={"model": EMBED_MODEL, "query": "q", "documents": []})
+    assert bad.status_code == 400 and bad.json()["error"]["param"] == "documents"
+    unsupported = httpx.post(f"{server.v1}/rerank", json={"model": "gemma-3-270m", "query": "q", "documents": ["d"]})
+    assert unsupported.status_code == 400 and "does not support rerank" in unsupported.json()["error"]["message"]
