@@ -59,4 +59,14 @@ if [[ $DEV == 1 && ! -d "$VENV/legacy-openai/openai" ]]; then
   step "installing openai==0.28.1 into $VENV/legacy-openai (legacy client tests)"
   pip_install --target "$VENV/legacy-openai" "openai==0.28.1"
 fi
+has_db_servers() {
+  [[ -x /usr/sbin/mariadbd ]] && compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null
+}
+if [[ $DEV == 1 ]] && ! has_db_servers; then
+  # The cache's production-store tests start throwaway servers from these (scripts/throwaway_db.sh).
+  step "installing PostgreSQL and MariaDB server packages (cache store tests)"
+  SUDO=""; [[ $(id -u) == 0 ]] || SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq postgresql mariadb-server >/dev/null
+fi
 step "dependencies ready"

@@ -139,3 +139,21 @@ def test_start_on_a_busy_port_fails_clearly(server: Server, tmp_path: Path) -> N
     done = cli("start", "--config", str(cfg), "--home", str(tmp_path), "--port", port, timeout=60)
     assert done.returncode != 0
     assert "could not listen" in done.stderr
+
+
+def test_bench_serve_writes_csv_and_plot(server: Server, tmp_path: Path) -> None:
+    import csv
+
+    done = cli("bench", "serve", "--url", server.v1, "--model", "echo", "-p", "1", "-p", "3",
+               "-l", "16x8", "-l", "32x4", "--rounds", "2", "--out", str(tmp_path))
+    assert done.returncode == 0, done.stderr
+    rows = list(csv.DictReader((tmp_path / "serve.csv").read_text().splitlines()))
+    assert [(r["parallel"], r["input_len"], r["output_len"]) for r in rows] == [
+        ("1", "16", "8"), ("3", "16", "8"), ("1", "32", "4"), ("3", "32", "4")
+    ]
+    assert all(r["errors"] == "0" and int(r["requests"]) == 2 * int(r["parallel"]) for r in rows)
+    assert all(float(r["tokens_per_s"]) > 0 and float(r["p50_ttft_ms"]) > 0 for r in rows)
+    assert all(float(r["server_rss_mb"]) > 50 for r in rows)  # read from the server's /metrics
+    assert (tmp_path / "serve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    bad = cli("bench", "serve", "--url", server.v1, "--model", "nope", "-p", "1", "--out", str(tmp_path))
+    assert bad.returncode == 1 and "404" in bad.stderr

@@ -93,6 +93,7 @@ class BenchReport:
     queries_per_s: float
     concurrency: int
     default: SweepRow
+    sequential_queries_per_s: float = 0.0
     sweep: list[SweepRow] = field(default_factory=list)
     baseline: list[SweepRow] = field(default_factory=list)
 
@@ -107,6 +108,7 @@ class BenchReport:
             "embed_ms": self.embed_ms,
             "lookup_ms": self.lookup_ms,
             "queries_per_s": round(self.queries_per_s, 1),
+            "sequential_queries_per_s": round(self.sequential_queries_per_s, 1),
             "concurrency": self.concurrency,
             "default": self.default.to_dict(),
             "sweep": [r.to_dict() for r in self.sweep],
@@ -168,12 +170,14 @@ async def run_bench(
             lookup_ms: list[float] = []
             outcomes: list[tuple[bool, bool]] = []
             vectors = []
+            probe_started = time.perf_counter()
             for i, (_, b, label) in enumerate(rows):
                 result = await cache.query(SCOPE, b, log=False)
                 embed_ms.append(result.embed_ms)
                 lookup_ms.append(result.lookup_ms)
                 outcomes.append((result.hit, result.hit and result.answer == str(i) and label == 1))
                 vectors.append(result.vectors)
+            sequential_qps = len(rows) / (time.perf_counter() - probe_started)
             positives = sum(1 for _, _, label in rows if label == 1)
             default = _score("default", outcomes, positives)
             say("sweeping thresholds")
@@ -211,6 +215,7 @@ async def run_bench(
         qps,
         concurrency,
         default,
+        sequential_qps,
         sweep,
         plain,
     )

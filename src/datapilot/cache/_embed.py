@@ -60,8 +60,16 @@ def word_windows(text: str, size: int, overlap: int) -> list[str]:
     words = text.split()
     if len(words) <= size:
         return [text]
-    step = max(size - overlap, 1)
-    return [" ".join(words[i : i + size]) for i in range(0, max(len(words) - overlap, 1), step)]
+    return [" ".join(words[i : i + size]) for i in window_starts(len(words), size, overlap)]
+
+
+def window_starts(n: int, size: int, overlap: int) -> list[int]:
+    """Starts of windows of ``size`` stepping by ``size - overlap``; the last one reaches the end."""
+    step, start, starts = max(size - overlap, 1), 0, [0]
+    while start + size < n:
+        start += step
+        starts.append(start)
+    return starts
 
 
 class _Batcher:
@@ -177,14 +185,10 @@ class SentenceTransformerEmbedder:
         return self._embed_sync(texts)
 
     def _forward(self, texts: list[str]) -> np.ndarray:
-        import torch
-
-        model = self._model
-        with torch.inference_mode():
-            features = model.tokenize(texts)
-            features = {k: (v.to(model.device) if hasattr(v, "to") else v) for k, v in features.items()}
-            out = model(features)["sentence_embedding"]
-        return _normalise(out.float().cpu().numpy())
+        vectors = self._model.encode(
+            texts, batch_size=64, normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False
+        )
+        return _normalise(vectors)
 
     def _embed_sync(self, texts: list[str]) -> np.ndarray:
         window = self.window
@@ -203,13 +207,12 @@ class SentenceTransformerEmbedder:
                     owners.append(i)
                     weights.append(1.0)
                     continue
-                step = max(window - self._overlap, 1)
-                for start in range(0, max(len(ids) - self._overlap, 1), step):
+                for start in window_starts(len(ids), window, self._overlap):
                     chunk = ids[start : start + window]
                     pieces.append(tok.decode(chunk))
                     owners.append(i)
                     weights.append(float(len(chunk)))
-        vectors = np.concatenate([self._forward(pieces[i : i + 64]) for i in range(0, len(pieces), 64)])
+        vectors = self._forward(pieces)  # sorts by length into batches itself, so padding stays small
         if len(pieces) == len(texts):
             return vectors
         return pool_windows(vectors, owners, weights, len(texts))

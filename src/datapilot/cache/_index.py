@@ -116,6 +116,8 @@ class FaissIndex:
             return False
         if index.ntotal != signature[0]:
             return False
+        # Used once: from now on only the rows in SQL are the truth, until the next clean close.
+        meta_path.unlink(missing_ok=True)
         with self._lock:
             self._indexes[scope] = index
         return True

@@ -24,6 +24,7 @@ from datapilot.cli._common import (
     settings_from,
 )
 from datapilot.cli._progress import model_progress
+from datapilot.cli.bench_serve import bench_serve
 from datapilot.cli.cache import bench_app, cache_app
 from datapilot.cli.flow import flow_app
 from datapilot.cli.start import start_app
@@ -43,6 +44,7 @@ app.add_typer(model_app, name="model")
 app.add_typer(config_app, name="config")
 app.add_typer(flow_app, name="flow")
 app.add_typer(cache_app, name="cache")
+bench_app.command("serve")(bench_serve)
 app.add_typer(bench_app, name="bench")
 app.add_typer(start_app, name="start")
 

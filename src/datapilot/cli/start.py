@@ -37,10 +37,16 @@ def _serve(settings: Settings, app: FastAPI, sock: socket.socket, what: str) -> 
 
     host, bound = sock.getsockname()[:2]
     server = uvicorn.Server(
-        uvicorn.Config(app, log_config=None, log_level=settings.server.log_level, timeout_graceful_shutdown=5)
+        uvicorn.Config(
+            app,
+            log_config=None,
+            log_level=settings.server.log_level,
+            access_log=settings.server.access_log,
+            timeout_graceful_shutdown=5,
+        )
     )
     err.print(f"DataPilot {__version__} {what} on [bold]http://{host}:{bound}[/]")
-    asyncio.run(server.serve(sockets=[sock]))
+    server.run(sockets=[sock])  # uvicorn picks the fastest loop installed (uvloop)
 
 
 def _label(name: str, copy: int) -> str:

@@ -55,6 +55,7 @@ class ServerSettings(BaseModel):
     )
     cors_origins: list[str] = Field(default_factory=list)
     log_level: str = "info"
+    access_log: bool = Field(True, description="one uvicorn line per HTTP request (the serving log is separate)")
     max_request_bytes: int = Field(8 * 1024 * 1024, description="larger request bodies get a 413")
 
 

@@ -31,17 +31,6 @@ class RequestRecord:
 
 RecordSink = Callable[[RequestRecord], None]
 _Out = TypeVar("_Out", EmbeddingOutput, RerankOutput)
-MAX_RESTARTS = 3
-
-
-class AnswerRestart(DataPilotError):
-    """A source lost a partly produced whole answer and can produce it again from the start.
-
-    Only raised for ``whole`` requests, whose client has seen nothing yet; the collector restarts.
-    """
-
-    status_code = 502
-    error_type = "upstream_error"
 
 
 def error_status(exc: BaseException) -> str:
@@ -54,8 +43,8 @@ class MeasuredClient(ABC):
     sink: RecordSink | None = None
 
     @abstractmethod
-    def _source_stream(self, request: ModelRequest, kind: str, whole: bool = False) -> AsyncIterator[ModelChunk]:
-        """Chunks of the answer. ``whole``: the caller collects them (may raise ``AnswerRestart``)."""
+    def _source_stream(self, request: ModelRequest, kind: str) -> AsyncIterator[ModelChunk]:
+        """Chunks of the answer; raise for a bad request before returning when possible."""
 
     async def _source_generate(self, request: ModelRequest, kind: str) -> ModelOutput | None:
         """A whole answer, for sources that cannot stream it cheaper; ``None``: collect the stream."""
@@ -74,6 +63,10 @@ class MeasuredClient(ABC):
     def stream(self, request: ModelRequest) -> AsyncIterator[ModelChunk]:
         kind = CHAT if request.is_chat else COMPLETION
         return self._measure_stream(request, kind, self._source_stream(request, kind), streaming=True)
+
+    def unmeasured_stream(self, request: ModelRequest) -> AsyncIterator[ModelChunk]:
+        """The answer without this layer's measurement, for a caller that measures it itself."""
+        return self._source_stream(request, CHAT if request.is_chat else COMPLETION)
 
     async def _measure_stream(
         self, request: ModelRequest, kind: str, chunks: AsyncIterator[ModelChunk], streaming: bool
@@ -112,22 +105,18 @@ class MeasuredClient(ABC):
             raise
         if out is not None:
             timing.finish()
+            inner = out.timing.ttft_s if out.timing is not None else None
+            if inner is not None:  # the source measured its first token; place it on this clock
+                timing.first_token_at = timing.started + inner
             out.timing, out.model = timing, request.model
             self._record(request.model, kind, False, "ok", out.usage, timing)
             return out
         # Collected from the stream, so first-token latency is measured here too.
-        for attempt in range(MAX_RESTARTS + 1):
-            parts: list[str] = []
-            last = ModelChunk()
-            try:
-                source = self._source_stream(request, kind, whole=True)
-                async for chunk in self._measure_stream(request, kind, source, streaming=False):
-                    parts.append(chunk.text)
-                    last = chunk
-                break
-            except AnswerRestart:
-                if attempt == MAX_RESTARTS:
-                    raise
+        parts: list[str] = []
+        last = ModelChunk()
+        async for chunk in self._measure_stream(request, kind, self._source_stream(request, kind), streaming=False):
+            parts.append(chunk.text)
+            last = chunk
         if last.finish_reason is None or last.timing is None:
             raise DataPilotError(f"model {request.model!r} ended its answer without a finish reason")
         return ModelOutput("".join(parts), last.finish_reason, last.usage or Usage(), request.model, last.timing)

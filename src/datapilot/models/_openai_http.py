@@ -11,7 +11,7 @@ import json
 from collections.abc import AsyncIterator
 from typing import Any
 
-import httpx
+import aiohttp
 import numpy as np
 
 from datapilot.core.errors import DataPilotError, UpstreamError
@@ -22,6 +22,7 @@ from datapilot.core.types import (
     ModelOutput,
     ModelRequest,
     RerankOutput,
+    Timing,
     Usage,
 )
 
@@ -38,6 +39,8 @@ def _usage(obj: dict[str, Any] | None) -> Usage | None:
 
 
 class OpenAIHTTP:
+    """One connection pool per upstream (aiohttp: under concurrency it costs far less than httpx)."""
+
     def __init__(
         self,
         base_url: str,
@@ -45,20 +48,29 @@ class OpenAIHTTP:
         *,
         timeout: float = 600.0,
         stream_usage: bool = True,
-        transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
-        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self.headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self.base_url = base_url.rstrip("/")
         self.stream_usage = stream_usage
-        self._client = httpx.AsyncClient(
-            base_url=self.base_url,
-            headers=headers,
-            timeout=httpx.Timeout(timeout, connect=10.0),
-            transport=transport,
-        )
+        self.timeout = timeout
+        self._session: aiohttp.ClientSession | None = None
+
+    def _http(self) -> aiohttp.ClientSession:
+        # Created on first use, inside the event loop that will use it.
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(
+                headers=self.headers,
+                timeout=aiohttp.ClientTimeout(total=self.timeout, connect=10.0),
+                # A kept-alive connection per concurrent request: reconnecting costs more than a request.
+                connector=aiohttp.TCPConnector(limit=512, keepalive_timeout=30),
+                raise_for_status=False,
+            )
+        return self._session
 
     async def aclose(self) -> None:
-        await self._client.aclose()
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
 
     def body(self, request: ModelRequest, model: str, stream: bool) -> dict[str, Any]:
         p = request.params
@@ -99,7 +111,7 @@ class OpenAIHTTP:
             code=code,
         )
 
-    def _unreachable(self, exc: httpx.HTTPError) -> UpstreamError:
+    def _unreachable(self, exc: BaseException) -> UpstreamError:
         return UpstreamError(
             f"cannot reach upstream {self.base_url}: {type(exc).__name__}: {exc}; "
             "check that it is running and that base_url is right",
@@ -108,36 +120,43 @@ class OpenAIHTTP:
 
     async def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
         try:
-            resp = await self._client.post(path, json=body)
-        except httpx.HTTPError as exc:
+            async with self._http().post(self.base_url + path, json=body) as resp:
+                payload = await resp.read()
+                if resp.status != 200:
+                    raise self._error(resp.status, payload)
+        except (aiohttp.ClientError, TimeoutError) as exc:
             raise self._unreachable(exc) from exc
-        if resp.status_code != 200:
-            raise self._error(resp.status_code, resp.content)
-        result: dict[str, Any] = resp.json()
+        result: dict[str, Any] = json.loads(payload)
         return result
 
     async def generate(self, request: ModelRequest, model: str) -> ModelOutput:
         path = "/chat/completions" if request.is_chat else "/completions"
+        timing = Timing()
         obj = await self._post(path, self.body(request, model, stream=False))
         choice = obj["choices"][0]
         text = choice["message"].get("content") or "" if request.is_chat else choice.get("text") or ""
         finish = _FINISH.get(choice.get("finish_reason") or "stop", "stop")
-        return ModelOutput(text, finish, _usage(obj.get("usage")) or Usage(), obj.get("model", model))
+        ttft_ms = (obj.get("metrics") or {}).get("ttft_ms")  # a DataPilot upstream reports its own
+        if isinstance(ttft_ms, int | float):
+            timing.first_token_at = timing.started + ttft_ms / 1000
+        usage = _usage(obj.get("usage")) or Usage()
+        return ModelOutput(text, finish, usage, obj.get("model", model), timing)
 
     async def stream(self, request: ModelRequest, model: str) -> AsyncIterator[ModelChunk]:
         path = "/chat/completions" if request.is_chat else "/completions"
         finish: FinishReason | None = None
         usage: Usage | None = None
         try:
-            async with self._client.stream("POST", path, json=self.body(request, model, stream=True)) as resp:
-                if resp.status_code != 200:
-                    raise self._error(resp.status_code, await resp.aread())
-                async for line in resp.aiter_lines():
+            async with self._http().post(self.base_url + path, json=self.body(request, model, stream=True)) as resp:
+                if resp.status != 200:
+                    raise self._error(resp.status, await resp.read())
+                async for raw in resp.content:  # one line at a time
+                    line = raw.decode("utf-8").strip()
                     if not line.startswith("data:"):
                         continue
                     data = line[5:].strip()
                     if data == "[DONE]":
-                        break
+                        continue  # read to the end of the body, so the connection can be reused
                     obj = json.loads(data)
                     if "error" in obj:
                         raise self._error(502, data.encode())
@@ -148,7 +167,7 @@ class OpenAIHTTP:
                             finish = _FINISH.get(choice["finish_reason"], "stop")
                         if text:
                             yield ModelChunk(text)
-        except httpx.HTTPError as exc:
+        except (aiohttp.ClientError, TimeoutError) as exc:
             raise self._unreachable(exc) from exc
         yield ModelChunk("", finish_reason=finish or "stop", usage=usage or Usage())
 
@@ -175,10 +194,11 @@ class OpenAIHTTP:
 
     async def models(self) -> list[dict[str, Any]]:
         try:
-            resp = await self._client.get("/models")
-        except httpx.HTTPError as exc:
+            async with self._http().get(self.base_url + "/models") as resp:
+                payload = await resp.read()
+                if resp.status != 200:
+                    raise self._error(resp.status, payload)
+        except (aiohttp.ClientError, TimeoutError) as exc:
             raise self._unreachable(exc) from exc
-        if resp.status_code != 200:
-            raise self._error(resp.status_code, resp.content)
-        data: list[dict[str, Any]] = resp.json()["data"]
+        data: list[dict[str, Any]] = json.loads(payload)["data"]
         return data

@@ -153,7 +153,7 @@ class ModelManager(MeasuredClient):
     async def models(self) -> list[ModelInfo]:
         return [w.info() for w in self.workers.values()]
 
-    def _source_stream(self, request: ModelRequest, kind: str, whole: bool = False) -> AsyncIterator[ModelChunk]:
+    def _source_stream(self, request: ModelRequest, kind: str) -> AsyncIterator[ModelChunk]:
         return self.worker(request.model).require(kind).stream(request)
 
     async def _source_generate(self, request: ModelRequest, kind: str) -> ModelOutput | None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector, generate_latest
 
 from datapilot.models.manager import RequestRecord
 
@@ -18,6 +18,7 @@ class ServingMetrics:
 
     def __init__(self) -> None:
         r = self.registry = CollectorRegistry()
+        ProcessCollector(registry=r)  # process_resident_memory_bytes, cpu seconds: read by `bench serve`
         labels = ("model", "kind", "status")
         self.requests = Counter("datapilot_requests", "Model requests by outcome", labels, registry=r)
         self.latency = Histogram(

@@ -25,8 +25,8 @@ from datapilot.core.errors import (
     ModelNotReadyError,
     UpstreamError,
 )
-from datapilot.core.types import EmbeddingOutput, ModelChunk, ModelInfo, ModelRequest, RerankOutput
-from datapilot.models._measure import AnswerRestart, MeasuredClient, RecordSink
+from datapilot.core.types import EmbeddingOutput, ModelChunk, ModelInfo, ModelOutput, ModelRequest, RerankOutput
+from datapilot.models._measure import MeasuredClient, RecordSink
 from datapilot.models.backend import EMBEDDING, RERANK
 from datapilot.models.cluster.client import ControllerClient
 from datapilot.models.cluster.registry import InstanceInfo
@@ -184,10 +184,8 @@ class RoutingClient(MeasuredClient):
         log.warning("instance %s failed: %s", route.info.instance_id, exc)
 
     # -- MeasuredClient sources -----------------------------------------------------------------
-    # Whole answers are collected from the stream too: first-token latency is then measured here,
-    # as the API's client experiences it, and failover follows one rule for both.
 
-    async def _source_stream(self, request: ModelRequest, kind: str, whole: bool = False) -> AsyncIterator[ModelChunk]:
+    async def _source_stream(self, request: ModelRequest, kind: str) -> AsyncIterator[ModelChunk]:
         tried: set[str] = set()
         last: DataPilotError | None = None
         while True:
@@ -196,7 +194,11 @@ class RoutingClient(MeasuredClient):
             sent = 0
             route.in_flight += 1
             try:
-                async for chunk in self._client(route).stream(request):
+                client = self._client(route)
+                chunks = (
+                    client.unmeasured_stream(request) if isinstance(client, MeasuredClient) else client.stream(request)
+                )
+                async for chunk in chunks:
                     sent += 1
                     yield chunk
                 route.served += 1
@@ -206,9 +208,6 @@ class RoutingClient(MeasuredClient):
                     raise
                 self._failed(route, exc)
                 last = exc
-                if sent and whole:
-                    # Nothing reached the client yet: the collector starts over on another instance.
-                    raise AnswerRestart(f"instance {route.info.instance_id} failed mid-answer: {exc.message}") from exc
                 if sent:
                     raise UpstreamError(
                         f"instance {route.info.instance_id} of model {request.model!r} failed after "
@@ -217,6 +216,11 @@ class RoutingClient(MeasuredClient):
                     ) from exc
             finally:
                 route.in_flight -= 1
+
+    async def _source_generate(self, request: ModelRequest, kind: str) -> ModelOutput | None:
+        # A whole answer is one call: if its instance fails part-way, nothing reached the client
+        # yet, so it is simply asked of another instance.
+        return await self._call(request.model, kind, lambda c: c.generate(request))
 
     async def _source_embed(self, model: str, texts: list[str]) -> EmbeddingOutput:
         return await self._call(model, EMBEDDING, lambda c: c.embed(model, texts))

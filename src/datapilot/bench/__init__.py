@@ -1,0 +1,1 @@
+"""Benchmarks users run against their own deployments: ``datapilot bench serve`` (and ``cache``)."""

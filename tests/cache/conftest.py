@@ -1,0 +1,66 @@
+"""Fixtures for the cache tests: a fresh embedded cache (SQLite + faiss) on the hash test embedder."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from datapilot.cache import HashEmbedder, SemanticCache
+from datapilot.core.config import CacheSettings
+
+
+def hash_settings(**defaults: Any) -> CacheSettings:
+    """Settings whose default embedder is the hashed bag of words (fast, deterministic)."""
+    return CacheSettings.model_validate(
+        {
+            "embedders": {"default": {"kind": "hash"}},
+            "defaults": {"threshold_short": 0.6, "threshold_long": 0.6, "margin": 0.0, **defaults},
+        }
+    )
+
+
+@pytest.fixture
+async def cache(tmp_path: Path) -> AsyncIterator[SemanticCache]:
+    c = SemanticCache(hash_settings(), tmp_path, embedders={"default": HashEmbedder()})
+    async with c:
+        yield c
+
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _throwaway(kind: str, binary: str) -> Iterator[str]:
+    import shutil
+    import subprocess
+
+    from datapilot.testing import free_port
+
+    if shutil.which(binary) is None and not list(Path("/usr/lib/postgresql").glob(f"*/bin/{binary}")):
+        pytest.skip(f"{kind} is not installed: run `scripts/install.sh --dev`")
+    out = subprocess.run(
+        ["bash", str(REPO / "scripts" / "throwaway_db.sh"), kind, str(free_port())],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    ).stdout.split()
+    folder, url = out[-2], out[-1]
+    try:
+        yield url
+    finally:
+        subprocess.run(["bash", str(REPO / "scripts" / "throwaway_db.sh"), "stop", folder], check=False, timeout=60)
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A throwaway PostgreSQL 15 on loopback, started by the project's script."""
+    yield from _throwaway("postgres", "initdb")
+
+
+@pytest.fixture(scope="session")
+def mariadb_url() -> Iterator[str]:
+    """A throwaway MariaDB 10.11 on loopback, started by the project's script."""
+    yield from _throwaway("mariadb", "mariadbd")

