@@ -12,7 +12,8 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -118,3 +119,42 @@ def start_server(
     proc.kill()
     proc.wait()
     raise RuntimeError(f"{name} did not answer within {timeout}s:\n{log.read_text()}")
+
+
+# --- throwaway database servers -------------------------------------------------------------------------
+
+_THROWAWAY_SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "throwaway_db.sh"
+_SERVER_BINARIES = {"postgres": "initdb", "mariadb": "mariadbd"}
+
+
+def database_server_installed(kind: str) -> bool:
+    """Whether the Debian packages for ``kind`` (postgres, mariadb) are installed (``scripts/install.sh --dev``)."""
+    import shutil
+
+    binary = _SERVER_BINARIES[kind]
+    return shutil.which(binary) is not None or bool(list(Path("/usr/lib/postgresql").glob(f"*/bin/{binary}")))
+
+
+@contextmanager
+def throwaway_database(kind: str, timeout: float = 120.0) -> Iterator[str]:
+    """A fresh PostgreSQL or MariaDB server on loopback, started by ``scripts/throwaway_db.sh``; yields
+    its SQLAlchemy URL (database ``datapilot``) and stops it, removing its data, on exit.
+
+    Needs a source checkout (the script lives in ``scripts/``) and the server packages installed.
+    """
+    if kind not in _SERVER_BINARIES:
+        raise ValueError(f"unknown database server kind {kind!r}; known: {', '.join(_SERVER_BINARIES)}")
+    if not _THROWAWAY_SCRIPT.is_file():
+        raise RuntimeError(f"{_THROWAWAY_SCRIPT} not found: throwaway servers need a source checkout")
+    out = subprocess.run(
+        ["bash", str(_THROWAWAY_SCRIPT), kind, str(free_port())],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    ).stdout.split()
+    folder, url = out[-2], out[-1]
+    try:
+        yield url
+    finally:
+        subprocess.run(["bash", str(_THROWAWAY_SCRIPT), "stop", folder], check=False, timeout=60)

@@ -29,38 +29,22 @@ async def cache(tmp_path: Path) -> AsyncIterator[SemanticCache]:
         yield c
 
 
-REPO = Path(__file__).resolve().parents[2]
+def _throwaway(kind: str) -> Iterator[str]:
+    from datapilot.testing import database_server_installed, throwaway_database
 
-
-def _throwaway(kind: str, binary: str) -> Iterator[str]:
-    import shutil
-    import subprocess
-
-    from datapilot.testing import free_port
-
-    if shutil.which(binary) is None and not list(Path("/usr/lib/postgresql").glob(f"*/bin/{binary}")):
+    if not database_server_installed(kind):
         pytest.skip(f"{kind} is not installed: run `scripts/install.sh --dev`")
-    out = subprocess.run(
-        ["bash", str(REPO / "scripts" / "throwaway_db.sh"), kind, str(free_port())],
-        check=True,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    ).stdout.split()
-    folder, url = out[-2], out[-1]
-    try:
+    with throwaway_database(kind) as url:
         yield url
-    finally:
-        subprocess.run(["bash", str(REPO / "scripts" / "throwaway_db.sh"), "stop", folder], check=False, timeout=60)
 
 
 @pytest.fixture(scope="session")
 def postgres_url() -> Iterator[str]:
     """A throwaway PostgreSQL 15 on loopback, started by the project's script."""
-    yield from _throwaway("postgres", "initdb")
+    yield from _throwaway("postgres")
 
 
 @pytest.fixture(scope="session")
 def mariadb_url() -> Iterator[str]:
     """A throwaway MariaDB 10.11 on loopback, started by the project's script."""
-    yield from _throwaway("mariadb", "mariadbd")
+    yield from _throwaway("mariadb")

@@ -253,3 +253,24 @@ def test_scope_keys_cannot_collide() -> None:
     for _ in range(1000):
         _ = Scope("m").key
     assert time.perf_counter() - started < 0.5
+
+
+async def test_large_scopes_switch_to_hnsw_and_stay_consistent(tmp_path: Path) -> None:
+    from datapilot.cache import FaissIndex
+
+    settings = hash_settings()
+    index = FaissIndex(tmp_path / "cache" / "faiss", hnsw_from=50)
+    async with SemanticCache(settings, tmp_path, index=index, embedders={"default": HashEmbedder()}) as cache:
+        ids = await cache.insert_many("m", [(chat(f"hnsw question {i} token{i}x"), f"a{i}") for i in range(120)])
+        assert type(index._indexes[Scope("m").key]).__name__ == "_Hnsw"
+        assert (await cache.query("m", chat("hnsw question 7 token7x"))).answer == "a7"
+        assert await cache.remove("m", ids[:10]) == 10
+        assert cache.index.count(Scope("m").key) == 110
+        assert (await cache.query("m", chat("hnsw question 3 token3x"))).answer != "a3"
+        assert await cache.remove("m", ids[10:50]) == 40  # most dead: rebuilt
+        assert cache.index.count(Scope("m").key) == 70
+        assert (await cache.query("m", chat("hnsw question 60 token60x"))).answer == "a60"
+    index = FaissIndex(tmp_path / "cache" / "faiss", hnsw_from=50)
+    async with SemanticCache(settings, tmp_path, index=index, embedders={"default": HashEmbedder()}) as cache:
+        assert cache.index.count(Scope("m").key) == 70  # restored from the snapshot
+        assert (await cache.query("m", chat("hnsw question 99 token99x"))).answer == "a99"

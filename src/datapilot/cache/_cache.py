@@ -38,6 +38,7 @@ from datapilot.core.errors import ConfigError, InvalidRequestError
 T = TypeVar("T")
 ScopeLike = Scope | str | dict[str, Any]
 _CONTEXT_CACHE = 4096
+_ROW_CACHE = 50_000
 MAX_ANSWER_CHARS = 1_000_000
 MAX_QUESTION_CHARS = 200_000
 
@@ -131,6 +132,11 @@ class SemanticCache:
         self._open_lock = asyncio.Lock()
         self._opened = False
         self._scope_locks: dict[str, threading.Lock] = {}
+        # Rows of the embedded store kept in memory, so a lookup needs no SQL round trip. Only where this
+        # process is the store's one writer (SQLite): with a shared server another process may delete rows.
+        self._rows: dict[str, OrderedDict[int, Entry]] = {}
+        self._rows_lock = threading.Lock()
+        self._row_cache = False
 
     # lifecycle ---------------------------------------------------------------------------------------
 
@@ -165,6 +171,7 @@ class SemanticCache:
                 self._index = MilvusIndex(cfg.milvus_uri, token)
             else:
                 self._index = FaissIndex(self.home / "cache" / "faiss" if cfg.sql_url is None else None)
+        self._row_cache = self.store.is_sqlite
         for scope in self.store.scope_keys():
             self._sync_index(scope)
         self._writer = _Writer(self.store)
@@ -354,7 +361,7 @@ class SemanticCache:
         # Rows within the margin of the threshold are fetched too: they are the runners-up that make a
         # candidate ambiguous.
         near = [(i, s) for i, s in zip(ids, scores, strict=True) if s >= threshold - policy.margin]
-        rows = self.store.fetch(scope, [i for i, _ in near], time.time())
+        rows = self._fetch(scope, [i for i, _ in near], time.time())
         live = [(rows[i], s) for i, s in near if i in rows]
         reason = "expired"
         for entry, sim in live:
@@ -375,6 +382,44 @@ class SemanticCache:
             if reason == "expired":
                 reason = why
         return CacheResult(False, similarity=best, reason=reason), None
+
+    def _fetch(self, scope: str, ids: list[int], now: float) -> dict[int, Entry]:
+        if not self._row_cache:
+            return self.store.fetch(scope, ids, now)
+        found: dict[int, Entry] = {}
+        with self._rows_lock:
+            rows = self._rows.setdefault(scope, OrderedDict())
+            for i in ids:
+                entry = rows.get(i)
+                if entry is not None:
+                    rows.move_to_end(i)
+                    found[i] = entry
+        missing = [i for i in ids if i not in found]
+        if missing:
+            fetched = self.store.fetch(scope, missing, now)
+            found.update(fetched)
+            self._remember(scope, list(fetched.values()))
+        return {i: e for i, e in found.items() if e.expires_at is None or e.expires_at > now}
+
+    def _remember(self, scope: str, entries: list[Entry]) -> None:
+        if not self._row_cache:
+            return
+        with self._rows_lock:
+            rows = self._rows.setdefault(scope, OrderedDict())
+            for e in entries:
+                rows[e.id] = e
+            while len(rows) > _ROW_CACHE:
+                rows.popitem(last=False)
+
+    def _forget(self, scope: str, ids: list[int] | None) -> None:
+        with self._rows_lock:
+            if ids is None:
+                self._rows.pop(scope, None)
+                return
+            rows = self._rows.get(scope)
+            if rows is not None:
+                for i in ids:
+                    rows.pop(i, None)
 
     @staticmethod
     def _reject(key: CacheKey, cvec: np.ndarray | None, entry: Entry, sim: float, policy: CachePolicy) -> str | None:
@@ -478,12 +523,31 @@ class SemanticCache:
         with self._scope_lock(scope):
             ids = self.store.insert(rows)
             self.index.add(scope, np.asarray(ids, dtype=np.int64), np.stack([r.vector for r in rows]))
+            self._remember(
+                scope,
+                [
+                    Entry(
+                        i,
+                        scope,
+                        r.question,
+                        r.context,
+                        r.context_hash,
+                        r.params_key,
+                        r.answer,
+                        r.created_at,
+                        r.expires_at,
+                        context_vector=r.context_vector,
+                    )
+                    for i, r in zip(ids, rows, strict=True)
+                ],
+            )
             self._counts[scope] = self._counts.get(scope, 0) + len(ids)
             since = self._inserts_since_purge.get(scope, 0) + len(ids)
             self._inserts_since_purge[scope] = since
             if self._counts[scope] > policy.max_entries or (policy.ttl_s and since >= 256):
                 gone = self.store.evict(scope, policy.max_entries, policy.eviction, time.time())
                 self.index.delete(scope, gone)
+                self._forget(scope, gone)
                 self._counts[scope] = self.store.count(scope)
                 self._inserts_since_purge[scope] = 0
         return ids
@@ -498,6 +562,7 @@ class SemanticCache:
             with self._scope_lock(s.key):
                 gone = self.store.delete(s.key, ids)
                 self.index.delete(s.key, gone)
+                self._forget(s.key, gone)
                 self._counts[s.key] = max(self._counts.get(s.key, 0) - len(gone), 0)
                 return len(gone)
 
@@ -512,6 +577,7 @@ class SemanticCache:
             with self._scope_lock(s.key):
                 n = self.store.truncate(s.key)
                 self.index.drop(s.key)
+                self._forget(s.key, None)
                 self._counts[s.key] = 0
                 return n
 

@@ -1,9 +1,10 @@
 """The ``VectorIndex`` seam: one collection of vectors per scope, searched by inner product.
 
-* ``FaissIndex`` (embedded): exact flat inner-product search per scope, in memory, snapshotted to
-  files under DATAPILOT_HOME on close and reloaded only when the snapshot matches the SQL rows exactly
-  (otherwise rebuilt from them). Exact search: 100k x 384 answers in well under a millisecond here, and
-  approximate indexes pay off only past millions of vectors.
+* ``FaissIndex`` (embedded): per scope, in memory, snapshotted to files under DATAPILOT_HOME on close
+  and reloaded only when the snapshot matches the SQL rows exactly (otherwise rebuilt from them).
+  Exact flat inner-product search up to ``HNSW_FROM`` vectors; past that an HNSW graph, because one
+  exact query over 100k x 384 floats reads 150 MB of memory (milliseconds), while batched queries,
+  which reuse the matrix from cache, do not need this.
 * ``MilvusIndex`` (production): one Milvus collection per scope, through ``pymilvus``; a Milvus server
   or, in tests, ``milvus-lite`` (a local file). Same code for both.
 
@@ -45,8 +46,53 @@ def _file_stem(scope: str) -> str:
     return hashlib.sha256(scope.encode()).hexdigest()[:24]
 
 
+HNSW_FROM = 20_000  # below, exact flat search is fast; above, a single flat query reads too much memory
+HNSW_M = 32
+HNSW_EF_SEARCH = 96
+HNSW_EF_CONSTRUCTION = 64
+
+
+class _Hnsw:
+    """An HNSW graph over one scope: approximate, sub-millisecond at 100k vectors. HNSW cannot delete, so
+    deleted ids are tombstones filtered from results, and the graph is rebuilt when a quarter is dead."""
+
+    def __init__(self, faiss: Any, dim: int) -> None:
+        self.index = faiss.IndexHNSWFlat(dim, HNSW_M, faiss.METRIC_INNER_PRODUCT)
+        self.index.hnsw.efConstruction = HNSW_EF_CONSTRUCTION
+        self.index.hnsw.efSearch = HNSW_EF_SEARCH
+        self.labels = np.empty(0, dtype=np.int64)
+        self.dead: set[int] = set()
+
+    @property
+    def d(self) -> int:
+        return int(self.index.d)
+
+    @property
+    def ntotal(self) -> int:
+        return int(self.index.ntotal) - len(self.dead)
+
+    def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
+        self.index.add(vectors)
+        self.labels = np.concatenate([self.labels, np.asarray(ids, dtype=np.int64)])
+        self.dead.difference_update(int(i) for i in ids)
+
+    def search(self, vector: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        scores, internal = self.index.search(vector, k + min(len(self.dead), 64))
+        keep = [
+            (s, self.labels[i])
+            for s, i in zip(scores[0], internal[0], strict=True)
+            if i >= 0 and int(self.labels[i]) not in self.dead
+        ][:k]
+        return np.array([[s for s, _ in keep]]), np.array([[i for _, i in keep]])
+
+    def live(self) -> tuple[np.ndarray, np.ndarray]:
+        vectors = self.index.reconstruct_n(0, self.index.ntotal)
+        mask = np.array([int(i) not in self.dead for i in self.labels], dtype=bool)
+        return self.labels[mask], vectors[mask]
+
+
 class FaissIndex:
-    def __init__(self, folder: Path | None = None) -> None:
+    def __init__(self, folder: Path | None = None, hnsw_from: int = HNSW_FROM) -> None:
         try:
             import faiss
         except ImportError:
@@ -55,6 +101,7 @@ class FaissIndex:
         # One query at a time is faster single-threaded; concurrency comes from many queries.
         faiss.omp_set_num_threads(1)
         self.folder = folder
+        self.hnsw_from = hnsw_from
         self._indexes: dict[str, Any] = {}
         self._lock = threading.RLock()
 
@@ -65,6 +112,13 @@ class FaissIndex:
             self._indexes[scope] = index
         return index
 
+    def _to_hnsw(self, scope: str, flat: Any) -> None:
+        ids = self._faiss.vector_to_array(flat.id_map).astype(np.int64)
+        vectors = flat.index.reconstruct_n(0, flat.ntotal)
+        graph = _Hnsw(self._faiss, flat.d)
+        graph.add(ids, vectors)
+        self._indexes[scope] = graph
+
     def add(self, scope: str, ids: np.ndarray, vectors: np.ndarray) -> None:
         if len(ids) == 0:
             return
@@ -73,7 +127,12 @@ class FaissIndex:
             index = self._index(scope, vectors.shape[1])
             if index.d != vectors.shape[1]:
                 raise ValueError(f"scope has {index.d}-dimensional vectors, got {vectors.shape[1]}")
+            if isinstance(index, _Hnsw):
+                index.add(ids, vectors)
+                return
             index.add_with_ids(vectors, np.asarray(ids, dtype=np.int64))
+            if index.ntotal >= self.hnsw_from:
+                self._to_hnsw(scope, index)
 
     def search(self, scope: str, vector: np.ndarray, k: int) -> tuple[list[int], list[float]]:
         with self._lock:
@@ -87,14 +146,27 @@ class FaissIndex:
     def delete(self, scope: str, ids: list[int]) -> None:
         with self._lock:
             index = self._indexes.get(scope)
-            if index is not None and ids:
-                index.remove_ids(np.asarray(ids, dtype=np.int64))
+            if index is None or not ids:
+                return
+            if isinstance(index, _Hnsw):
+                known = set(index.labels.tolist())
+                index.dead.update(int(i) for i in ids if int(i) in known)
+                if len(index.dead) > index.index.ntotal // 4:
+                    live_ids, live_vectors = index.live()
+                    self._indexes.pop(scope)
+                    flat = self._index(scope, index.d)
+                    if len(live_ids):
+                        flat.add_with_ids(live_vectors, live_ids)
+                        if flat.ntotal >= self.hnsw_from:
+                            self._to_hnsw(scope, flat)
+                return
+            index.remove_ids(np.asarray(ids, dtype=np.int64))
 
     def drop(self, scope: str) -> None:
         with self._lock:
             self._indexes.pop(scope, None)
             if self.folder is not None:
-                for suffix in (".faiss", ".json"):
+                for suffix in (".faiss", ".json", ".npy"):
                     (self.folder / f"{_file_stem(scope)}{suffix}").unlink(missing_ok=True)
 
     def count(self, scope: str) -> int:
@@ -111,7 +183,14 @@ class FaissIndex:
             meta = json.loads(meta_path.read_text())
             if meta.get("scope") != scope or tuple(meta.get("signature", ())) != signature:
                 return False
-            index = self._faiss.read_index(str(data_path))
+            index: Any = self._faiss.read_index(str(data_path))
+            if meta.get("kind") == "hnsw":
+                graph = _Hnsw(self._faiss, index.d)
+                graph.index = index
+                graph.index.hnsw.efSearch = HNSW_EF_SEARCH
+                graph.labels = np.load(stem.with_suffix(".npy"))
+                graph.dead = {int(i) for i in meta.get("dead", [])}
+                index = graph
         except (OSError, ValueError, RuntimeError):
             return False
         if index.ntotal != signature[0]:
@@ -136,8 +215,14 @@ class FaissIndex:
                 meta_path.unlink(missing_ok=True)
                 if sig is None or sig[0] != index.ntotal:
                     continue
-                self._faiss.write_index(index, str(stem.with_suffix(".faiss")))
-                meta_path.write_text(json.dumps({"scope": scope, "signature": list(sig)}))
+                meta: dict[str, Any] = {"scope": scope, "signature": list(sig), "kind": "flat"}
+                if isinstance(index, _Hnsw):
+                    self._faiss.write_index(index.index, str(stem.with_suffix(".faiss")))
+                    np.save(stem.with_suffix(".npy"), index.labels)
+                    meta.update(kind="hnsw", dead=sorted(index.dead))
+                else:
+                    self._faiss.write_index(index, str(stem.with_suffix(".faiss")))
+                meta_path.write_text(json.dumps(meta))
 
 
 class MilvusIndex:

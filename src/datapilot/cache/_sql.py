@@ -62,6 +62,8 @@ entries = Table(
     Column("last_hit_at", Float, nullable=True),
     Index("ix_dp_cache_entries_scope_id", "scope", "id"),
     Index("ix_dp_cache_entries_scope_expires", "scope", "expires_at"),
+    # Ids are never reused (an index may still hold a deleted id as a tombstone).
+    sqlite_autoincrement=True,
 )
 
 scopes = Table(

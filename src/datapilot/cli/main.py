@@ -26,7 +26,11 @@ from datapilot.cli._common import (
 from datapilot.cli._progress import model_progress
 from datapilot.cli.bench_serve import bench_serve
 from datapilot.cli.cache import bench_app, cache_app
+from datapilot.cli.chat import chat_command
+from datapilot.cli.db import db_app
+from datapilot.cli.eval import eval_app
 from datapilot.cli.flow import flow_app
+from datapilot.cli.knowledge import knowledge_app
 from datapilot.cli.start import start_app
 from datapilot.core.config import Settings
 from datapilot.core.errors import DataPilotError
@@ -44,9 +48,13 @@ app.add_typer(model_app, name="model")
 app.add_typer(config_app, name="config")
 app.add_typer(flow_app, name="flow")
 app.add_typer(cache_app, name="cache")
+app.add_typer(knowledge_app, name="knowledge")
 bench_app.command("serve")(bench_serve)
 app.add_typer(bench_app, name="bench")
 app.add_typer(start_app, name="start")
+app.add_typer(db_app, name="db")
+app.add_typer(eval_app, name="eval")
+app.command("chat")(chat_command)
 
 
 def _version(value: bool) -> None:

@@ -157,6 +157,25 @@ class AWELSettings(BaseModel):
     databases: dict[str, Path] = Field(default_factory=dict, description="SQLite databases flows can query, by name")
 
 
+class DataSettings(BaseModel):
+    """Data sources, text-to-SQL and the chat-with-data scenes."""
+
+    metadata_url: str | None = Field(
+        None, description="SQLAlchemy URL of the metadata store; default: SQLite at DATAPILOT_HOME/metadata.db"
+    )
+    sample: bool = Field(True, description="build and register the sample business database ('sample')")
+    default_source: str = Field("sample", description="data source used when a request names none")
+    model: str | None = Field(None, description="chat model for text-to-SQL and answers; default: the first chat model")
+    row_limit: int = Field(1000, ge=1, le=1_000_000, description="rows returned by one query at most")
+    timeout_s: float = Field(30.0, gt=0, description="a query running longer is cancelled")
+    max_corrections: int = Field(2, ge=0, le=10, description="times a database error is fed back to the model")
+    schema_top_k: int = Field(8, ge=1, description="tables put in a prompt; more are chosen by embedding similarity")
+    embedder: CacheEmbedderConfig = Field(
+        default_factory=CacheEmbedderConfig, description="embedder for table retrieval (large schemas only)"
+    )
+    max_upload_bytes: int = Field(64 * 1024 * 1024, ge=1, description="largest CSV/Excel/Parquet upload")
+
+
 def default_models() -> list[ModelConfig]:
     return [
         ModelConfig(
@@ -199,6 +218,7 @@ class Settings(BaseSettings):
     awel: AWELSettings = Field(default_factory=AWELSettings)
     cache: CacheSettings = Field(default_factory=CacheSettings)
     cluster: ClusterSettings = Field(default_factory=ClusterSettings)
+    data: DataSettings = Field(default_factory=DataSettings)
 
     @field_validator("home")
     @classmethod

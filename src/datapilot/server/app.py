@@ -17,7 +17,10 @@ from datapilot.models.manager import ModelManager
 from datapilot.models.service import ModelService
 from datapilot.server.awel_api import build_awel_router, build_flow_manager, load_flows
 from datapilot.server.cache_api import CacheService, include_cache_routes
+from datapilot.server.chat_api import build_chat_router
+from datapilot.server.datasource_api import DataService, build_datasource_router
 from datapilot.server.errors import error_body, install_error_handlers
+from datapilot.server.knowledge_api import KnowledgeService, build_knowledge_router
 from datapilot.server.metrics import ServingMetrics
 from datapilot.server.openai_api import build_router
 from datapilot.server.state import Services, services
@@ -67,7 +70,9 @@ def create_app(
         manager.sink = metrics.observe
     service = manager
     cache = CacheService.from_settings(settings, manager)
-    lifecycle = (*lifecycle, cache)
+    knowledge = KnowledgeService.from_settings(settings, manager)
+    data = DataService(settings, manager)
+    lifecycle = (*lifecycle, cache, knowledge, data)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -89,6 +94,9 @@ def create_app(
     app.state.services = Services(
         settings=settings, llm=manager, metrics=metrics, cache=cache, awel=build_flow_manager(settings, manager)
     )
+    app.state.services.knowledge = knowledge
+    app.state.services.data = data
+    knowledge.attach(app.state.services.awel)
     install_error_handlers(app)
     app.add_middleware(BodyLimit, max_bytes=settings.server.max_request_bytes)
     if settings.server.cors_origins:
@@ -108,6 +116,9 @@ def create_app(
         app.include_router(router)
 
     app.include_router(build_awel_router(), prefix="/api/v1/awel", tags=["awel"])
+    app.include_router(build_knowledge_router(), prefix="/api/knowledge", tags=["knowledge"])
+    app.include_router(build_datasource_router(), prefix="/api/datasources", tags=["data"])
+    app.include_router(build_chat_router(), prefix="/api", tags=["chat"])
 
     @app.get("/health")
     async def health(request: Request) -> dict[str, Any]:

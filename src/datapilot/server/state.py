@@ -14,6 +14,8 @@ from datapilot.server.metrics import ServingMetrics
 
 if TYPE_CHECKING:
     from datapilot.server.cache_api import CacheService
+    from datapilot.server.datasource_api import DataService
+    from datapilot.server.knowledge_api import KnowledgeService
 
 
 @dataclass(slots=True)
@@ -23,6 +25,8 @@ class Services:
     metrics: ServingMetrics
     awel: DAGManager | None = None
     cache: CacheService | None = None
+    data: DataService | None = None
+    knowledge: KnowledgeService | None = None
 
 
 def services(request: Request) -> Services:

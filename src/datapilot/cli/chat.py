@@ -1,0 +1,192 @@
+"""``datapilot chat --scene data "question"``: chat with a database or a file from the command line.
+
+Runs the scene in this process (loading only the chat model it needs) or, with ``--url``, through a
+running server's ``POST /api/chat``. Prints the SQL, the table and the answer as they stream, and
+writes the chart as PNG or SVG.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Annotated, Any
+
+import httpx
+import typer
+from rich.syntax import Syntax
+
+from datapilot.cli._common import ConfigOpt, HomeOpt, ProfileOpt, err, out, settings_from
+from datapilot.core.config import Settings
+from datapilot.core.errors import DataPilotError
+
+EMBEDDING_BACKENDS = {"sentence_transformers"}
+
+
+def chat_model_name(settings: Settings, requested: str | None) -> str:
+    name = requested or settings.data.model
+    if name:
+        return name
+    for m in settings.models:
+        if m.enabled and m.backend not in EMBEDDING_BACKENDS and "embedding" not in m.params.get("capabilities", []):
+            return m.name
+    raise DataPilotError("no chat model is configured; add one or pass --model")
+
+
+async def _local_events(settings: Settings, scene: str, request: Any, model: str) -> AsyncIterator[dict[str, Any]]:
+    from datapilot.apps import ChatContext, run_scene
+    from datapilot.cli._progress import model_progress
+    from datapilot.datasource import DataSources
+    from datapilot.models.manager import ModelManager
+
+    cfg = settings.model(model)
+    if cfg is None:
+        known = ", ".join(m.name for m in settings.models)
+        raise DataPilotError(f"model {model!r} is not configured (configured: {known})")
+    manager = ModelManager([cfg], settings.home)
+    sources = DataSources(settings.data, settings.home)
+    try:
+        with model_progress(err, [cfg.name]) as progress:
+            await manager.start(progress)
+        ctx = ChatContext(manager, model, sources, settings.data)
+        async for event in run_scene(scene, ctx, request):
+            yield event
+    finally:
+        await manager.close()
+        await sources.close()
+
+
+async def _remote_events(url: str, key: str | None, body: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    base = url.rstrip("/").removesuffix("/v1")
+    async with httpx.AsyncClient(timeout=600) as client:
+        try:
+            async with client.stream(
+                "POST", f"{base}/api/chat", json={**body, "stream": True}, headers=headers
+            ) as resp:
+                if resp.status_code >= 400:
+                    payload = json.loads(await resp.aread())
+                    raise DataPilotError(payload.get("error", {}).get("message", f"HTTP {resp.status_code}"))
+                async for line in resp.aiter_lines():
+                    if not line.startswith("data: "):
+                        continue
+                    data = line.removeprefix("data: ")
+                    if data == "[DONE]":
+                        break
+                    yield json.loads(data)
+        except httpx.HTTPError as exc:
+            raise DataPilotError(f"no server answering at {base} ({exc})") from None
+
+
+def _write_chart(table: dict[str, Any], chart: dict[str, Any], folder: Path, fmt: str, stem: str) -> Path | None:
+    from datapilot.apps import ChartSpec, render_chart
+    from datapilot.datasource import QueryResult
+
+    spec = ChartSpec(**chart["spec"])
+    result = QueryResult(table.get("sql", ""), table["columns"], [tuple(r) for r in table["rows"]])
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{stem}.{fmt}"
+    path.write_bytes(render_chart(spec, result, fmt))
+    return path
+
+
+def chat_command(
+    question: Annotated[str, typer.Argument(help="the question, in plain language (English or Chinese)")],
+    scene: Annotated[str, typer.Option("--scene", "-s", help="data, db_qa, excel or dashboard")] = "data",
+    db: Annotated[str | None, typer.Option("--db", "-d", help="data source name [default: sample]")] = None,
+    file: Annotated[Path | None, typer.Option("--file", "-f", help="CSV / xlsx / Parquet file (excel scene)")] = None,
+    model: Annotated[str | None, typer.Option("--model", "-m", help="chat model [default: the first one]")] = None,
+    style: Annotated[
+        str, typer.Option(help="text-to-SQL prompt: completion (base models) or chat (JSON)")
+    ] = "completion",
+    chart: Annotated[
+        Path | None, typer.Option("--chart", help="folder for chart images [default: HOME/charts]")
+    ] = None,
+    chart_format: Annotated[str, typer.Option("--chart-format", help="png or svg")] = "png",
+    url: Annotated[str | None, typer.Option("--url", help="a running server, e.g. http://127.0.0.1:5670")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print the final answer as JSON")] = False,
+    config: ConfigOpt = None,
+    profile: ProfileOpt = None,
+    home: HomeOpt = None,
+) -> None:
+    """Ask a question about your data: SQL, table, chart and a short answer."""
+    from datapilot.apps import SceneRequest
+
+    settings = settings_from(config, profile, home)
+    if file is not None and scene == "data":
+        scene = "excel"
+    if chart_format not in ("png", "svg"):
+        raise DataPilotError("--chart-format must be png or svg")
+    if url:
+        if file is not None:
+            raise DataPilotError("with --url, upload the file first: POST /api/datasources/upload, then --db NAME")
+        key = settings.server.api_keys[0].get_secret_value() if settings.server.api_keys else None
+        body = {"scene": scene, "question": question, "datasource": db, "model": model, "style": style}
+        events = _remote_events(url, key, body)
+    else:
+        name = chat_model_name(settings, model)
+        request = SceneRequest(question, db, name, style, str(file) if file else None)
+        events = _local_events(settings, scene, request, name)
+    folder = chart or settings.home / "charts"
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+
+    async def run() -> dict[str, Any]:
+        final: dict[str, Any] = {}
+        table: dict[str, Any] | None = None
+        streaming = False
+        async for ev in events:
+            kind = ev.get("type")
+            if kind == "done":
+                final = ev["answer"]
+                continue
+            if as_json:
+                continue
+            if kind == "step" and ev.get("name") == "attempt" and ev.get("error"):
+                err.print(f"[dim]attempt {ev['round'] + 1}: {ev.get('sql')!s} -> {ev['error']}[/]", highlight=False)
+            elif kind == "sql":
+                out.print(Syntax(ev["sql"], "sql", word_wrap=True))
+            elif kind == "table":
+                from datapilot.cli.db import print_result
+                from datapilot.datasource import QueryResult
+
+                table = ev
+                print_result(QueryResult(ev["sql"], ev["columns"], [tuple(r) for r in ev["rows"]], ev["truncated"]), 20)
+            elif kind == "chart" and table is not None:
+                path = _write_chart(table, ev, folder, chart_format, f"chart-{stamp}")
+                out.print(f"[dim]chart ({ev['spec']['kind']}): {path}[/]")
+            elif kind == "columns":
+                for tname, cols in ev["tables"].items():
+                    out.print(
+                        f"[bold]{tname}[/]: " + ", ".join(f"{c['original']} -> {c['name']} ({c['type']})" for c in cols)
+                    )
+            elif kind == "analysis":
+                out.print(f"[bold]{ev['index'] + 1}. {ev['title']}[/]")
+                if ev.get("sql"):
+                    out.print(Syntax(ev["sql"], "sql", word_wrap=True))
+                if "table" in ev:
+                    path = _write_chart(
+                        ev["table"], ev["chart"], folder, chart_format, f"dashboard-{stamp}-{ev['index'] + 1}"
+                    )
+                    out.print(f"[dim]{ev['table']['row_count']} rows; chart ({ev['chart']['spec']['kind']}): {path}[/]")
+                elif ev.get("error"):
+                    err.print(f"[red]{ev['error']['message']}[/]", highlight=False)
+            elif kind == "text":
+                if not streaming:
+                    out.print("[bold blue]answer>[/] ", end="")
+                    streaming = True
+                out.print(ev["delta"], end="", markup=False, highlight=False)
+            elif kind == "error":
+                err.print(f"[red]error:[/] {ev['error']['message']}", highlight=False)
+        if streaming:
+            out.print()
+        return final
+
+    final = asyncio.run(run())
+    if as_json:
+        out.print_json(json.dumps(final, ensure_ascii=False))
+    elif final.get("summary"):
+        err.print(f"[dim]{final['summary']}[/]")
+    if final.get("error") and not final.get("table") and not final.get("analyses"):
+        raise typer.Exit(1)

@@ -1,0 +1,323 @@
+"""Registered data sources: their definitions in the metadata store, and open connectors to them.
+
+Definitions live in a SQLAlchemy table (SQLite under DATAPILOT_HOME by default, any SQLAlchemy URL
+otherwise). A password is kept apart from the URL, in its own column, and nothing this module
+returns, prints or logs contains it: public views show ``***``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import re
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, Field, SecretStr, field_validator
+from sqlalchemy import Column, Float, MetaData, String, Table, Text, create_engine, delete, insert, select
+from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.exc import ArgumentError, IntegrityError
+
+from datapilot.core.config import DataSettings
+from datapilot.core.errors import ConfigError, ConflictError, InvalidRequestError
+from datapilot.datasource._duckdb import FILE_KINDS, DuckDBConnector
+from datapilot.datasource._sample import SAMPLE_NAME, ensure_sample_database
+from datapilot.datasource._sqlalchemy import SQLAlchemyConnector
+from datapilot.datasource._types import Connector, DataSourceNotFoundError
+
+log = logging.getLogger("datapilot.datasource")
+
+_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$")
+URL_KINDS = ("sqlite", "postgresql", "mysql", "mariadb")
+FILE_SOURCE_KINDS = ("csv", "excel", "parquet", "files")
+
+
+class DataSourceConfig(BaseModel):
+    """A data source definition. SQL engines take ``url`` (or ``path`` for SQLite); DuckDB takes
+    ``path``; CSV / Excel / Parquet take ``files`` (loaded into DuckDB)."""
+
+    model_config = {"extra": "forbid"}
+
+    name: str
+    kind: str = Field(description="sqlite, duckdb, postgresql, mysql, mariadb, csv, excel, parquet, files")
+    url: str | None = Field(None, description="SQLAlchemy URL; a password in it is moved to `password`")
+    path: str | None = Field(None, description="SQLite or DuckDB database file")
+    files: list[str] = Field(default_factory=list, description="CSV / xlsx / Parquet files, one table each")
+    password: SecretStr | None = None
+    description: str = ""
+
+    @field_validator("name")
+    @classmethod
+    def _name_ok(cls, v: str) -> str:
+        if not _NAME.match(v):
+            raise ValueError("a data source name is 1-64 letters, digits, '_', '.' or '-'")
+        return v
+
+    @field_validator("kind")
+    @classmethod
+    def _kind_ok(cls, v: str) -> str:
+        v = v.lower()
+        if v not in connector_kinds():
+            raise ValueError(f"unknown data source kind {v!r}; known: {', '.join(connector_kinds())}")
+        return v
+
+    def normalised(self) -> DataSourceConfig:
+        """Password moved out of the URL; SQLite given as a path gets a URL and the reverse."""
+        data = self.model_dump()
+        data["password"] = self.password
+        if self.url:
+            try:
+                url = make_url(self.url)
+            except ArgumentError:
+                raise InvalidRequestError("the data source URL is not a valid SQLAlchemy URL", param="url") from None
+            if url.password is not None:
+                if data["password"] is None:
+                    data["password"] = SecretStr(str(url.password))
+                url = url._replace(password=None)  # URL.set treats None as 'unchanged'
+            data["url"] = url.render_as_string(hide_password=False)
+        if self.kind in URL_KINDS and not data["url"]:
+            if self.kind == "sqlite" and self.path:
+                data["url"] = f"sqlite:///{Path(self.path).expanduser().resolve()}"
+            else:
+                raise InvalidRequestError(f"a {self.kind} data source needs url", param="url")
+        if self.kind == "duckdb" and not self.path:
+            raise InvalidRequestError("a duckdb data source needs path (a .duckdb file)", param="path")
+        if self.kind in FILE_SOURCE_KINDS:
+            if not self.files and self.path:
+                data["files"] = [self.path]
+            if not data["files"]:
+                raise InvalidRequestError(f"a {self.kind} data source needs files", param="files")
+            data["files"] = [str(Path(f).expanduser().resolve()) for f in data["files"]]
+        return DataSourceConfig.model_validate(data)
+
+    def public(self) -> dict[str, Any]:
+        """The definition as shown to people: never the password."""
+        return {
+            "name": self.name,
+            "kind": self.kind,
+            "url": self.url,
+            "path": self.path,
+            "files": self.files,
+            "password": "***" if self.password is not None else None,
+            "description": self.description,
+        }
+
+
+ConnectorFactory = Callable[[DataSourceConfig], Connector]
+_FACTORIES: dict[str, ConnectorFactory] = {}
+
+
+def register_connector(kind: str, factory: ConnectorFactory) -> None:
+    """Make ``kind`` usable in data source definitions (built-ins register the same way)."""
+    _FACTORIES[kind.lower()] = factory
+
+
+def connector_kinds() -> list[str]:
+    return sorted(_FACTORIES)
+
+
+def open_connector(config: DataSourceConfig) -> Connector:
+    factory = _FACTORIES.get(config.kind)
+    if factory is None:
+        raise ConfigError(f"unknown data source kind {config.kind!r}")
+    return factory(config)
+
+
+def _sql(config: DataSourceConfig) -> Connector:
+    password = config.password.get_secret_value() if config.password is not None else None
+    url = config.url or ""
+    if config.kind == "mariadb" and url.startswith("mariadb"):
+        url = "mysql" + url.removeprefix("mariadb")
+    return SQLAlchemyConnector(url, password=password)
+
+
+def _duck(config: DataSourceConfig) -> Connector:
+    return DuckDBConnector(database=config.path)
+
+
+def _files(config: DataSourceConfig) -> Connector:
+    return DuckDBConnector(files=list(config.files))
+
+
+for _kind in URL_KINDS:
+    register_connector(_kind, _sql)
+register_connector("duckdb", _duck)
+for _kind in FILE_SOURCE_KINDS:
+    register_connector(_kind, _files)
+
+
+class DataSourceStore:
+    """Definitions in the metadata store (a SQLAlchemy database)."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self._engine: Engine = create_engine(url)
+        meta = MetaData()
+        self._table = Table(
+            "datasources",
+            meta,
+            Column("name", String(64), primary_key=True),
+            Column("kind", String(32), nullable=False),
+            Column("spec", Text, nullable=False),  # JSON without the password
+            Column("secret", Text, nullable=True),
+            Column("created_at", Float, nullable=False),
+        )
+        meta.create_all(self._engine)
+
+    @classmethod
+    def at_home(cls, home: Path) -> DataSourceStore:
+        home.mkdir(parents=True, exist_ok=True)
+        path = home / "metadata.db"
+        fresh = not path.exists()
+        store = cls(f"sqlite:///{path}")
+        if fresh:
+            os.chmod(path, 0o600)  # it holds data source passwords
+        return store
+
+    def add(self, config: DataSourceConfig, *, replace: bool = False) -> None:
+        spec = config.model_dump(exclude={"password", "name", "kind"})
+        row = {
+            "name": config.name,
+            "kind": config.kind,
+            "spec": json.dumps(spec),
+            "secret": config.password.get_secret_value() if config.password is not None else None,
+            "created_at": time.time(),
+        }
+        with self._engine.begin() as conn:
+            if replace:
+                conn.execute(delete(self._table).where(self._table.c.name == config.name))
+            try:
+                conn.execute(insert(self._table).values(**row))
+            except IntegrityError:
+                raise ConflictError(f"a data source named {config.name!r} already exists") from None
+
+    def get(self, name: str) -> DataSourceConfig | None:
+        with self._engine.connect() as conn:
+            row = conn.execute(select(self._table).where(self._table.c.name == name)).first()
+        return None if row is None else self._config(row)
+
+    def list(self) -> list[DataSourceConfig]:
+        with self._engine.connect() as conn:
+            rows = conn.execute(select(self._table).order_by(self._table.c.name)).fetchall()
+        return [self._config(r) for r in rows]
+
+    def remove(self, name: str) -> bool:
+        with self._engine.begin() as conn:
+            return bool(conn.execute(delete(self._table).where(self._table.c.name == name)).rowcount)
+
+    @staticmethod
+    def _config(row: Any) -> DataSourceConfig:
+        spec = json.loads(row.spec)
+        password = SecretStr(row.secret) if row.secret is not None else None
+        return DataSourceConfig(name=row.name, kind=row.kind, password=password, **spec)
+
+    def close(self) -> None:
+        self._engine.dispose()
+
+
+class DataSources:
+    """The data sources a process uses: the store of definitions and a connector per source, opened
+    on first use and kept. Library users, the CLI and the server all go through this."""
+
+    def __init__(self, settings: DataSettings, home: Path, store: DataSourceStore | None = None) -> None:
+        self.settings = settings
+        self.home = home
+        self.store = store or (
+            DataSourceStore(settings.metadata_url) if settings.metadata_url else DataSourceStore.at_home(home)
+        )
+        self._open: dict[str, Connector] = {}
+        self._lock = asyncio.Lock()
+        if settings.sample:
+            self.ensure_sample()
+
+    def ensure_sample(self) -> DataSourceConfig:
+        """Build the sample business database under the data folder and register it as ``sample``."""
+        path = ensure_sample_database(self.home / "data")
+        config = DataSourceConfig(
+            name=SAMPLE_NAME,
+            kind="sqlite",
+            path=str(path),
+            description="Sample wholesale business: regions, employees, customers, suppliers, products, orders",
+        ).normalised()
+        existing = self.store.get(SAMPLE_NAME)
+        if existing is None or existing.model_dump() != config.model_dump():
+            self.store.add(config, replace=True)
+        return config
+
+    def list(self) -> list[DataSourceConfig]:
+        return self.store.list()
+
+    def get(self, name: str) -> DataSourceConfig:
+        config = self.store.get(name)
+        if config is None:
+            known = ", ".join(c.name for c in self.store.list()) or "none"
+            raise DataSourceNotFoundError(f"no data source named {name!r} (registered: {known})", param="datasource")
+        return config
+
+    async def add(self, config: DataSourceConfig, *, test: bool = True, replace: bool = False) -> DataSourceConfig:
+        """Register a source; with ``test`` it must answer ``SELECT 1`` first."""
+        config = config.normalised()
+        if not replace and self.store.get(config.name) is not None:
+            raise ConflictError(f"a data source named {config.name!r} already exists")
+        if test:
+            connector = open_connector(config)
+            try:
+                await connector.run("SELECT 1", limit=1, timeout_s=self.settings.timeout_s)
+            finally:
+                await connector.close()
+        self.store.add(config, replace=replace)
+        await self._drop(config.name)
+        log.info("data source %s (%s) registered", config.name, config.kind)
+        return config
+
+    async def add_upload(self, filename: str, data: bytes, name: str | None = None) -> DataSourceConfig:
+        """Save an uploaded CSV / Excel / Parquet file under the data folder and register it."""
+        suffix = Path(filename).suffix.lower()
+        kind_by_suffix = {"csv": "csv", "excel": "excel", "parquet": "parquet"}
+        kind = kind_by_suffix.get(FILE_KINDS.get(suffix, ""), None)
+        if kind is None:
+            raise InvalidRequestError(
+                f"unsupported file type {suffix or filename!r}; upload .csv, .tsv, .xlsx or .parquet", param="file"
+            )
+        if len(data) > self.settings.max_upload_bytes:
+            raise InvalidRequestError(f"the file is over the upload limit of {self.settings.max_upload_bytes} bytes")
+        upload_id = uuid.uuid4().hex[:8]
+        stem = re.sub(r"[^A-Za-z0-9_]+", "_", Path(filename).stem).strip("_").lower()[:40] or "upload"
+        folder = self.home / "uploads" / upload_id
+        folder.mkdir(parents=True, exist_ok=True)
+        target = folder / f"{stem}{suffix}"
+        target.write_bytes(data)
+        config = DataSourceConfig(
+            name=name or f"{stem}-{upload_id}", kind=kind, files=[str(target)], description=f"uploaded {filename}"
+        )
+        return await self.add(config)
+
+    async def remove(self, name: str) -> None:
+        self.get(name)
+        await self._drop(name)
+        self.store.remove(name)
+
+    async def connector(self, name: str) -> Connector:
+        async with self._lock:
+            if name not in self._open:
+                config = self.get(name)
+                self._open[name] = await asyncio.to_thread(open_connector, config)
+            return self._open[name]
+
+    async def _drop(self, name: str) -> None:
+        async with self._lock:
+            connector = self._open.pop(name, None)
+        if connector is not None:
+            await connector.close()
+
+    async def close(self) -> None:
+        async with self._lock:
+            open_now, self._open = list(self._open.values()), {}
+        for c in open_now:
+            await c.close()
+        self.store.close()

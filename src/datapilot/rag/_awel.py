@@ -1,0 +1,147 @@
+"""Knowledge retrieval as an AWEL operator, ``knowledge_retrieve``, registered like the built-ins.
+
+A flow names a space; the operator finds the knowledge base either passed to it (Python flows) or as
+the vector store named ``knowledge`` in the flow's resources, which the server registers when it
+runs a knowledge base (``KnowledgeVectorStore``). A chat turn gets the passages as its ``context``;
+any other input (a string, a request with a ``question``/``query`` field) gives ``Retrieved``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+from pydantic import BaseModel
+
+from datapilot.awel import (
+    BaseOperator,
+    CallContext,
+    ChatState,
+    Document,
+    FlowResources,
+    Hit,
+    Requirement,
+    Retrieved,
+    register_operator,
+)
+from datapilot.core.errors import ConfigError, InvalidRequestError
+from datapilot.rag._knowledge import _SCOPE, KnowledgeBase
+
+KNOWLEDGE_STORE = "knowledge"
+_TEXT_KEYS = ("question", "query", "user_input", "input", "text", "prompt", "content")
+
+
+class KnowledgeVectorStore:
+    """A knowledge base seen as an AWEL vector store: flows find it by name, and plain
+    ``vector_search`` nodes search every space's vectors with it (read-only)."""
+
+    def __init__(self, knowledge: KnowledgeBase) -> None:
+        self.knowledge = knowledge
+
+    def add(self, vectors: np.ndarray, payloads: list[Any], ids: list[str] | None = None) -> list[str]:
+        raise InvalidRequestError("the knowledge store is read-only in flows: add documents with the knowledge API")
+
+    def search(self, vector: np.ndarray, k: int, filter: Callable[[Any], bool] | None = None) -> list[Hit]:
+        kb = self.knowledge
+        found: list[tuple[float, int]] = []
+        for space in list(kb._spaces):
+            ids, scores = kb._vectors.search(_SCOPE + space, np.asarray(vector, dtype=np.float32), k)
+            found.extend(zip(scores, ids, strict=True))
+        found.sort(key=lambda p: -p[0])
+        rows = kb.store.chunks_by_id([i for _, i in found[: k * 2]])
+        hits: list[Hit] = []
+        for score, chunk_id in found:
+            row = rows.get(chunk_id)
+            if row is None:
+                continue
+            payload = {"text": row.text, "space": row.space, "document_id": row.document_id, "chunk_id": row.id,
+                       "page": row.page, "section": row.section}  # fmt: skip
+            if filter is None or filter(payload):
+                hits.append(Hit(str(chunk_id), float(score), payload))
+            if len(hits) >= k:
+                break
+        return hits
+
+    def delete(self, ids: list[str]) -> int:
+        return 0
+
+    def __len__(self) -> int:
+        return sum(len(state.chunk_doc) for state in self.knowledge._spaces.values())
+
+
+def _question(value: Any, node: str) -> str:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, ChatState):
+        return value.question
+    data = value.model_dump() if isinstance(value, BaseModel) else value
+    if isinstance(data, dict):
+        for key in _TEXT_KEYS:
+            if isinstance(data.get(key), str):
+                return str(data[key])
+    raise InvalidRequestError(f"node {node!r} needs a question: a string or a field {', '.join(_TEXT_KEYS)}")
+
+
+@register_operator("knowledge_retrieve", "knowledge")
+class KnowledgeRetrieveOperator(BaseOperator):
+    """Retrieves the ``k`` best passages of a knowledge ``space`` (hybrid by default) for the input."""
+
+    def __init__(
+        self,
+        space: str,
+        k: int = 4,
+        mode: str = "hybrid",
+        *,
+        metadata: dict[str, Any] | None = None,
+        rerank: str | bool | None = None,
+        knowledge: KnowledgeBase | None = None,
+        **kw: Any,
+    ) -> None:
+        self.space, self.k, self.mode, self.metadata, self.rerank = space, k, mode, metadata, rerank
+        self.knowledge = knowledge
+        super().__init__(**kw)
+
+    def default_name(self) -> str:
+        return "knowledge_retrieve"
+
+    def output_type(self) -> Any:
+        return Retrieved | ChatState
+
+    def requirements(self) -> list[Requirement]:
+        return [] if self.knowledge is not None else [Requirement(self.name, "vector_store", KNOWLEDGE_STORE)]
+
+    def _knowledge(self, ctx: CallContext) -> KnowledgeBase:
+        if self.knowledge is not None:
+            return self.knowledge
+        resources = ctx.resources
+        if not isinstance(resources, FlowResources):
+            raise ConfigError(f"node {self.name!r} needs a knowledge base: pass knowledge=... or bind FlowResources")
+        store = resources.store("vector_store", KNOWLEDGE_STORE, self.name)
+        if not isinstance(store, KnowledgeVectorStore):
+            raise ConfigError(f"node {self.name!r}: the vector store {KNOWLEDGE_STORE!r} is not a knowledge base")
+        return store.knowledge
+
+    async def execute(self, inputs: list[Any], ctx: CallContext) -> Any:
+        value = inputs[0]
+        question = _question(value, self.name)
+        passages = await self._knowledge(ctx).retrieve(
+            self.space, question, k=self.k, mode=self.mode, metadata=self.metadata, rerank=self.rerank
+        )
+        if isinstance(value, ChatState):
+            return dataclasses.replace(value, context=[p.chunk.text for p in passages])
+        docs = [
+            Document(p.chunk.text, p.score, {"source": p.source, "document_id": p.chunk.document_id,
+                     "chunk_id": p.chunk.id, "page": p.chunk.page, "section": p.chunk.section, "number": n})
+            for n, p in enumerate(passages, 1)
+        ]  # fmt: skip
+        return Retrieved(question, docs, value)
+
+    def params(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"space": self.space, "k": self.k, "mode": self.mode}
+        if self.metadata:
+            out["metadata"] = self.metadata
+        if self.rerank is not None:
+            out["rerank"] = self.rerank
+        return out

@@ -1,0 +1,82 @@
+"""``POST /api/chat``: the chat scenes over data (``data``, ``db_qa``, ``excel``, ``dashboard``).
+
+With ``"stream": true`` the scene's events go out as standard SSE (``data: {...}`` per event, then
+``data: [DONE]``); otherwise the final answer comes back as one JSON object. The scenes' model calls
+go through the cache-aware client when the server's cache is on. A client that disconnects cancels
+the work.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi import APIRouter, Depends, Request, Response
+from fastapi.responses import JSONResponse, StreamingResponse
+from pydantic import BaseModel, Field
+
+from datapilot.apps import ChatContext, SceneRequest, chat, run_scene, scene_names
+from datapilot.core.client import LLMClient
+from datapilot.core.errors import DataPilotError
+from datapilot.server.datasource_api import data_service
+from datapilot.server.openai_api import ClientDisconnected, require_api_key, until_disconnect
+from datapilot.server.state import services
+
+
+class ChatBody(BaseModel):
+    model_config = {"extra": "forbid"}
+
+    scene: str = Field("data", description="data, db_qa, excel or dashboard")
+    question: str = Field(..., min_length=1)
+    datasource: str | None = Field(None, description="a registered data source [default: the configured one]")
+    model: str | None = None
+    stream: bool = False
+    style: str = Field("completion", pattern="^(completion|chat)$", description="text-to-SQL prompt style")
+
+
+def _json(obj: Any) -> str:
+    return json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
+
+
+def _llm(request: Request) -> LLMClient:
+    svc = services(request)
+    cache = getattr(svc, "cache", None)
+    client = getattr(cache, "client", None) if cache is not None else None
+    return client if client is not None else svc.llm
+
+
+def build_chat_router() -> APIRouter:
+    router = APIRouter(dependencies=[Depends(require_api_key)])
+
+    @router.get("/chat/scenes")
+    async def scenes() -> dict[str, Any]:
+        return {"data": scene_names()}
+
+    @router.post("/chat", response_model=None)
+    async def chat_endpoint(body: ChatBody, request: Request) -> Response:
+        data = data_service(request)
+        model = await data.chat_model(body.model)
+        ctx = ChatContext(_llm(request), model, data.require(), data.settings.data, data.embedder)
+        scene_request = SceneRequest(body.question, body.datasource, model, body.style)
+        if not body.stream:
+            try:
+                answer = await until_disconnect(request, chat(body.scene, ctx, scene_request))
+            except ClientDisconnected:
+                return Response(status_code=499)
+            return JSONResponse({"scene": body.scene, **answer})
+        events = run_scene(body.scene, ctx, scene_request)  # an unknown scene is a 400 before streaming
+
+        async def sse() -> AsyncIterator[str]:
+            try:
+                async for event in events:
+                    yield f"data: {_json({'scene': body.scene, **event})}\n\n"
+            except DataPilotError as exc:  # after the headers went out, the error travels in the stream
+                yield f"data: {_json({'type': 'error', **exc.to_dict()})}\n\n"
+            yield "data: [DONE]\n\n"
+
+        return StreamingResponse(
+            sse(), media_type="text/event-stream", headers={"cache-control": "no-cache", "x-accel-buffering": "no"}
+        )
+
+    return router

@@ -1,0 +1,170 @@
+"""``/api/datasources``: register, list, test, inspect and query data sources; upload files.
+
+Thin: pydantic bodies in, the ``DataService`` from app state does the work. Passwords go in and
+never come out: every answer shows ``"password": "***"`` at most.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from fastapi import APIRouter, Depends, Query, Request
+from pydantic import BaseModel, Field, SecretStr
+
+from datapilot.core.client import LLMClient
+from datapilot.core.config import Settings
+from datapilot.core.errors import InvalidRequestError, ModelNotFoundError
+from datapilot.datasource import DataSourceConfig, DataSources
+from datapilot.server.openai_api import require_api_key
+from datapilot.server.state import services
+
+
+@dataclass
+class DataService:
+    """The data sources a server holds (opened at start-up), and the embedder for schema linking."""
+
+    settings: Settings
+    llm: LLMClient
+    sources: DataSources | None = None
+    embedder: Any = None
+    _chat_model: str | None = field(default=None, repr=False)
+
+    async def start(self) -> None:
+        from datapilot.cache import EmbedderContext, make_embedder
+        from datapilot.core.client import EmbeddingClient
+
+        self.sources = DataSources(self.settings.data, self.settings.home)
+        local = self.llm if isinstance(self.llm, EmbeddingClient) else None
+        # Built now, loaded on first use: only schemas over ``schema_top_k`` tables ever embed.
+        self.embedder = make_embedder(self.settings.data.embedder, EmbedderContext(self.settings.home, local))
+
+    async def close(self) -> None:
+        if self.sources is not None:
+            await self.sources.close()
+        close = getattr(self.embedder, "aclose", None)
+        if close is not None:
+            await close()
+
+    def require(self) -> DataSources:
+        if self.sources is None:
+            raise InvalidRequestError("data sources are not available on this server")
+        return self.sources
+
+    async def chat_model(self, requested: str | None = None) -> str:
+        """The model for the chat scenes: the request's, the configured one, else the first chat model."""
+        infos = await self.llm.models()
+        name = requested or self.settings.data.model
+        if name:
+            if not any(m.name == name for m in infos):
+                raise ModelNotFoundError(f"The model '{name}' does not exist", param="model")
+            return name
+        for m in infos:
+            if "chat" in m.capabilities and m.status == "ready":
+                return m.name
+        raise ModelNotFoundError("no chat model is ready on this server", param="model")
+
+
+def data_service(request: Request) -> DataService:
+    svc = getattr(services(request), "data", None)
+    if svc is None:
+        raise InvalidRequestError("data sources are not available on this server")
+    return svc
+
+
+class DataSourceCreate(BaseModel):
+    model_config = {"extra": "forbid"}
+
+    name: str
+    kind: str
+    url: str | None = None
+    path: str | None = None
+    files: list[str] = Field(default_factory=list)
+    password: SecretStr | None = None
+    description: str = ""
+    test: bool = Field(True, description="connect and run SELECT 1 before registering")
+    replace: bool = False
+
+
+class QueryBody(BaseModel):
+    model_config = {"extra": "forbid"}
+
+    sql: str
+    limit: int | None = Field(None, ge=1)
+
+
+def build_datasource_router() -> APIRouter:
+    router = APIRouter(dependencies=[Depends(require_api_key)])
+
+    @router.get("")
+    async def list_sources(request: Request) -> dict[str, Any]:
+        sources = data_service(request).require()
+        return {"object": "list", "data": [c.public() for c in sources.list()]}
+
+    @router.post("")
+    async def add_source(body: DataSourceCreate, request: Request) -> dict[str, Any]:
+        sources = data_service(request).require()
+        config = DataSourceConfig.model_validate(
+            body.model_dump(exclude={"test", "replace"}) | {"password": body.password}
+        )
+        added = await sources.add(config, test=body.test, replace=body.replace)
+        return added.public()
+
+    @router.post("/upload")
+    async def upload(
+        request: Request,
+        filename: str = Query(..., description="the file's name; its suffix picks the reader"),
+        name: str | None = Query(None, description="data source name [default: from the file name]"),
+    ) -> dict[str, Any]:
+        """Upload a CSV / TSV / xlsx / Parquet file as the raw request body; it becomes a data source."""
+        sources = data_service(request).require()
+        data = await request.body()
+        if not data:
+            raise InvalidRequestError("the request body (the file) is empty", param="file")
+        added = await sources.add_upload(filename, data, name)
+        connector = await sources.connector(added.name)
+        from datapilot.apps import describe_columns
+
+        tables = await connector.schema()
+        return {**added.public(), "tables": {t.name: await describe_columns(connector, t) for t in tables}}
+
+    @router.get("/{name}")
+    async def get_source(name: str, request: Request) -> dict[str, Any]:
+        return data_service(request).require().get(name).public()
+
+    @router.delete("/{name}")
+    async def remove_source(name: str, request: Request) -> dict[str, Any]:
+        await data_service(request).require().remove(name)
+        return {"name": name, "deleted": True}
+
+    @router.post("/{name}/test")
+    async def test_source(name: str, request: Request) -> dict[str, Any]:
+        sources = data_service(request).require()
+        started = time.perf_counter()
+        connector = await sources.connector(name)
+        await connector.run("SELECT 1", limit=1, timeout_s=sources.settings.timeout_s)
+        tables = await connector.tables()
+        return {
+            "name": name,
+            "ok": True,
+            "tables": len(tables),
+            "elapsed_ms": round((time.perf_counter() - started) * 1000, 2),
+        }
+
+    @router.get("/{name}/schema")
+    async def schema(name: str, request: Request) -> dict[str, Any]:
+        sources = data_service(request).require()
+        connector = await sources.connector(name)
+        return {"name": name, "dialect": connector.dialect, "tables": [t.to_dict() for t in await connector.schema()]}
+
+    @router.post("/{name}/query")
+    async def query(name: str, body: QueryBody, request: Request) -> dict[str, Any]:
+        """Run one read-only query (refused with 400 unless it is a single SELECT)."""
+        sources = data_service(request).require()
+        connector = await sources.connector(name)
+        limit = min(body.limit or sources.settings.row_limit, sources.settings.row_limit)
+        result = await connector.run(body.sql, limit, sources.settings.timeout_s)
+        return result.to_dict()
+
+    return router

@@ -1,0 +1,287 @@
+"""Knowledge over HTTP, under ``/api/knowledge``: spaces, document uploads with ingestion statuses,
+chunks, deletion, retrieval and the knowledge chat (answer streamed as SSE, with citations).
+
+| method and path | what |
+|---|---|
+| ``GET/POST /spaces``, ``GET/DELETE /spaces/{space}`` | list, create, show, delete spaces |
+| ``POST /spaces/{space}/documents`` | upload files (multipart ``files``; optional ``metadata``, ``chunking`` JSON) |
+| ``POST /spaces/{space}/documents/text`` | add text as a document (JSON) |
+| ``GET /spaces/{space}/documents[/{id}]`` | documents with their status: queued, parsing, embedding, done, failed |
+| ``GET /spaces/{space}/documents/{id}/chunks`` | a document's chunks with page, section and offsets |
+| ``DELETE /spaces/{space}/documents/{id}`` | remove a document from the store and every index |
+| ``POST /spaces/{space}/query`` | retrieval only: hybrid, dense or keyword, filters, rerank |
+| ``POST /spaces/{space}/chat`` | the knowledge chat: SSE events ``citations``, ``delta``..., ``done``; or one JSON |
+
+Uploads answer 202 at once: ingestion runs in the background, and its status is polled.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from fastapi import APIRouter, Depends, File, Form, Query, Request, UploadFile
+from fastapi.responses import JSONResponse, StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from datapilot.awel import DAGManager
+from datapilot.core.config import Settings
+from datapilot.core.errors import DataPilotError, InvalidRequestError
+from datapilot.core.types import Message, SamplingParams
+from datapilot.models.service import ModelService
+from datapilot.rag import (
+    KNOWLEDGE_STORE,
+    ChunkingConfig,
+    KnowledgeBase,
+    KnowledgeChatEvent,
+    KnowledgeSettings,
+    KnowledgeVectorStore,
+    knowledge_chat,
+)
+from datapilot.server.openai_api import require_api_key
+from datapilot.server.state import services
+
+log = logging.getLogger("datapilot.server")
+
+
+@dataclass
+class KnowledgeService:
+    """The knowledge base a server holds; opened at start-up, closed at shutdown."""
+
+    knowledge: KnowledgeBase
+    llm: ModelService
+    _warm: asyncio.Task[None] | None = field(default=None, init=False, repr=False)
+
+    @classmethod
+    def from_settings(cls, settings: Settings, llm: ModelService) -> KnowledgeService:
+        kb = KnowledgeBase(
+            KnowledgeSettings.from_settings(settings), settings.home, rerank_client=llm, local_client=llm
+        )
+        return cls(kb, llm)
+
+    def attach(self, flows: DAGManager | None) -> None:
+        """Let flows retrieve from the knowledge base (the ``knowledge_retrieve`` operator)."""
+        if flows is not None:
+            flows.resources.vector_stores[KNOWLEDGE_STORE] = KnowledgeVectorStore(self.knowledge)
+
+    async def start(self) -> None:
+        await self.knowledge.open()
+        load = getattr(self.knowledge.embedder, "load", None)
+        if load is not None:  # warm the embedder in the background: the first query is then fast too
+            self._warm = asyncio.create_task(load())
+
+    async def close(self) -> None:
+        await self.knowledge.close()
+
+
+def knowledge_service(request: Request) -> KnowledgeService:
+    svc = getattr(services(request), "knowledge", None)
+    if svc is None:
+        raise InvalidRequestError("knowledge is not available on this server")
+    return svc
+
+
+class CreateSpaceRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=64)
+    description: str = Field("", max_length=2000)
+    chunking: ChunkingConfig | None = None
+
+
+class AddTextRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=500, description="the document's name; its extension picks the loader")
+    text: str = Field(min_length=1)
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    chunking: ChunkingConfig | None = None
+
+
+class QueryRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    query: str = Field(min_length=1, max_length=20_000)
+    k: int | None = Field(None, ge=1, le=100)
+    mode: Literal["hybrid", "dense", "keyword"] = "hybrid"
+    documents: list[str] | None = None
+    metadata: dict[str, Any] | None = None
+    rerank: str | bool | None = None
+
+
+class ChatMessage(BaseModel):
+    role: Literal["user", "assistant"]
+    content: str
+
+
+class ChatRequest(QueryRequest):
+    query: str = Field("", max_length=20_000)
+    question: str = Field("", max_length=20_000)
+    model: str | None = None
+    stream: bool = True
+    history: list[ChatMessage] = Field(default_factory=list)
+    temperature: float = Field(0.2, ge=0, le=2)
+    max_tokens: int = Field(256, ge=1, le=8192)
+
+    @property
+    def text(self) -> str:
+        return self.question or self.query
+
+
+def _json_field(raw: str | None, name: str) -> Any:
+    if not raw:
+        return None
+    try:
+        return json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise InvalidRequestError(f"form field {name!r} is not valid JSON: {exc}", param=name) from None
+
+
+def _sse(obj: dict[str, Any]) -> str:
+    return f"data: {json.dumps(obj, ensure_ascii=False, separators=(',', ':'))}\n\n"
+
+
+async def _chat_events(first: KnowledgeChatEvent, rest: AsyncIterator[KnowledgeChatEvent]) -> AsyncIterator[str]:
+    try:
+        yield _sse(first.to_dict())
+        async for event in rest:
+            yield _sse(event.to_dict())
+    except DataPilotError as exc:
+        yield _sse(exc.to_dict())
+    except Exception as exc:  # the status line is gone: report in-band, then end the stream properly
+        log.exception("knowledge chat failed")
+        yield _sse({"error": {"message": f"{type(exc).__name__}: {exc}", "type": "server_error"}})
+    yield "data: [DONE]\n\n"
+
+
+def build_knowledge_router() -> APIRouter:
+    router = APIRouter(dependencies=[Depends(require_api_key)])
+
+    @router.get("/spaces")
+    async def list_spaces(request: Request) -> dict[str, Any]:
+        spaces = await knowledge_service(request).knowledge.spaces()
+        return {"data": [s.to_dict() for s in spaces]}
+
+    @router.post("/spaces", status_code=201)
+    async def create_space(body: CreateSpaceRequest, request: Request) -> dict[str, Any]:
+        info = await knowledge_service(request).knowledge.create_space(body.name, body.description, body.chunking)
+        return info.to_dict()
+
+    @router.get("/spaces/{space}")
+    async def get_space(space: str, request: Request) -> dict[str, Any]:
+        return (await knowledge_service(request).knowledge.space(space)).to_dict()
+
+    @router.delete("/spaces/{space}")
+    async def delete_space(space: str, request: Request) -> dict[str, Any]:
+        await knowledge_service(request).knowledge.delete_space(space)
+        return {"name": space, "deleted": True}
+
+    @router.post("/spaces/{space}/documents", status_code=202, response_model=None)
+    async def upload(
+        space: str,
+        request: Request,
+        files: list[UploadFile] = File(..., description="one or more documents"),
+        metadata: str | None = Form(None, description="JSON object stored with each document"),
+        chunking: str | None = Form(None, description="JSON chunking options for these documents"),
+    ) -> dict[str, Any] | JSONResponse:
+        kb = knowledge_service(request).knowledge
+        meta = _json_field(metadata, "metadata")
+        if meta is not None and not isinstance(meta, dict):
+            raise InvalidRequestError("form field 'metadata' must be a JSON object", param="metadata")
+        try:
+            config = ChunkingConfig.model_validate(_json_field(chunking, "chunking")) if chunking else None
+        except ValidationError as exc:
+            raise InvalidRequestError(f"invalid chunking options: {exc.errors()[0]['msg']}", param="chunking") from None
+        docs: list[dict[str, Any]] = []
+        errors: list[dict[str, Any]] = []
+        for upload in files:
+            name = upload.filename or "upload.txt"
+            try:
+                data = await upload.read()
+                doc = await kb.add_bytes(space, name, data, metadata=meta, chunking=config)
+            except DataPilotError as exc:
+                if len(files) == 1:
+                    raise
+                errors.append({"file": name, **exc.to_dict()})
+                continue
+            finally:
+                await upload.close()
+            docs.append(doc.to_dict())
+        return {"data": docs, "errors": errors}
+
+    @router.post("/spaces/{space}/documents/text", status_code=202)
+    async def add_text(space: str, body: AddTextRequest, request: Request) -> dict[str, Any]:
+        kb = knowledge_service(request).knowledge
+        doc = await kb.add_text(space, body.name, body.text, metadata=body.metadata, chunking=body.chunking)
+        return doc.to_dict()
+
+    @router.get("/spaces/{space}/documents")
+    async def list_documents(space: str, request: Request) -> dict[str, Any]:
+        docs = await knowledge_service(request).knowledge.documents(space)
+        return {"data": [d.to_dict() for d in docs]}
+
+    @router.get("/spaces/{space}/documents/{doc_id}")
+    async def get_document(space: str, doc_id: str, request: Request) -> dict[str, Any]:
+        return (await knowledge_service(request).knowledge.document(space, doc_id)).to_dict()
+
+    @router.get("/spaces/{space}/documents/{doc_id}/chunks")
+    async def list_chunks(
+        space: str,
+        doc_id: str,
+        request: Request,
+        offset: int = Query(0, ge=0),
+        limit: int = Query(100, ge=1, le=1000),
+    ) -> dict[str, Any]:
+        chunks = await knowledge_service(request).knowledge.chunks(space, doc_id, offset, limit)
+        return {"data": [c.to_dict() for c in chunks]}
+
+    @router.delete("/spaces/{space}/documents/{doc_id}")
+    async def delete_document(space: str, doc_id: str, request: Request) -> dict[str, Any]:
+        removed = await knowledge_service(request).knowledge.delete_document(space, doc_id)
+        return {"id": doc_id, "deleted": True, "chunks": removed}
+
+    @router.post("/spaces/{space}/query")
+    async def query(space: str, body: QueryRequest, request: Request) -> dict[str, Any]:
+        started = time.perf_counter()
+        passages = await knowledge_service(request).knowledge.retrieve(
+            space, body.query, k=body.k, mode=body.mode, documents=body.documents, metadata=body.metadata,
+            rerank=body.rerank,
+        )  # fmt: skip
+        latency = round((time.perf_counter() - started) * 1000, 2)
+        return {"data": [p.to_dict() for p in passages], "latency_ms": latency}
+
+    @router.post("/spaces/{space}/chat", response_model=None)
+    async def chat(space: str, body: ChatRequest, request: Request) -> StreamingResponse | dict[str, Any]:
+        if not body.text.strip():
+            raise InvalidRequestError("Missing required parameter: 'question'", param="question")
+        svc = knowledge_service(request)
+        events = knowledge_chat(
+            svc.knowledge,
+            svc.llm,
+            space,
+            body.text,
+            model=body.model,
+            history=[Message(m.role, m.content) for m in body.history],
+            k=body.k,
+            mode=body.mode,
+            documents=body.documents,
+            metadata=body.metadata,
+            rerank=body.rerank,
+            params=SamplingParams(max_tokens=body.max_tokens, temperature=body.temperature),
+        )
+        first = await anext(events)  # retrieval errors (no such space...) answer with their HTTP status
+        if body.stream:
+            return StreamingResponse(_chat_events(first, events), media_type="text/event-stream")
+        async for event in events:
+            if event.type == "done":
+                out = event.to_dict()
+                out.pop("type")
+                return out
+        raise DataPilotError("the knowledge chat ended without an answer")
+
+    return router
