@@ -13,7 +13,7 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, SecretStr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from datapilot.core.errors import ConfigError
@@ -206,6 +206,48 @@ class ClusterSettings(BaseModel):
     )
 
 
+# Knowledge (RAG) defaults; see datapilot.rag.
+DEFAULT_CHUNK_TOKENS = 160
+DEFAULT_CHUNK_OVERLAP = 32
+DEFAULT_MAX_FILE_BYTES = 32 * 1024 * 1024
+DEFAULT_TOP_K = 4
+DEFAULT_CANDIDATES = 40  # per retriever, before fusion
+DEFAULT_RRF_K = 60  # the constant of reciprocal rank fusion (Cormack et al. 2009)
+
+
+class ChunkingConfig(BaseModel):
+    """How a document is cut into chunks; set per space, overridable per document."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    strategy: str = Field("size", description="size, paragraph, separator or markdown (a chunker registry name)")
+    chunk_size: int = Field(DEFAULT_CHUNK_TOKENS, ge=16, le=8192, description="the most tokens in a chunk")
+    chunk_overlap: int = Field(DEFAULT_CHUNK_OVERLAP, ge=0, le=4096, description="tokens shared by neighbours")
+    separator: str = Field("\n\n", min_length=1, description="for the separator strategy")
+
+
+class KnowledgeSection(BaseModel):
+    """The ``[knowledge]`` section: stores, chunking and retrieval defaults for knowledge spaces."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    embedder: CacheEmbedderConfig = Field(default_factory=CacheEmbedderConfig)
+    vector: Literal["faiss", "milvus"] = "faiss"
+    milvus_uri: str | None = Field(None, description="Milvus server URL, or a milvus-lite file path")
+    milvus_token: SecretStr | None = None
+    db_path: Path | None = Field(None, description="SQLite file; default DATAPILOT_HOME/knowledge/knowledge.db")
+    chunking: ChunkingConfig = Field(default_factory=ChunkingConfig)
+    max_file_bytes: int = Field(DEFAULT_MAX_FILE_BYTES, ge=1)
+    top_k: int = Field(DEFAULT_TOP_K, ge=1, le=100)
+    candidates: int = Field(DEFAULT_CANDIDATES, ge=1, le=1000)
+    rrf_k: int = Field(DEFAULT_RRF_K, ge=1)
+    rerank_model: str | None = Field(None, description="a served rerank model; reranks the fused candidates")
+    chat_model: str = DEFAULT_CHAT_MODEL
+    max_context_chars: int = Field(6000, ge=200, description="passage text put into one prompt, at most")
+    ingest_workers: int = Field(2, ge=1, le=16, description="documents parsed and embedded at once")
+    embed_batch: int = Field(128, ge=1, le=1024, description="chunks per embedding call during ingestion")
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="DATAPILOT_", env_nested_delimiter="__", extra="forbid", validate_default=True
@@ -218,6 +260,7 @@ class Settings(BaseSettings):
     awel: AWELSettings = Field(default_factory=AWELSettings)
     cache: CacheSettings = Field(default_factory=CacheSettings)
     cluster: ClusterSettings = Field(default_factory=ClusterSettings)
+    knowledge: KnowledgeSection = Field(default_factory=KnowledgeSection)
     data: DataSettings = Field(default_factory=DataSettings)
 
     @field_validator("home")
