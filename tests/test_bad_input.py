@@ -219,3 +219,18 @@ def test_streaming_request_error_keeps_its_status(server: Server) -> None:
         f"{server.v1}/chat/completions", timeout=10, json={"model": "broken", "messages": USER, "stream": True}
     )
     assert resp.status_code == 503
+
+
+def test_uploads_have_their_own_body_limit(server: Server) -> None:
+    """A 9 MB CSV is over the 8 MB limit for API bodies but within the upload limit."""
+    rows = "".join(f"{i},{i * 7 % 1000},name-{i:08d}\n" for i in range(360_000))
+    csv_bytes = ("id,value,label\n" + rows).encode()
+    assert 8 * 1024 * 1024 < len(csv_bytes) < 64 * 1024 * 1024
+    resp = httpx.post(f"{server.url}/api/datasources/upload?filename=big_upload.csv&name=big_upload",
+                      content=csv_bytes, timeout=120)
+    assert resp.status_code == 200, resp.text[:300]
+    rows_back = httpx.post(f"{server.url}/api/datasources/big_upload/query", timeout=60,
+                           json={"sql": "SELECT count(*) AS n FROM big_upload"})
+    assert rows_back.status_code == 200, rows_back.text[:300]
+    httpx.delete(f"{server.url}/api/datasources/big_upload", timeout=30)
+    assert_healthy(server)

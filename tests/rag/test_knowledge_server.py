@@ -218,3 +218,31 @@ def test_cli_embedded_store(tmp_path: Path, mixed_folder: Path) -> None:
     assert json.loads(listed.stdout)[0]["documents"] == 8
     found = _cli("query", "docs", "annual leave allowance", "--json", "--home", home, cwd=tmp_path)
     assert json.loads(found.stdout)[0]["source"] == "handbook.docx"
+
+
+def test_knowledge_scene_of_api_chat(server: Server) -> None:
+    space = _space(server)
+    text = "The warehouse in Lyon ships orders every Tuesday.\n\nRefunds are paid within ten days."
+    resp = httpx.post(
+        f"{server.url}/api/knowledge/spaces/{space}/documents/text",
+        json={"name": "policy.txt", "text": text},
+        timeout=30,
+    )
+    assert resp.status_code == 202
+    assert _wait(server, space, [resp.json()["id"]])[0]["status"] == "done"
+    scenes = httpx.get(f"{server.url}/api/chat/scenes", timeout=10).json()["data"]
+    assert "knowledge" in scenes and "data" in scenes
+    body = {"scene": "knowledge", "space": space, "question": "When does the Lyon warehouse ship?", "model": "echo"}
+    whole = httpx.post(f"{server.url}/api/chat", json=body, timeout=60)
+    assert whole.status_code == 200, whole.text
+    answer = whole.json()
+    assert answer["scene"] == "knowledge" and answer["answer"]
+    assert any("Tuesday" in c["text"] for c in answer["citations"])
+    events = _sse(httpx.post(f"{server.url}/api/chat", json={**body, "stream": True}, timeout=60))
+    assert events[0]["type"] == "citations" and events[-1]["type"] == "done"
+    assert all(e["scene"] == "knowledge" for e in events)
+    missing = httpx.post(f"{server.url}/api/chat", json={**body, "space": None}, timeout=10)
+    assert missing.status_code == 400 and missing.json()["error"]["param"] == "space"
+    unknown = httpx.post(f"{server.url}/api/chat", json={**body, "space": f"nope-{space}", "stream": True}, timeout=10)
+    assert unknown.status_code == 404
+    httpx.delete(f"{server.url}/api/knowledge/spaces/{space}", timeout=10)

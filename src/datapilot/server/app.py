@@ -29,17 +29,26 @@ log = logging.getLogger("datapilot.server")
 
 
 class BodyLimit:
-    """Refuse request bodies over the configured size before reading them (413)."""
+    """Refuse request bodies over the configured size before reading them (413).
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    File uploads (paths under ``upload_prefixes``) have their own, larger limit; their modules still
+    check each file against their own per-file limit.
+    """
+
+    def __init__(
+        self, app: ASGIApp, max_bytes: int, upload_bytes: int = 0, upload_prefixes: tuple[str, ...] = ()
+    ) -> None:
         self.app, self.max_bytes = app, max_bytes
+        self.upload_bytes, self.upload_prefixes = max(upload_bytes, max_bytes), upload_prefixes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
             length = dict(scope.get("headers") or ()).get(b"content-length")
-            if length is not None and length.isdigit() and int(length) > self.max_bytes:
+            upload = scope.get("path", "").startswith(self.upload_prefixes) if self.upload_prefixes else False
+            limit = self.upload_bytes if upload else self.max_bytes
+            if length is not None and length.isdigit() and int(length) > limit:
                 body = error_body(
-                    f"request body of {int(length)} bytes is over the limit of {self.max_bytes}",
+                    f"request body of {int(length)} bytes is over the limit of {limit}",
                     "invalid_request_error",
                     code="request_too_large",
                 )
@@ -98,7 +107,12 @@ def create_app(
     app.state.services.data = data
     knowledge.attach(app.state.services.awel)
     install_error_handlers(app)
-    app.add_middleware(BodyLimit, max_bytes=settings.server.max_request_bytes)
+    app.add_middleware(
+        BodyLimit,
+        max_bytes=settings.server.max_request_bytes,
+        upload_bytes=max(settings.data.max_upload_bytes, settings.knowledge.max_file_bytes * 4),
+        upload_prefixes=("/api/datasources/upload", "/api/knowledge/spaces/"),
+    )
     if settings.server.cors_origins:
         from fastapi.middleware.cors import CORSMiddleware
 

@@ -1,4 +1,5 @@
-"""``POST /api/chat``: the chat scenes over data (``data``, ``db_qa``, ``excel``, ``dashboard``).
+"""``POST /api/chat``: the chat scenes: over data (``data``, ``db_qa``, ``excel``, ``dashboard``) and
+over a knowledge space (``knowledge``: an answer with citations).
 
 With ``"stream": true`` the scene's events go out as standard SSE (``data: {...}`` per event, then
 ``data: [DONE]``); otherwise the final answer comes back as one JSON object. The scenes' model calls
@@ -18,7 +19,8 @@ from pydantic import BaseModel, Field
 
 from datapilot.apps import ChatContext, SceneRequest, chat, run_scene, scene_names
 from datapilot.core.client import LLMClient
-from datapilot.core.errors import DataPilotError
+from datapilot.core.errors import DataPilotError, InvalidRequestError
+from datapilot.rag import knowledge_chat
 from datapilot.server.datasource_api import data_service
 from datapilot.server.openai_api import ClientDisconnected, require_api_key, until_disconnect
 from datapilot.server.state import services
@@ -27,12 +29,13 @@ from datapilot.server.state import services
 class ChatBody(BaseModel):
     model_config = {"extra": "forbid"}
 
-    scene: str = Field("data", description="data, db_qa, excel or dashboard")
+    scene: str = Field("data", description="data, db_qa, excel, dashboard or knowledge")
     question: str = Field(..., min_length=1)
     datasource: str | None = Field(None, description="a registered data source [default: the configured one]")
     model: str | None = None
     stream: bool = False
     style: str = Field("completion", pattern="^(completion|chat)$", description="text-to-SQL prompt style")
+    space: str | None = Field(None, description="the knowledge space, for scene knowledge")
 
 
 def _json(obj: Any) -> str:
@@ -50,11 +53,14 @@ def build_chat_router() -> APIRouter:
     router = APIRouter(dependencies=[Depends(require_api_key)])
 
     @router.get("/chat/scenes")
-    async def scenes() -> dict[str, Any]:
-        return {"data": scene_names()}
+    async def scenes(request: Request) -> dict[str, Any]:
+        knowledge = ["knowledge"] if services(request).knowledge is not None else []
+        return {"data": sorted([*scene_names(), *knowledge])}
 
     @router.post("/chat", response_model=None)
     async def chat_endpoint(body: ChatBody, request: Request) -> Response:
+        if body.scene == "knowledge":
+            return await _knowledge(body, request)
         data = data_service(request)
         model = await data.chat_model(body.model)
         ctx = ChatContext(_llm(request), model, data.require(), data.settings.data, data.embedder)
@@ -80,3 +86,41 @@ def build_chat_router() -> APIRouter:
         )
 
     return router
+
+
+async def _knowledge(body: ChatBody, request: Request) -> Response:
+    """The knowledge scene: citations first, then the answer, through the same response shapes."""
+    service = services(request).knowledge
+    if service is None:
+        raise InvalidRequestError("knowledge is not available on this server", param="scene")
+    if not body.space:
+        raise InvalidRequestError("scene 'knowledge' needs a space: send \"space\": NAME", param="space")
+    events = knowledge_chat(service.knowledge, _llm(request), body.space, body.question, model=body.model)
+    if not body.stream:
+
+        async def collect() -> dict[str, Any]:
+            done: dict[str, Any] = {}
+            async for event in events:
+                if event.type == "done":
+                    done = event.to_dict()
+            return done
+
+        try:
+            done = await until_disconnect(request, collect())
+        except ClientDisconnected:
+            return Response(status_code=499)
+        return JSONResponse({"scene": "knowledge", **done})
+    first = await events.__anext__()  # an unknown space is a 404 before the stream starts
+
+    async def sse() -> AsyncIterator[str]:
+        try:
+            yield f"data: {_json({'scene': 'knowledge', **first.to_dict()})}\n\n"
+            async for event in events:
+                yield f"data: {_json({'scene': 'knowledge', **event.to_dict()})}\n\n"
+        except DataPilotError as exc:
+            yield f"data: {_json({'type': 'error', **exc.to_dict()})}\n\n"
+        yield "data: [DONE]\n\n"
+
+    return StreamingResponse(
+        sse(), media_type="text/event-stream", headers={"cache-control": "no-cache", "x-accel-buffering": "no"}
+    )
