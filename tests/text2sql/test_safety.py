@@ -5,6 +5,7 @@ refuses writes that skip the guard, and a checksum / row counts before and after
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ from datapilot.datasource import (
     Connector,
     DuckDBConnector,
     QueryError,
+    QueryTimeoutError,
     SQLAlchemyConnector,
     SQLSyntaxError,
     UnsafeSQLError,
@@ -275,3 +277,28 @@ def test_reads_pass_the_guard(dialect: str) -> None:
         "select 1 -- ; drop table x",
     ]:
         check_read_only(sql, dialect)
+
+
+HEAVY = {
+    # Each runs for many seconds unless the engine's own statement timeout stops it.
+    "postgres": "SELECT COUNT(*) FROM generate_series(1, 200000000) AS a",
+    "mysql": (
+        "SELECT COUNT(*) FROM information_schema.columns a, information_schema.columns b, "
+        "information_schema.columns c"
+    ),
+}
+
+
+@pytest.mark.parametrize("kind", ["postgres", "mysql"])
+async def test_engine_side_timeout_on_real_servers(kind: str, request: pytest.FixtureRequest) -> None:
+    url = request.getfixturevalue("postgres_url" if kind == "postgres" else "mariadb_url")
+    connector = SQLAlchemyConnector(url)
+    try:
+        started = time.monotonic()
+        with pytest.raises(QueryTimeoutError, match=r"longer than 0\.5 s"):
+            await connector.run(HEAVY[kind], timeout_s=0.5)
+        assert time.monotonic() - started < 4, "the engine stopped it, not the 5 s client-side guard"
+        ok = await connector.run("SELECT 1 AS one", timeout_s=0.5)  # the connection is usable afterwards
+        assert ok.rows == [(1,)]
+    finally:
+        await connector.close()
