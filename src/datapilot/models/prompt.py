@@ -8,9 +8,10 @@ well, so it gets a completion-style transcript that opens with a few example exc
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from datapilot.core.errors import InvalidRequestError
-from datapilot.core.types import Message
+from datapilot.core.types import Message, ModelRequest
 
 DEFAULT_SYSTEM = (
     "The following is a conversation between a user and a helpful, knowledgeable assistant. "
@@ -51,6 +52,21 @@ def few_shot_dialogue(messages: list[Message]) -> FormattedPrompt:
     return FormattedPrompt(
         "\n".join(lines), stop=["\nUser:", "\nAssistant:", "\nTool:", "\n\n"], strip_leading_space=True
     )
+
+
+def format_chat(tokenizer: Any, request: ModelRequest) -> FormattedPrompt:
+    """A request as a prompt for a Hugging Face tokenizer: its chat template when it has one, the
+    few-shot dialogue otherwise, the prompt as it is for completions."""
+    if request.messages is None:
+        return FormattedPrompt(request.prompt or "")
+    if getattr(tokenizer, "chat_template", None):
+        text = tokenizer.apply_chat_template(
+            [{"role": m.role, "content": m.content} for m in request.messages],
+            tokenize=False,
+            add_generation_prompt=True,
+        )
+        return FormattedPrompt(text, add_bos=False)
+    return few_shot_dialogue(request.messages)
 
 
 class StopFilter:

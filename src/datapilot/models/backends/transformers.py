@@ -18,7 +18,7 @@ from datapilot.core.types import FinishReason, ModelChunk, ModelRequest, Usage
 from datapilot.models._threaded import Emit, stream_from_thread
 from datapilot.models.backend import CHAT, COMPLETION, ModelBackend
 from datapilot.models.backends.sentence_transformers import _offline
-from datapilot.models.prompt import FormattedPrompt, StopFilter, few_shot_dialogue
+from datapilot.models.prompt import FormattedPrompt, StopFilter, format_chat
 
 
 class TransformersBackend(ModelBackend):
@@ -65,16 +65,7 @@ class TransformersBackend(ModelBackend):
         self._executor.shutdown(wait=False)
 
     def format(self, request: ModelRequest) -> FormattedPrompt:
-        if request.messages is None:
-            return FormattedPrompt(request.prompt or "")
-        if getattr(self._tokenizer, "chat_template", None):
-            text = self._tokenizer.apply_chat_template(
-                [{"role": m.role, "content": m.content} for m in request.messages],
-                tokenize=False,
-                add_generation_prompt=True,
-            )
-            return FormattedPrompt(text, add_bos=False)
-        return few_shot_dialogue(request.messages)
+        return format_chat(self._tokenizer, request)
 
     def stream(self, request: ModelRequest) -> AsyncIterator[ModelChunk]:
         if self._model is None:

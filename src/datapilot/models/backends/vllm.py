@@ -13,7 +13,7 @@ from typing import Any
 from datapilot.core.errors import MissingDependencyError, ModelNotReadyError
 from datapilot.core.types import FinishReason, ModelChunk, ModelRequest, Usage
 from datapilot.models.backend import CHAT, COMPLETION, ModelBackend
-from datapilot.models.prompt import FormattedPrompt, StopFilter, few_shot_dialogue
+from datapilot.models.prompt import FormattedPrompt, StopFilter, format_chat
 
 _ENGINE_KWARGS = ("tensor_parallel_size", "gpu_memory_utilization", "max_model_len", "dtype", "enforce_eager")
 
@@ -46,16 +46,7 @@ class VLLMBackend(ModelBackend):
             engine.shutdown()
 
     def format(self, request: ModelRequest) -> FormattedPrompt:
-        if request.messages is None:
-            return FormattedPrompt(request.prompt or "")
-        if getattr(self._tokenizer, "chat_template", None):
-            text = self._tokenizer.apply_chat_template(
-                [{"role": m.role, "content": m.content} for m in request.messages],
-                tokenize=False,
-                add_generation_prompt=True,
-            )
-            return FormattedPrompt(text, add_bos=False)
-        return few_shot_dialogue(request.messages)
+        return format_chat(self._tokenizer, request)
 
     async def stream(self, request: ModelRequest) -> AsyncIterator[ModelChunk]:
         if self._engine is None:
