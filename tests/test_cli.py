@@ -144,12 +144,33 @@ def test_start_on_a_busy_port_fails_clearly(server: Server, tmp_path: Path) -> N
 def test_bench_serve_writes_csv_and_plot(server: Server, tmp_path: Path) -> None:
     import csv
 
-    done = cli("bench", "serve", "--url", server.v1, "--model", "echo", "-p", "1", "-p", "3",
-               "-l", "16x8", "-l", "32x4", "--rounds", "2", "--out", str(tmp_path))
+    done = cli(
+        "bench",
+        "serve",
+        "--url",
+        server.v1,
+        "--model",
+        "echo",
+        "-p",
+        "1",
+        "-p",
+        "3",
+        "-l",
+        "16x8",
+        "-l",
+        "32x4",
+        "--rounds",
+        "2",
+        "--out",
+        str(tmp_path),
+    )
     assert done.returncode == 0, done.stderr
     rows = list(csv.DictReader((tmp_path / "serve.csv").read_text().splitlines()))
     assert [(r["parallel"], r["input_len"], r["output_len"]) for r in rows] == [
-        ("1", "16", "8"), ("3", "16", "8"), ("1", "32", "4"), ("3", "32", "4")
+        ("1", "16", "8"),
+        ("3", "16", "8"),
+        ("1", "32", "4"),
+        ("3", "32", "4"),
     ]
     assert all(r["errors"] == "0" and int(r["requests"]) == 2 * int(r["parallel"]) for r in rows)
     assert all(float(r["tokens_per_s"]) > 0 and float(r["p50_ttft_ms"]) > 0 for r in rows)
@@ -157,3 +178,14 @@ def test_bench_serve_writes_csv_and_plot(server: Server, tmp_path: Path) -> None
     assert (tmp_path / "serve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     bad = cli("bench", "serve", "--url", server.v1, "--model", "nope", "-p", "1", "--out", str(tmp_path))
     assert bad.returncode == 1 and "404" in bad.stderr
+
+
+@pytest.mark.slow
+def test_chat_data_scene_through_a_server(server: Server) -> None:
+    """`datapilot chat --url`: the data scene on the sample database, answered by the first configured
+    chat model (Gemma; the served list is sorted, so this also checks the default model choice)."""
+    done = cli("chat", "--scene", "data", "--url", server.url, "--json", "How many customers are there?")
+    assert done.returncode == 0, done.stderr
+    answer = json.loads(done.stdout)
+    assert "customers" in answer["tables"]
+    assert answer["attempts"] and answer["attempts"][0]["sql"].upper().lstrip().startswith("SELECT")

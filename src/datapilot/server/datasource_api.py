@@ -53,16 +53,20 @@ class DataService:
         return self.sources
 
     async def chat_model(self, requested: str | None = None) -> str:
-        """The model for the chat scenes: the request's, the configured one, else the first chat model."""
+        """The model for the chat scenes: the request's, ``data.model``, else the first configured chat model."""
         infos = await self.llm.models()
         name = requested or self.settings.data.model
         if name:
             if not any(m.name == name for m in infos):
                 raise ModelNotFoundError(f"The model '{name}' does not exist", param="model")
             return name
-        for m in infos:
-            if "chat" in m.capabilities and m.status == "ready":
-                return m.name
+        ready = [m.name for m in infos if "chat" in m.capabilities and m.status == "ready"]
+        # The first ready chat model in the configuration's order (the served list may be sorted).
+        for cfg in self.settings.models:
+            if cfg.name in ready:
+                return cfg.name
+        if ready:
+            return ready[0]
         raise ModelNotFoundError("no chat model is ready on this server", param="model")
 
 
