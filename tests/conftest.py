@@ -16,7 +16,14 @@ import httpx
 import pytest
 from openai import OpenAI
 
-from datapilot.testing import ServerProcess, free_port, start_server, write_config
+from datapilot.testing import (
+    ServerProcess,
+    database_server_installed,
+    free_port,
+    start_server,
+    throwaway_database,
+    write_config,
+)
 
 PROXY_KEY = "sk-test-proxy-key"
 CHAT_MODEL = "gemma-3-270m"
@@ -146,6 +153,25 @@ def make_client() -> Iterator[Callable[..., OpenAI]]:
     yield make
     for client in made:
         client.close()
+
+
+def _throwaway(kind: str) -> Iterator[str]:
+    if not database_server_installed(kind):
+        pytest.skip(f"{kind} is not installed: run `scripts/install.sh --dev`")
+    with throwaway_database(kind) as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A throwaway PostgreSQL on loopback, started by scripts/throwaway_db.sh; shared by every suite."""
+    yield from _throwaway("postgres")
+
+
+@pytest.fixture(scope="session")
+def mariadb_url() -> Iterator[str]:
+    """A throwaway MariaDB on loopback, started by scripts/throwaway_db.sh; shared by every suite."""
+    yield from _throwaway("mariadb")
 
 
 def assert_healthy(srv: Server) -> None:

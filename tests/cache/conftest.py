@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -27,24 +27,3 @@ async def cache(tmp_path: Path) -> AsyncIterator[SemanticCache]:
     c = SemanticCache(hash_settings(), tmp_path, embedders={"default": HashEmbedder()})
     async with c:
         yield c
-
-
-def _throwaway(kind: str) -> Iterator[str]:
-    from datapilot.testing import database_server_installed, throwaway_database
-
-    if not database_server_installed(kind):
-        pytest.skip(f"{kind} is not installed: run `scripts/install.sh --dev`")
-    with throwaway_database(kind) as url:
-        yield url
-
-
-@pytest.fixture(scope="session")
-def postgres_url() -> Iterator[str]:
-    """A throwaway PostgreSQL 15 on loopback, started by the project's script."""
-    yield from _throwaway("postgres")
-
-
-@pytest.fixture(scope="session")
-def mariadb_url() -> Iterator[str]:
-    """A throwaway MariaDB 10.11 on loopback, started by the project's script."""
-    yield from _throwaway("mariadb")

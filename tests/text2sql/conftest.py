@@ -4,7 +4,7 @@ models, and throwaway PostgreSQL / MariaDB servers started by the project's scri
 from __future__ import annotations
 
 import hashlib
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import pytest
@@ -12,7 +12,6 @@ import pytest
 from datapilot.core.config import DataSettings, ModelConfig
 from datapilot.datasource import DataSources, build_sample_database
 from datapilot.models.manager import ModelManager
-from datapilot.testing import database_server_installed, throwaway_database
 
 
 def sha256(path: Path) -> str:
@@ -48,22 +47,3 @@ async def scripted(tmp_path: Path) -> AsyncIterator[ScriptedFactory]:
     yield make
     for m in made:
         await m.close()
-
-
-def _throwaway(kind: str) -> Iterator[str]:
-    if not database_server_installed(kind):
-        pytest.skip(f"{kind} is not installed: run `scripts/install.sh --dev`")
-    with throwaway_database(kind) as url:
-        yield url
-
-
-@pytest.fixture(scope="session")
-def postgres_url() -> Iterator[str]:
-    """A throwaway PostgreSQL on loopback, started by scripts/throwaway_db.sh."""
-    yield from _throwaway("postgres")
-
-
-@pytest.fixture(scope="session")
-def mariadb_url() -> Iterator[str]:
-    """A throwaway MariaDB on loopback, started by scripts/throwaway_db.sh."""
-    yield from _throwaway("mariadb")

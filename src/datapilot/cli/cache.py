@@ -295,18 +295,4 @@ def bench_cache(
     _bench(data, pairs, out_dir, fill, concurrency, thresholds, baseline, as_json, config, profile)
 
 
-@cache_app.command("bench")
-def cache_bench(
-    data: DataOpt = None,
-    pairs: PairsOpt = 5000,
-    out_dir: OutOpt = Path("bench-results"),
-    fill: FillOpt = 0,
-    concurrency: ConcOpt = 32,
-    thresholds: SweepOpt = None,
-    baseline: BaseOpt = True,
-    as_json: JsonOpt = False,
-    config: ConfigOpt = None,
-    profile: ProfileOpt = None,
-) -> None:
-    """The same as `datapilot bench cache`."""
-    _bench(data, pairs, out_dir, fill, concurrency, thresholds, baseline, as_json, config, profile)
+cache_app.command("bench", help="The same as `datapilot bench cache`.")(bench_cache)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -73,6 +74,21 @@ def _load(managers: list[ModelManager]) -> None:
                 err.print(f"[yellow]warning:[/] model {w.name} failed to load: {w.error}")
 
 
+def _role_settings(
+    config: Path | None,
+    profile: str | None,
+    home: Path | None,
+    host: str | None,
+    log_level: str | None,
+    controller_url: str | None = None,
+) -> Settings:
+    settings = settings_from(config, profile, home, host=host, log_level=log_level)
+    if controller_url:
+        settings.cluster.controller_url = controller_url
+    setup_logging(settings.server.log_level)
+    return settings
+
+
 @start_app.callback()
 def start(
     ctx: typer.Context,
@@ -115,8 +131,7 @@ def controller(
     """Run the controller: the registry of model instances that workers join."""
     from datapilot.server.roles import controller_app
 
-    settings = settings_from(config, profile, home, host=host, log_level=log_level)
-    setup_logging(settings.server.log_level)
+    settings = _role_settings(config, profile, home, host, log_level)
     sock = bind(settings.server.host, settings.cluster.controller_port if port is None else port)
     _serve(settings, controller_app(settings, persist=not no_persist), sock, "controller")
 
@@ -139,10 +154,7 @@ def worker(
     """Run a worker: load models, serve them, and register them with the controller."""
     from datapilot.server.roles import all_models, definition_store, worker_app
 
-    settings = settings_from(config, profile, home, host=host, log_level=log_level)
-    if controller_url:
-        settings.cluster.controller_url = controller_url
-    setup_logging(settings.server.log_level)
+    settings = _role_settings(config, profile, home, host, log_level, controller_url)
     store = definition_store(settings)
     defined = {m.name: m for m in all_models(settings, store)}
     missing = [m for m in model if m not in defined]
@@ -169,9 +181,6 @@ def apiserver(
     """Run the API server: one OpenAI-compatible API over every worker the controller knows."""
     from datapilot.server.roles import apiserver_app
 
-    settings = settings_from(config, profile, home, host=host, log_level=log_level)
-    if controller_url:
-        settings.cluster.controller_url = controller_url
-    setup_logging(settings.server.log_level)
+    settings = _role_settings(config, profile, home, host, log_level, controller_url)
     sock = bind(settings.server.host, settings.cluster.apiserver_port if port is None else port)
     _serve(settings, apiserver_app(settings), sock, "API server /v1")

@@ -12,6 +12,7 @@ from datapilot.core.errors import (
     MissingDependencyError,
     ModelNotFoundError,
     ModelNotReadyError,
+    NotFoundError,
     UpstreamError,
 )
 from datapilot.core.types import (
@@ -48,6 +49,7 @@ __all__ = [
     "ModelNotReadyError",
     "ModelOutput",
     "ModelRequest",
+    "NotFoundError",
     "RerankOutput",
     "SamplingParams",
     "ServerSettings",

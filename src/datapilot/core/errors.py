@@ -44,9 +44,15 @@ class AuthenticationError(DataPilotError):
     default_code = "invalid_api_key"
 
 
-class ModelNotFoundError(DataPilotError):
+class NotFoundError(DataPilotError):
+    """A named thing (model, data source, knowledge space, document...) does not exist: 404."""
+
     status_code = 404
     error_type = "invalid_request_error"
+    default_code = "not_found"
+
+
+class ModelNotFoundError(NotFoundError):
     default_code = "model_not_found"
 
 

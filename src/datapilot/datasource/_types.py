@@ -7,7 +7,7 @@ import decimal
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
-from datapilot.core.errors import DataPilotError, InvalidRequestError
+from datapilot.core.errors import InvalidRequestError, NotFoundError
 
 
 class UnsafeSQLError(InvalidRequestError):
@@ -32,9 +32,7 @@ class QueryTimeoutError(QueryError):
     default_code = "query_timeout"
 
 
-class DataSourceNotFoundError(DataPilotError):
-    status_code = 404
-    error_type = "invalid_request_error"
+class DataSourceNotFoundError(NotFoundError):
     default_code = "datasource_not_found"
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datapilot.core.errors import DataPilotError, InvalidRequestError
+from datapilot.core.errors import InvalidRequestError, NotFoundError
 
 
 class UnsupportedFileError(InvalidRequestError):
@@ -20,13 +20,9 @@ class DocumentParseError(InvalidRequestError):
     default_code = "unparseable_document"
 
 
-class SpaceNotFoundError(DataPilotError):
-    status_code = 404
-    error_type = "invalid_request_error"
+class SpaceNotFoundError(NotFoundError):
     default_code = "space_not_found"
 
 
-class DocumentNotFoundError(DataPilotError):
-    status_code = 404
-    error_type = "invalid_request_error"
+class DocumentNotFoundError(NotFoundError):
     default_code = "document_not_found"

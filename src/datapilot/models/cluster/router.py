@@ -15,7 +15,7 @@ import itertools
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from datapilot.core.errors import (
@@ -52,7 +52,6 @@ class Route:
     in_flight: int = 0
     suspect_until: float = 0.0
     served: int = 0
-    errors: list[str] = field(default_factory=list)
 
 
 class RoutingClient(MeasuredClient):
