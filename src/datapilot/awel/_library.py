@@ -305,16 +305,12 @@ class ChatPromptOperator(BaseOperator):
         return {"system": self.system}
 
 
-@register_operator("history_store")
-class ChatHistoryStoreOperator(BaseOperator):
-    """Appends the turn's question to the conversation's history store."""
+class _HistoryOperator(BaseOperator):
+    """A chat turn in, the chat turn out, through one named history store."""
 
     def __init__(self, store: str = DEFAULT_HISTORY, **kw: Any) -> None:
         self.store = store
         super().__init__(**kw)
-
-    def default_name(self) -> str:
-        return "store_history"
 
     def input_types(self) -> list[Any]:
         return [ChatState]
@@ -324,6 +320,14 @@ class ChatHistoryStoreOperator(BaseOperator):
 
     def requirements(self) -> list[Requirement]:
         return [Requirement(self.name, "history", self.store)]
+
+
+@register_operator("history_store")
+class ChatHistoryStoreOperator(_HistoryOperator):
+    """Appends the turn's question to the conversation's history store."""
+
+    def default_name(self) -> str:
+        return "store_history"
 
     async def execute(self, inputs: list[Any], ctx: CallContext) -> Any:
         state: ChatState = inputs[0]
@@ -336,24 +340,15 @@ class ChatHistoryStoreOperator(BaseOperator):
 
 
 @register_operator("history_load")
-class ChatHistoryLoadOperator(BaseOperator):
+class ChatHistoryLoadOperator(_HistoryOperator):
     """Loads the conversation's earlier turns (up to ``limit`` messages) into the chat turn."""
 
     def __init__(self, store: str = DEFAULT_HISTORY, limit: int = 10, **kw: Any) -> None:
-        self.store, self.limit = store, limit
-        super().__init__(**kw)
+        self.limit = limit
+        super().__init__(store, **kw)
 
     def default_name(self) -> str:
         return "load_history"
-
-    def input_types(self) -> list[Any]:
-        return [ChatState]
-
-    def output_type(self) -> Any:
-        return ChatState
-
-    def requirements(self) -> list[Requirement]:
-        return [Requirement(self.name, "history", self.store)]
 
     async def execute(self, inputs: list[Any], ctx: CallContext) -> Any:
         state: ChatState = inputs[0]
