@@ -255,22 +255,29 @@ def test_scope_keys_cannot_collide() -> None:
     assert time.perf_counter() - started < 0.5
 
 
-async def test_large_scopes_switch_to_hnsw_and_stay_consistent(tmp_path: Path) -> None:
+async def test_large_scopes_switch_to_ivf_and_stay_consistent(tmp_path: Path) -> None:
     from datapilot.cache import FaissIndex
 
     settings = hash_settings()
-    index = FaissIndex(tmp_path / "cache" / "faiss", hnsw_from=50)
+    index = FaissIndex(tmp_path / "cache" / "faiss", ivf_from=100)
+    key = Scope("m").key
     async with SemanticCache(settings, tmp_path, index=index, embedders={"default": HashEmbedder()}) as cache:
-        ids = await cache.insert_many("m", [(chat(f"hnsw question {i} token{i}x"), f"a{i}") for i in range(120)])
-        assert type(index._indexes[Scope("m").key]).__name__ == "_Hnsw"
-        assert (await cache.query("m", chat("hnsw question 7 token7x"))).answer == "a7"
-        assert await cache.remove("m", ids[:10]) == 10
-        assert cache.index.count(Scope("m").key) == 110
-        assert (await cache.query("m", chat("hnsw question 3 token3x"))).answer != "a3"
-        assert await cache.remove("m", ids[10:50]) == 40  # most dead: rebuilt
-        assert cache.index.count(Scope("m").key) == 70
-        assert (await cache.query("m", chat("hnsw question 60 token60x"))).answer == "a60"
-    index = FaissIndex(tmp_path / "cache" / "faiss", hnsw_from=50)
+        ids = await cache.insert_many("m", [(chat(f"ivf question {i} token{i}x"), f"a{i}") for i in range(60)])
+        assert type(index._indexes[key]).__name__ == "IndexIDMap2"  # small: exact search
+        ids += await cache.insert_many("m", [(chat(f"ivf question {i} token{i}x"), f"a{i}") for i in range(60, 120)])
+        assert index._is_ivf(index._indexes[key]) and index._trained[key] == 120
+        assert cache.index.count(key) == 120
+        assert (await cache.query("m", chat("ivf question 7 token7x"))).answer == "a7"
+        assert (await cache.query("m", chat("ivf question 100 token100x"))).answer == "a100"
+        assert await cache.remove("m", ids[:10]) == 10  # IVF deletes for real
+        assert cache.index.count(key) == 110
+        assert (await cache.query("m", chat("ivf question 3 token3x"))).answer != "a3"
+        # Growing four times past the training size clusters the scope anew, keeping every vector.
+        await cache.insert_many("m", [(chat(f"ivf question {i} token{i}x"), f"a{i}") for i in range(120, 490)])
+        assert index._trained[key] == 480 and cache.index.count(key) == 480
+        assert (await cache.query("m", chat("ivf question 400 token400x"))).answer == "a400"
+    index = FaissIndex(tmp_path / "cache" / "faiss", ivf_from=100)
     async with SemanticCache(settings, tmp_path, index=index, embedders={"default": HashEmbedder()}) as cache:
-        assert cache.index.count(Scope("m").key) == 70  # restored from the snapshot
-        assert (await cache.query("m", chat("hnsw question 99 token99x"))).answer == "a99"
+        assert cache.index.count(key) == 480  # restored from the snapshot, still IVF
+        assert index._is_ivf(index._indexes[key]) and index._trained[key] == 480
+        assert (await cache.query("m", chat("ivf question 99 token99x"))).answer == "a99"

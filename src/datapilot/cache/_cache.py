@@ -38,7 +38,7 @@ from datapilot.core.errors import ConfigError, InvalidRequestError
 T = TypeVar("T")
 ScopeLike = Scope | str | dict[str, Any]
 _CONTEXT_CACHE = 4096
-_ROW_CACHE = 50_000
+_ROW_CACHE = 20_000
 MAX_ANSWER_CHARS = 1_000_000
 MAX_QUESTION_CHARS = 200_000
 
@@ -137,6 +137,9 @@ class SemanticCache:
         self._rows: dict[str, OrderedDict[int, Entry]] = {}
         self._rows_lock = threading.Lock()
         self._row_cache = False
+        # Embedded stores (faiss in memory, SQLite on local disk) answer a lookup in well under a
+        # millisecond, less than a hop to a worker thread and back costs: they run on the event loop.
+        self._inline_lookup = False
 
     # lifecycle ---------------------------------------------------------------------------------------
 
@@ -172,6 +175,7 @@ class SemanticCache:
             else:
                 self._index = FaissIndex(self.home / "cache" / "faiss" if cfg.sql_url is None else None)
         self._row_cache = self.store.is_sqlite
+        self._inline_lookup = self.store.is_sqlite and isinstance(self._index, FaissIndex)
         for scope in self.store.scope_keys():
             self._sync_index(scope)
         self._writer = _Writer(self.store)
@@ -318,7 +322,10 @@ class SemanticCache:
         policy = self.policy(s)
         qvec, cvec = await self._embed_key(policy, key)
         embedded = time.perf_counter()
-        result, needs_rerank = await self._run(self._lookup_sync, s.key, key, qvec, cvec, policy)
+        if self._inline_lookup and not self._index_busy():
+            result, needs_rerank = self._lookup_sync(s.key, key, qvec, cvec, policy)
+        else:
+            result, needs_rerank = await self._run(self._lookup_sync, s.key, key, qvec, cvec, policy)
         if needs_rerank is not None and policy.reranker:
             reranker = self._reranker(policy.reranker)
             score = (await reranker.score(key.question, [needs_rerank.entry.question]))[0]
@@ -347,6 +354,10 @@ class SemanticCache:
                     )
                 )
         return result
+
+    def _index_busy(self) -> bool:
+        index = self._index
+        return isinstance(index, FaissIndex) and index.busy()
 
     def _lookup_sync(
         self, scope: str, key: CacheKey, qvec: np.ndarray, cvec: np.ndarray | None, policy: CachePolicy

@@ -2,9 +2,10 @@
 
 * ``FaissIndex`` (embedded): per scope, in memory, snapshotted to files under DATAPILOT_HOME on close
   and reloaded only when the snapshot matches the SQL rows exactly (otherwise rebuilt from them).
-  Exact flat inner-product search up to ``HNSW_FROM`` vectors; past that an HNSW graph, because one
-  exact query over 100k x 384 floats reads 150 MB of memory (milliseconds), while batched queries,
-  which reuse the matrix from cache, do not need this.
+  Exact flat inner-product search up to ``IVF_FROM`` vectors; past that an inverted-file index (IVF:
+  k-means lists, flat vectors inside), because one exact query over 100k x 384 floats reads 150 MB of
+  memory (milliseconds). IVF rather than HNSW: at 100k vectors it searches in a third of the time at
+  the same recall, builds in seconds instead of minutes, and deletes for real (no tombstones).
 * ``MilvusIndex`` (production): one Milvus collection per scope, through ``pymilvus``; a Milvus server
   or, in tests, ``milvus-lite`` (a local file). Same code for both.
 
@@ -46,53 +47,39 @@ def _file_stem(scope: str) -> str:
     return hashlib.sha256(scope.encode()).hexdigest()[:24]
 
 
-HNSW_FROM = 20_000  # below, exact flat search is fast; above, a single flat query reads too much memory
-HNSW_M = 32
-HNSW_EF_SEARCH = 96
-HNSW_EF_CONSTRUCTION = 64
+IVF_FROM = 20_000  # below, exact flat search is fast; above, a single flat query reads too much memory
+IVF_REBUILD_GROWTH = 4  # a scope that grew this many times past its last training is clustered anew
+IVF_POINTS_PER_LIST = 64  # training sample per inverted list (faiss wants at least 39)
 
 
-class _Hnsw:
-    """An HNSW graph over one scope: approximate, sub-millisecond at 100k vectors. HNSW cannot delete, so
-    deleted ids are tombstones filtered from results, and the graph is rebuilt when a quarter is dead."""
+def ivf_lists(n: int) -> int:
+    """Inverted lists for ``n`` vectors: about 4 * sqrt(n) as a power of two, with at least 39 vectors
+    per list (k-means needs them), at most 65,536."""
+    target = min(4 * np.sqrt(n), n / 39, 65_536)
+    return 1 << max(0, int(np.log2(max(1.0, target))))
 
-    def __init__(self, faiss: Any, dim: int) -> None:
-        self.index = faiss.IndexHNSWFlat(dim, HNSW_M, faiss.METRIC_INNER_PRODUCT)
-        self.index.hnsw.efConstruction = HNSW_EF_CONSTRUCTION
-        self.index.hnsw.efSearch = HNSW_EF_SEARCH
-        self.labels = np.empty(0, dtype=np.int64)
-        self.dead: set[int] = set()
 
-    @property
-    def d(self) -> int:
-        return int(self.index.d)
+def ivf_probes(lists: int) -> int:
+    """Lists searched per query: 1/32 of them, at least 16: recall@1 0.99+ even on structureless vectors."""
+    return max(16, lists // 32)
 
-    @property
-    def ntotal(self) -> int:
-        return int(self.index.ntotal) - len(self.dead)
 
-    def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
-        self.index.add(vectors)
-        self.labels = np.concatenate([self.labels, np.asarray(ids, dtype=np.int64)])
-        self.dead.difference_update(int(i) for i in ids)
-
-    def search(self, vector: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        scores, internal = self.index.search(vector, k + min(len(self.dead), 64))
-        keep = [
-            (s, self.labels[i])
-            for s, i in zip(scores[0], internal[0], strict=True)
-            if i >= 0 and int(self.labels[i]) not in self.dead
-        ][:k]
-        return np.array([[s for s, _ in keep]]), np.array([[i for _, i in keep]])
-
-    def live(self) -> tuple[np.ndarray, np.ndarray]:
-        vectors = self.index.reconstruct_n(0, self.index.ntotal)
-        mask = np.array([int(i) not in self.dead for i in self.labels], dtype=bool)
-        return self.labels[mask], vectors[mask]
+def _ivf_contents(faiss: Any, index: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Every (id, vector) an IVF-flat index holds, read from its inverted lists."""
+    inv, d = index.invlists, index.d
+    ids, vectors = [np.empty(0, dtype=np.int64)], [np.empty((0, d), dtype=np.float32)]
+    for lst in range(index.nlist):
+        n = inv.list_size(lst)
+        if n == 0:
+            continue
+        ids.append(faiss.rev_swig_ptr(inv.get_ids(lst), n).copy())
+        codes = faiss.rev_swig_ptr(inv.get_codes(lst), n * inv.code_size).copy()
+        vectors.append(codes.view(np.float32).reshape(n, d))
+    return np.concatenate(ids), np.concatenate(vectors)
 
 
 class FaissIndex:
-    def __init__(self, folder: Path | None = None, hnsw_from: int = HNSW_FROM) -> None:
+    def __init__(self, folder: Path | None = None, ivf_from: int = IVF_FROM) -> None:
         try:
             import faiss
         except ImportError:
@@ -101,8 +88,9 @@ class FaissIndex:
         # One query at a time is faster single-threaded; concurrency comes from many queries.
         faiss.omp_set_num_threads(1)
         self.folder = folder
-        self.hnsw_from = hnsw_from
+        self.ivf_from = ivf_from
         self._indexes: dict[str, Any] = {}
+        self._trained: dict[str, int] = {}  # IVF scopes: how many vectors their lists were trained on
         self._lock = threading.RLock()
 
     def _index(self, scope: str, dim: int) -> Any:
@@ -112,12 +100,27 @@ class FaissIndex:
             self._indexes[scope] = index
         return index
 
-    def _to_hnsw(self, scope: str, flat: Any) -> None:
-        ids = self._faiss.vector_to_array(flat.id_map).astype(np.int64)
-        vectors = flat.index.reconstruct_n(0, flat.ntotal)
-        graph = _Hnsw(self._faiss, flat.d)
-        graph.add(ids, vectors)
-        self._indexes[scope] = graph
+    def _is_ivf(self, index: Any) -> bool:
+        return isinstance(index, self._faiss.IndexIVF)
+
+    def _cluster(self, scope: str, ids: np.ndarray, vectors: np.ndarray) -> None:
+        """Train an IVF index on (a sample of) these vectors and move them all into it."""
+        d, n = vectors.shape[1], len(ids)
+        lists = ivf_lists(n)
+        # The factory's index owns its quantizer (one built in Python would be freed under it).
+        ivf: Any = self._faiss.index_factory(d, f"IVF{lists},Flat", self._faiss.METRIC_INNER_PRODUCT)
+        sample = np.sort(np.random.default_rng(0).permutation(n)[: lists * IVF_POINTS_PER_LIST])
+        ivf.train(np.ascontiguousarray(vectors[sample]))
+        ivf.add_with_ids(np.ascontiguousarray(vectors), np.ascontiguousarray(ids, dtype=np.int64))
+        ivf.nprobe = ivf_probes(lists)
+        self._indexes[scope] = ivf
+        self._trained[scope] = n
+
+    def _contents(self, index: Any) -> tuple[np.ndarray, np.ndarray]:
+        if self._is_ivf(index):
+            return _ivf_contents(self._faiss, index)
+        ids = self._faiss.vector_to_array(index.id_map).astype(np.int64)
+        return ids, index.index.reconstruct_n(0, index.ntotal)
 
     def add(self, scope: str, ids: np.ndarray, vectors: np.ndarray) -> None:
         if len(ids) == 0:
@@ -127,12 +130,18 @@ class FaissIndex:
             index = self._index(scope, vectors.shape[1])
             if index.d != vectors.shape[1]:
                 raise ValueError(f"scope has {index.d}-dimensional vectors, got {vectors.shape[1]}")
-            if isinstance(index, _Hnsw):
-                index.add(ids, vectors)
-                return
             index.add_with_ids(vectors, np.asarray(ids, dtype=np.int64))
-            if index.ntotal >= self.hnsw_from:
-                self._to_hnsw(scope, index)
+            trained = self._trained.get(scope)
+            grown = trained is not None and index.ntotal >= trained * IVF_REBUILD_GROWTH
+            if (trained is None and index.ntotal >= self.ivf_from) or grown:
+                self._cluster(scope, *self._contents(index))
+
+    def busy(self) -> bool:
+        """Whether a write holds the index now (a search would wait for it)."""
+        if self._lock.acquire(blocking=False):
+            self._lock.release()
+            return False
+        return True
 
     def search(self, scope: str, vector: np.ndarray, k: int) -> tuple[list[int], list[float]]:
         with self._lock:
@@ -148,23 +157,12 @@ class FaissIndex:
             index = self._indexes.get(scope)
             if index is None or not ids:
                 return
-            if isinstance(index, _Hnsw):
-                known = set(index.labels.tolist())
-                index.dead.update(int(i) for i in ids if int(i) in known)
-                if len(index.dead) > index.index.ntotal // 4:
-                    live_ids, live_vectors = index.live()
-                    self._indexes.pop(scope)
-                    flat = self._index(scope, index.d)
-                    if len(live_ids):
-                        flat.add_with_ids(live_vectors, live_ids)
-                        if flat.ntotal >= self.hnsw_from:
-                            self._to_hnsw(scope, flat)
-                return
             index.remove_ids(np.asarray(ids, dtype=np.int64))
 
     def drop(self, scope: str) -> None:
         with self._lock:
             self._indexes.pop(scope, None)
+            self._trained.pop(scope, None)
             if self.folder is not None:
                 for suffix in (".faiss", ".json", ".npy"):
                     (self.folder / f"{_file_stem(scope)}{suffix}").unlink(missing_ok=True)
@@ -183,14 +181,11 @@ class FaissIndex:
             meta = json.loads(meta_path.read_text())
             if meta.get("scope") != scope or tuple(meta.get("signature", ())) != signature:
                 return False
+            if meta.get("kind") not in ("flat", "ivf"):
+                return False  # an older layout: rebuilt from SQL
             index: Any = self._faiss.read_index(str(data_path))
-            if meta.get("kind") == "hnsw":
-                graph = _Hnsw(self._faiss, index.d)
-                graph.index = index
-                graph.index.hnsw.efSearch = HNSW_EF_SEARCH
-                graph.labels = np.load(stem.with_suffix(".npy"))
-                graph.dead = {int(i) for i in meta.get("dead", [])}
-                index = graph
+            if meta.get("kind") == "ivf":
+                index.nprobe = ivf_probes(index.nlist)
         except (OSError, ValueError, RuntimeError):
             return False
         if index.ntotal != signature[0]:
@@ -199,6 +194,8 @@ class FaissIndex:
         meta_path.unlink(missing_ok=True)
         with self._lock:
             self._indexes[scope] = index
+            if meta.get("kind") == "ivf":
+                self._trained[scope] = int(meta.get("trained", index.ntotal))
         return True
 
     def close(self, signatures: dict[str, tuple[int, int, int]]) -> None:
@@ -216,12 +213,9 @@ class FaissIndex:
                 if sig is None or sig[0] != index.ntotal:
                     continue
                 meta: dict[str, Any] = {"scope": scope, "signature": list(sig), "kind": "flat"}
-                if isinstance(index, _Hnsw):
-                    self._faiss.write_index(index.index, str(stem.with_suffix(".faiss")))
-                    np.save(stem.with_suffix(".npy"), index.labels)
-                    meta.update(kind="hnsw", dead=sorted(index.dead))
-                else:
-                    self._faiss.write_index(index, str(stem.with_suffix(".faiss")))
+                if self._is_ivf(index):
+                    meta.update(kind="ivf", trained=self._trained.get(scope, index.ntotal))
+                self._faiss.write_index(index, str(stem.with_suffix(".faiss")))
                 meta_path.write_text(json.dumps(meta))
 
 

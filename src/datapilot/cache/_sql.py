@@ -9,6 +9,7 @@ Every multi-row write is one transaction: a batch with a bad row writes nothing.
 from __future__ import annotations
 
 import json
+import sqlite3
 import threading
 import time
 from collections.abc import Iterator
@@ -103,7 +104,13 @@ _ENTRY_COLUMNS = [
     entries.c.hit_count,
     entries.c.last_hit_at,
     entries.c.context_embedding,
+    entries.c.embedding,
 ]
+_FETCH_SQL = (
+    "SELECT id, scope, question, context, context_hash, params_key, answer, created_at, expires_at, hit_count,"
+    " last_hit_at, context_embedding, embedding FROM dp_cache_entries WHERE scope = ? AND id IN ({marks})"
+    " AND (expires_at IS NULL OR expires_at > ?)"
+)
 
 
 def _blob(v: Any) -> bytes | None:
@@ -128,6 +135,7 @@ def _entry(r: Any, with_context_vector: bool) -> Entry:
         hit_count=int(r[9] or 0),
         last_hit_at=r[10],
         context_vector=_vec(r[11]) if with_context_vector else None,
+        vector=_vec(r[12]) if with_context_vector else None,
     )
 
 
@@ -154,9 +162,29 @@ class SQLStore:
         self._write_lock = threading.Lock()
         metadata.create_all(self.engine)
         self._returning = bool(self.engine.dialect.insert_executemany_returning)
+        # Lookups on the embedded store read through plain sqlite3 connections, one per thread: a
+        # fetch of a few rows then costs tens of microseconds instead of SQLAlchemy's few hundred.
+        database = self.engine.url.database if self.is_sqlite else None
+        self._sqlite_file = database if database and database != ":memory:" else None
+        self._readers = threading.local()
+        self._reader_conns: list[sqlite3.Connection] = []
 
     def close(self) -> None:
+        for conn in self._reader_conns:
+            conn.close()
+        self._reader_conns.clear()
         self.engine.dispose()
+
+    def _reader(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._readers, "conn", None)
+        if conn is None:
+            assert self._sqlite_file is not None
+            conn = sqlite3.connect(self._sqlite_file, timeout=30, check_same_thread=False)
+            conn.execute("PRAGMA query_only=1")
+            self._readers.conn = conn
+            with self._write_lock:
+                self._reader_conns.append(conn)
+        return conn
 
     # entries ---------------------------------------------------------------------------------------
 
@@ -194,6 +222,10 @@ class SQLStore:
     def fetch(self, scope: str, ids: list[int], now: float) -> dict[int, Entry]:
         if not ids:
             return {}
+        if self._sqlite_file is not None:
+            sql = _FETCH_SQL.format(marks=",".join("?" * len(ids)))
+            found = self._reader().execute(sql, (scope, *ids, now)).fetchall()
+            return {int(r[0]): _entry(r, with_context_vector=True) for r in found}
         stmt = select(*_ENTRY_COLUMNS).where(
             entries.c.scope == scope,
             entries.c.id.in_(ids),
