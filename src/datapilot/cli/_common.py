@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import socket
 import sys
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Annotated, Any
 
+import httpx
 import typer
 from rich.console import Console
 
@@ -49,3 +52,27 @@ def setup_logging(level: str) -> None:
     logging.basicConfig(
         level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
     )
+
+
+async def sse_events(
+    url: str, key: str | None, path: str, body: dict[str, Any], read_timeout_s: float | None = 600
+) -> AsyncIterator[dict[str, Any]]:
+    """POST ``body`` (streamed) to a running server's ``path`` and yield its SSE events until ``[DONE]``.
+    ``url`` may name the server or its ``/v1`` base; an API error becomes a ``DataPilotError``."""
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    base = url.rstrip("/").removesuffix("/v1")
+    async with httpx.AsyncClient(timeout=read_timeout_s) as client:
+        try:
+            async with client.stream("POST", f"{base}{path}", json={**body, "stream": True}, headers=headers) as resp:
+                if resp.status_code >= 400:
+                    payload = json.loads(await resp.aread())
+                    raise DataPilotError(payload.get("error", {}).get("message", f"HTTP {resp.status_code}"))
+                async for line in resp.aiter_lines():
+                    if not line.startswith("data: "):
+                        continue
+                    data = line.removeprefix("data: ")
+                    if data == "[DONE]":
+                        break
+                    yield json.loads(data)
+        except httpx.HTTPError as exc:
+            raise DataPilotError(f"no server answering at {base} ({exc})") from None

@@ -14,11 +14,10 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Annotated, Any
 
-import httpx
 import typer
 from rich.syntax import Syntax
 
-from datapilot.cli._common import ConfigOpt, HomeOpt, ProfileOpt, err, out, settings_from
+from datapilot.cli._common import ConfigOpt, HomeOpt, ProfileOpt, err, out, settings_from, sse_events
 from datapilot.core.config import Settings
 from datapilot.core.errors import DataPilotError
 
@@ -56,28 +55,6 @@ async def _local_events(settings: Settings, scene: str, request: Any, model: str
     finally:
         await manager.close()
         await sources.close()
-
-
-async def _remote_events(url: str, key: str | None, body: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
-    headers = {"Authorization": f"Bearer {key}"} if key else {}
-    base = url.rstrip("/").removesuffix("/v1")
-    async with httpx.AsyncClient(timeout=600) as client:
-        try:
-            async with client.stream(
-                "POST", f"{base}/api/chat", json={**body, "stream": True}, headers=headers
-            ) as resp:
-                if resp.status_code >= 400:
-                    payload = json.loads(await resp.aread())
-                    raise DataPilotError(payload.get("error", {}).get("message", f"HTTP {resp.status_code}"))
-                async for line in resp.aiter_lines():
-                    if not line.startswith("data: "):
-                        continue
-                    data = line.removeprefix("data: ")
-                    if data == "[DONE]":
-                        break
-                    yield json.loads(data)
-        except httpx.HTTPError as exc:
-            raise DataPilotError(f"no server answering at {base} ({exc})") from None
 
 
 def _write_chart(table: dict[str, Any], chart: dict[str, Any], folder: Path, fmt: str, stem: str) -> Path | None:
@@ -124,7 +101,7 @@ def chat_command(
             raise DataPilotError("with --url, upload the file first: POST /api/datasources/upload, then --db NAME")
         key = settings.server.api_keys[0].get_secret_value() if settings.server.api_keys else None
         body = {"scene": scene, "question": question, "datasource": db, "model": model, "style": style}
-        events = _remote_events(url, key, body)
+        events = sse_events(url, key, "/api/chat", body, read_timeout_s=600)
     else:
         name = chat_model_name(settings, model)
         request = SceneRequest(question, db, name, style, str(file) if file else None)

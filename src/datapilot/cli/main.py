@@ -24,6 +24,7 @@ from datapilot.cli._common import (
     settings_from,
 )
 from datapilot.cli._progress import model_progress
+from datapilot.cli.agent import agent_app
 from datapilot.cli.bench_serve import bench_serve
 from datapilot.cli.cache import bench_app, cache_app
 from datapilot.cli.chat import chat_command
@@ -54,6 +55,7 @@ app.add_typer(bench_app, name="bench")
 app.add_typer(start_app, name="start")
 app.add_typer(db_app, name="db")
 app.add_typer(eval_app, name="eval")
+app.add_typer(agent_app, name="agent")
 app.command("chat")(chat_command)
 
 

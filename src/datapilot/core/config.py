@@ -176,6 +176,40 @@ class DataSettings(BaseModel):
     max_upload_bytes: int = Field(64 * 1024 * 1024, ge=1, description="largest CSV/Excel/Parquet upload")
 
 
+# Agents; see datapilot.agents.
+DEFAULT_AGENT_ROUNDS = 2
+DEFAULT_AGENT_TURNS = 4
+DEFAULT_AGENT_TOKENS = 24_000
+DEFAULT_CODE_TIMEOUT_S = 10.0
+DEFAULT_CODE_MEMORY_MB = 1024
+
+
+class AgentSettings(BaseModel):
+    """The ``[agents]`` section: budgets of a team run, the code runner's limits, plugins and memory."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str | None = Field(None, description="chat model for agents; default: the data scenes' model")
+    max_rounds: int = Field(DEFAULT_AGENT_ROUNDS, ge=1, le=10, description="plan -> run -> review cycles, at most")
+    max_turns: int = Field(DEFAULT_AGENT_TURNS, ge=1, le=20, description="model calls one agent makes for one step")
+    max_tokens: int = Field(DEFAULT_AGENT_TOKENS, ge=100, description="prompt + completion tokens of a whole run")
+    max_reply_tokens: int = Field(192, ge=16, le=4096, description="tokens one model reply may take")
+    max_parse_retries: int = Field(1, ge=0, le=5, description="times an unreadable action is sent back for repair")
+    max_steps: int = Field(8, ge=1, le=30, description="steps a plan may have")
+    parallel: bool = Field(True, description="run independent steps of a plan at the same time")
+    temperature: float = Field(0.0, ge=0, le=2)
+    code_timeout_s: float = Field(DEFAULT_CODE_TIMEOUT_S, gt=0, le=600, description="wall time of one code run")
+    code_memory_mb: int = Field(DEFAULT_CODE_MEMORY_MB, ge=64, description="address-space limit of one code run")
+    code_output_bytes: int = Field(64 * 1024, ge=1024, description="stdout/stderr kept from one code run")
+    plugins_dir: Path | None = Field(None, description="folder of .py files that define tools and agents")
+    plugins: list[str] = Field(
+        default_factory=lambda: ["*"], description="tool and agent names plugins may register; '*' allows any"
+    )
+    memory: bool = Field(True, description="keep a long-term memory of past results, retrieved by relevance")
+    memory_path: Path | None = Field(None, description="SQLite file; default DATAPILOT_HOME/agents/memory.db")
+    runs_kept: int = Field(50, ge=0, description="finished run traces kept for GET /api/agents/runs/{id}")
+
+
 def default_models() -> list[ModelConfig]:
     return [
         ModelConfig(
@@ -262,6 +296,7 @@ class Settings(BaseSettings):
     cluster: ClusterSettings = Field(default_factory=ClusterSettings)
     knowledge: KnowledgeSection = Field(default_factory=KnowledgeSection)
     data: DataSettings = Field(default_factory=DataSettings)
+    agents: AgentSettings = Field(default_factory=AgentSettings)
 
     @field_validator("home")
     @classmethod

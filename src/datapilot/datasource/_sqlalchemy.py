@@ -110,7 +110,11 @@ class SQLAlchemyConnector:
 
     def _run_sync(self, sql: str, limit: int, timeout_s: float) -> QueryResult:
         started = time.perf_counter()
-        with self._engine.connect() as conn:
+        try:
+            connection = self._engine.connect()
+        except SQLAlchemyError as exc:  # unreachable server, bad credentials: the caller's to fix, not a 500
+            raise QueryError(f"could not connect to the database: {_db_error(exc)}", code="connection_failed") from None
+        with connection as conn:
             try:
                 self._arm_timeout(conn, timeout_s)
                 result = conn.execution_options(stream_results=self.backend != "sqlite").execute(text(sql))

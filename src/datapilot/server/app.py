@@ -1,4 +1,4 @@
-"""The FastAPI assembly: /v1 and /api/v1 (OpenAI-compatible), /health, /metrics."""
+"""The FastAPI assembly: /v1 and /api/v1 (OpenAI-compatible), /api/..., /health, /metrics, the UI at /."""
 
 from __future__ import annotations
 
@@ -15,15 +15,17 @@ from datapilot import __version__
 from datapilot.core.config import Settings
 from datapilot.models.manager import ModelManager
 from datapilot.models.service import ModelService
+from datapilot.server.agents_api import build_agents_router
 from datapilot.server.awel_api import build_awel_router, build_flow_manager, load_flows
 from datapilot.server.cache_api import CacheService, include_cache_routes
 from datapilot.server.chat_api import build_chat_router
 from datapilot.server.datasource_api import DataService, build_datasource_router
 from datapilot.server.errors import error_body, install_error_handlers
 from datapilot.server.knowledge_api import KnowledgeService, build_knowledge_router
-from datapilot.server.metrics import ServingMetrics
+from datapilot.server.metrics import ServingMetrics, build_metrics_router
 from datapilot.server.openai_api import build_router
 from datapilot.server.state import Services, services
+from datapilot.web import mount_ui
 
 log = logging.getLogger("datapilot.server")
 
@@ -133,6 +135,8 @@ def create_app(
     app.include_router(build_knowledge_router(), prefix="/api/knowledge", tags=["knowledge"])
     app.include_router(build_datasource_router(), prefix="/api/datasources", tags=["data"])
     app.include_router(build_chat_router(), prefix="/api", tags=["chat"])
+    app.include_router(build_agents_router(), prefix="/api/agents", tags=["agents"])
+    app.include_router(build_metrics_router(), prefix="/api", tags=["metrics"])
 
     @app.get("/health")
     async def health(request: Request) -> dict[str, Any]:
@@ -149,4 +153,5 @@ def create_app(
         ready = {m.name: m.status == "ready" for m in await svc.llm.models()}
         return Response(svc.metrics.render(ready), media_type="text/plain; version=0.0.4")
 
+    mount_ui(app)  # last: the UI's / and /static never shadow an API route
     return app

@@ -29,13 +29,13 @@ from datapilot.server.state import services
 class ChatBody(BaseModel):
     model_config = {"extra": "forbid"}
 
-    scene: str = Field("data", description="data, db_qa, excel, dashboard or knowledge")
+    scene: str = Field("data", description="data, db_qa, excel, dashboard, knowledge or agent")
     question: str = Field(..., min_length=1)
     datasource: str | None = Field(None, description="a registered data source [default: the configured one]")
     model: str | None = None
     stream: bool = False
     style: str = Field("completion", pattern="^(completion|chat)$", description="text-to-SQL prompt style")
-    space: str | None = Field(None, description="the knowledge space, for scene knowledge")
+    space: str | None = Field(None, description="the knowledge space, for scenes knowledge and agent")
 
 
 def _json(obj: Any) -> str:
@@ -61,6 +61,13 @@ def build_chat_router() -> APIRouter:
     async def chat_endpoint(body: ChatBody, request: Request) -> Response:
         if body.scene == "knowledge":
             return await _knowledge(body, request)
+        if body.scene == "agent":
+            from datapilot.server.agents_api import AgentRunBody, run_agents
+
+            goal = AgentRunBody(
+                goal=body.question, datasource=body.datasource, space=body.space, model=body.model, stream=body.stream
+            )
+            return await run_agents(goal, request, scene="agent")
         data = data_service(request)
         model = await data.chat_model(body.model)
         ctx = ChatContext(_llm(request), model, data.require(), data.settings.data, data.embedder)

@@ -1,14 +1,38 @@
-"""Per-request serving measurements: one log line per request and Prometheus series at /metrics."""
+"""Per-request serving measurements: one log line per request, Prometheus series at /metrics, and
+``GET /api/metrics/models``: recent figures per model as JSON (the UI's models page reads them)."""
 
 from __future__ import annotations
 
 import logging
+import statistics
+import time
+from collections import deque
+from dataclasses import dataclass
+from typing import Any
 
+from fastapi import APIRouter, Depends, Request
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector, generate_latest
 
 from datapilot.models.manager import RequestRecord
 
 log = logging.getLogger("datapilot.serving")
+
+RECENT_REQUESTS = 100  # per model, for the JSON figures
+
+
+@dataclass(slots=True)
+class _Recent:
+    at: float
+    status: str
+    latency_s: float
+    ttft_s: float | None
+    tokens_per_s: float
+    completion_tokens: int
+
+
+def _median_ms(values: list[float]) -> float | None:
+    return round(statistics.median(values) * 1000, 2) if values else None
+
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 
@@ -45,6 +69,8 @@ class ServingMetrics:
         self.prompt_tokens = Counter("datapilot_prompt_tokens", "Prompt tokens", ("model",), registry=r)
         self.completion_tokens = Counter("datapilot_completion_tokens", "Generated tokens", ("model",), registry=r)
         self.model_ready = Gauge("datapilot_model_ready", "1 when the model is loaded", ("model",), registry=r)
+        self.totals: dict[str, dict[str, int]] = {}
+        self.recent: dict[str, deque[_Recent]] = {}
 
     def observe(self, rec: RequestRecord) -> None:
         t = rec.timing
@@ -58,6 +84,12 @@ class ServingMetrics:
             self.ttft.labels(rec.model).observe(ttft)
         if tps:
             self.tokens_per_second.labels(rec.model).observe(tps)
+        totals = self.totals.setdefault(rec.model, {"requests": 0, "errors": 0, "completion_tokens": 0})
+        totals["requests"] += 1
+        totals["errors"] += rec.status not in ("ok", "cancelled")
+        totals["completion_tokens"] += rec.usage.completion_tokens
+        window = self.recent.setdefault(rec.model, deque(maxlen=RECENT_REQUESTS))
+        window.append(_Recent(time.time(), rec.status, t.latency_s, ttft, tps or 0.0, rec.usage.completion_tokens))
         log.info(
             "model=%s kind=%s stream=%s status=%s prompt_tokens=%d completion_tokens=%d "
             "ttft_ms=%s latency_ms=%.1f tokens_per_s=%.1f",
@@ -76,3 +108,34 @@ class ServingMetrics:
         for model, ok in ready.items():
             self.model_ready.labels(model).set(1 if ok else 0)
         return generate_latest(self.registry)
+
+    def summary(self) -> dict[str, dict[str, Any]]:
+        """Per model: totals since start, and medians over its last ``RECENT_REQUESTS`` requests."""
+        out: dict[str, dict[str, Any]] = {}
+        for model, window in self.recent.items():
+            recent = list(window)
+            generating = [r for r in recent if r.completion_tokens > 0]
+            tps = [r.tokens_per_s for r in generating if r.tokens_per_s > 0]
+            out[model] = {
+                **self.totals.get(model, {}),
+                "recent": len(recent),
+                "first_token_p50_ms": _median_ms([r.ttft_s for r in generating if r.ttft_s is not None]),
+                "latency_p50_ms": _median_ms([r.latency_s for r in recent]),
+                "tokens_per_s": round(statistics.median(tps), 1) if tps else None,
+                "last_request_at": recent[-1].at if recent else None,
+            }
+        return out
+
+
+def build_metrics_router() -> APIRouter:
+    # Imported here: the server state module imports this one.
+    from datapilot.server.openai_api import require_api_key
+    from datapilot.server.state import services
+
+    router = APIRouter(dependencies=[Depends(require_api_key)])
+
+    @router.get("/metrics/models")
+    async def model_figures(request: Request) -> dict[str, Any]:
+        return {"data": services(request).metrics.summary()}
+
+    return router

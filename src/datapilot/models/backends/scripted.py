@@ -4,7 +4,9 @@ Shipped with the code as a test seam for the serving logic (streaming, stop stri
 errors, load failures). It never stands in for the real path, which the tests exercise with the
 embedded GGUF and MiniLM models.
 
-params: ``replies`` (list, cycled; default echoes the last user text), ``token_delay_s``,
+params: ``replies`` (list, cycled; default echoes the last user text), ``rules`` (``[[regex, reply or
+[replies]], ...]``: the first regex found in the prompt picks the reply, each rule cycling its own
+list, before ``replies``; lets concurrent callers get their own scripts), ``token_delay_s``,
 ``load_delay_s``, ``fail_load`` (a reason: loading fails with it), ``fail_after_tokens`` (the
 answer breaks off with an instance failure after that many tokens), ``dimension`` (embeddings),
 ``context_length``.
@@ -41,6 +43,10 @@ class ScriptedBackend(ModelBackend):
         p = self.config.params
         replies = p.get("replies")
         self._replies = itertools.cycle(replies) if replies else None
+        self._rules = [
+            (re.compile(str(pattern), re.S), itertools.cycle(reply if isinstance(reply, list) else [reply]))
+            for pattern, reply in p.get("rules", [])
+        ]
         self.token_delay_s = float(p.get("token_delay_s", 0.0))
         self.fail_after_tokens = p.get("fail_after_tokens")
         self.dimension = int(p.get("dimension", 32))
@@ -65,6 +71,9 @@ class ScriptedBackend(ModelBackend):
             last = next((m.content for m in reversed(request.messages) if m.role == "user"), "")
         else:
             prompt = last = request.prompt or ""
+        rule = next((cycle for pattern, cycle in self._rules if pattern.search(prompt)), None)
+        if rule is not None:
+            return str(next(rule)), len(word_tokens(prompt))
         reply = next(self._replies) if self._replies is not None else f"You said: {last}"
         return reply, len(word_tokens(prompt))
 
