@@ -3,8 +3,8 @@ vector index and embedders; ``SyncSemanticCache`` is the thin blocking wrapper.
 
 A lookup: embed the question (and the context, unless its embedding is cached) → search the scope's
 index for the top-k → fetch the live rows → keep the first candidate that clears, in order, the cosine
-threshold (short or long), the parameters, the context (see ``_key``), the lexical guards, the learned
-decision stage and, when configured, the reranker. Logging and hit counting go through a background
+threshold (short or long), the parameters, the context (see ``_key``), the lexical guards, the
+ambiguity margin and, when configured, the reranker. Logging and hit counting go through a background
 writer, off the request path.
 """
 
