@@ -373,3 +373,19 @@ async def test_awel_operator_runs_a_team(scripted: Scripted, sources: object) ->
     assert result["trace"]["records"][-1]["type"] == "done"
     assert OPERATORS.get("agent_team") is AgentOperator
     assert AgentOperator("s", database="shop").requirements()[1].kind == "database"
+
+
+def test_trend_facts_say_what_changed_over_time_only() -> None:
+    from datapilot.agents._agent import TableArtifact
+    from datapilot.agents._builtin import trend_facts
+    from datapilot.datasource import QueryResult
+
+    monthly = QueryResult(
+        "SELECT ...", ["month", "orders"], [("2024-01", 40), ("2024-02", 58), ("2024-03", 30), ("2024-04", 50)]
+    )
+    facts = trend_facts(TableArtifact("t1", "orders per month", monthly))
+    assert facts == ("orders went from 40 (2024-01) to 50 (2024-04) (+25%); highest 58 (2024-02), lowest 30 (2024-03).")
+    by_status = QueryResult("SELECT ...", ["status", "orders"], [("cancelled", 139), ("delivered", 1022)])
+    assert trend_facts(TableArtifact("t2", "orders per status", by_status)) == ""  # categories: no change
+    one_row = QueryResult("SELECT ...", ["month", "orders"], [("2024-01", 40)])
+    assert trend_facts(TableArtifact("t3", "one month", one_row)) == ""

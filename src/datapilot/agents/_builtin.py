@@ -56,6 +56,40 @@ def chartable(table: TableArtifact) -> bool:
     return len(rows) >= 2 and numeric
 
 
+def _number(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool)
+
+
+def _fmt(v: float) -> str:
+    return f"{v:,.0f}" if float(v).is_integer() or abs(v) >= 100 else f"{v:,.2f}"
+
+
+_PERIOD = re.compile(r"^\d{4}([-/]\d{1,2}([-/]\d{1,2})?|[- ]?Q[1-4])?([ T]\d{2}:\d{2}(:\d{2})?)?$")
+_TIME_NAME = re.compile(r"(date|time|day|week|month|quarter|year|period)", re.I)
+
+
+def trend_facts(table: TableArtifact) -> str:
+    """What changed along a table's first column, in numbers: first to last value of its last measure,
+    the change in percent, the highest and the lowest point. Empty for tables without that shape."""
+    rows = table.result.to_dict()["rows"]
+    cols = table.result.columns
+    if len(rows) < 2 or len(cols) < 2:
+        return ""
+    measures = [i for i in range(1, len(cols)) if all(_number(r[i]) for r in rows)]
+    xs_raw = [r[0] for r in rows]
+    dated = all(isinstance(x, str) and _PERIOD.match(x.strip()) for x in xs_raw) or bool(_TIME_NAME.search(cols[0]))
+    if not measures or not dated or xs_raw != sorted(xs_raw):
+        return ""  # not a series over time: categories have no "change"
+    y = measures[-1]
+    xs, ys = [str(r[0]) for r in rows], [float(r[y]) for r in rows]
+    hi, lo = max(range(len(ys)), key=ys.__getitem__), min(range(len(ys)), key=ys.__getitem__)
+    change = f" ({(ys[-1] - ys[0]) / abs(ys[0]):+.0%})" if ys[0] else ""
+    return (
+        f"{cols[y]} went from {_fmt(ys[0])} ({xs[0]}) to {_fmt(ys[-1])} ({xs[-1]}){change}; "
+        f"highest {_fmt(ys[hi])} ({xs[hi]}), lowest {_fmt(ys[lo])} ({xs[lo]})."
+    )
+
+
 # --- data analyst ----------------------------------------------------------------------------------------------
 
 
@@ -119,7 +153,9 @@ class AnalystAgent(Agent):
             outcome.text = ""
         if outcome.artifacts and not outcome.text:
             table = ctx.workspace.tables[outcome.artifacts[-1]]
-            outcome.text = f"{table.title}: {len(table.result.rows)} row(s), columns {', '.join(table.result.columns)}"
+            facts = trend_facts(table)
+            shape = f"{len(table.result.rows)} row(s), columns {', '.join(table.result.columns)}"
+            outcome.text = f"{table.title}: {facts or shape}"
         return outcome
 
     async def _tool(self, ctx: RunContext, task: Task, name: str, args: dict[str, Any]) -> ToolResult:
@@ -365,6 +401,10 @@ def _table_words(ctx: RunContext) -> str:
     return " ".join(f"{t.title} {' '.join(t.result.columns)} {t.preview()}" for t in ctx.workspace.tables.values())
 
 
+def shape_of(result: Any) -> str:
+    return f"{len(result.rows)} row(s) over {', '.join(result.columns)}."
+
+
 def default_summary(ctx: RunContext) -> str:
     ws = ctx.workspace
     parts = [
@@ -376,7 +416,7 @@ def default_summary(ctx: RunContext) -> str:
         if len(r.rows) == 1 and len(r.columns) == 1:
             parts.append(f"{t.title}: {r.columns[0]} = {r.to_dict()['rows'][0][0]}.")
         elif r.rows:
-            parts.append(f"{t.title}: {len(r.rows)} row(s) over {', '.join(r.columns)}.")
+            parts.append(f"{t.title}: {trend_facts(t) or shape_of(r)}")
     return " ".join(parts)
 
 
@@ -385,6 +425,10 @@ def compose_report(ctx: RunContext, summary: str) -> str:
     the cited passages, the code runs, and the run's figures."""
     ws, trace = ctx.workspace, ctx.trace
     lines = [f"# {trace.goal.strip()}", "", summary.strip(), ""]
+    # What changed, computed from the tables themselves: true whatever the model wrote above.
+    facts = [(t, trend_facts(t)) for t in ws.tables.values()]
+    if any(f for _, f in facts):
+        lines += ["## Key figures", ""] + [f"- **{t.title}**: {f}" for t, f in facts if f] + [""]
     plan = next((r for r in reversed(trace.records) if r["type"] == "plan"), None)
     steps = {s["id"]: s for s in (plan or {}).get("steps", [])}
     done = {r["step"]: r for r in trace.records if r["type"] == "step_done"}

@@ -207,7 +207,7 @@ class DataResource:
             return None
         _, table, column = best
         sql = (
-            f'SELECT substr(CAST("{column}" AS TEXT), 1, 7) AS month, COUNT(*) AS "rows" FROM "{table}" '
+            f'SELECT substr(CAST("{column}" AS TEXT), 1, 7) AS month, COUNT(*) AS "{table}" FROM "{table}" '
             f"GROUP BY 1 ORDER BY 1"
         )
         return f"{table} per month", transpile(sql, self.connector.dialect, "sqlite")
