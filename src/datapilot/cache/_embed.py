@@ -185,8 +185,12 @@ class SentenceTransformerEmbedder:
         return self._embed_sync(texts)
 
     def _forward(self, texts: list[str]) -> np.ndarray:
+        # sentence-transformers sorts the texts by length and pads each batch to its longest text. Small
+        # batches keep that padding small: on 2 cores, 32 concurrent questions embed at 223/s in batches
+        # of 8 and 122/s in one batch of 32; a bulk of 1,000 at 262/s in batches of 16 (255/s in 64s).
+        batch = 8 if len(texts) <= 64 else 16
         vectors = self._model.encode(
-            texts, batch_size=64, normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False
+            texts, batch_size=batch, normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False
         )
         return _normalise(vectors)
 
