@@ -17,8 +17,10 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import itertools
+import logging
 import os
 import re
+import warnings
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -138,13 +140,19 @@ class SentenceTransformerEmbedder:
         overlap_tokens: int = 64,
         max_batch: int = 64,
         device: str = "cpu",
+        runtime: str = "auto",
+        onnx_dir: Path | None = None,
     ) -> None:
+        if runtime not in ("auto", "onnx", "torch"):
+            raise ConfigError(f"embedder runtime must be auto, onnx or torch, not {runtime!r}")
         self.path = Path(path) if path else None
         self.name = f"minilm:{self.path or 'bundled'}"
         self._window = window_tokens
         self._overlap = overlap_tokens
         self._device = device
         self._model: Any = None
+        self._runtime, self._onnx_dir = runtime, onnx_dir
+        self._session: Any = None  # an ONNX Runtime session when that runtime is in use
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cache-embed")
         self._batcher = _Batcher(self._embed_sync, self._executor, max_batch)
         self._load_lock = asyncio.Lock()
@@ -169,6 +177,13 @@ class SentenceTransformerEmbedder:
         if not path.is_dir():
             raise ModelNotReadyError(f"embedding model folder not found: {path}")
         self._model = SentenceTransformer(str(path), device=self._device, local_files_only=True)
+        if self._runtime != "torch" and self._device == "cpu":
+            self._session = onnx_session(self._model, path, self._onnx_dir, required=self._runtime == "onnx")
+
+    @property
+    def runtime(self) -> str:
+        """``onnx`` or ``torch``: what embeds now (known once the model is loaded)."""
+        return "onnx" if self._session is not None else "torch"
 
     async def load(self) -> None:
         async with self._load_lock:
@@ -189,6 +204,8 @@ class SentenceTransformerEmbedder:
         # batches keep that padding small: on 2 cores, 32 concurrent questions embed at 223/s in batches
         # of 8 and 122/s in one batch of 32; a bulk of 1,000 at 262/s in batches of 16 (255/s in 64s).
         batch = 8 if len(texts) <= 64 else 16
+        if self._session is not None:
+            return onnx_encode(self._session, self._model, texts, batch)
         vectors = self._model.encode(
             texts, batch_size=batch, normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False
         )
@@ -307,6 +324,7 @@ def _minilm(config: CacheEmbedderConfig, _: EmbedderContext) -> Embedder:
         window_tokens=config.window_tokens,
         overlap_tokens=config.overlap_tokens,
         device=str(config.params.get("device", "cpu")),
+        runtime=str(config.params.get("runtime", "auto")),
     )
 
 
@@ -350,3 +368,108 @@ register_embedder("sentence_transformers", _minilm)
 register_embedder("datapilot", _datapilot)
 register_embedder("openai", _openai)
 register_embedder("hash", _hash)
+
+
+# --- ONNX Runtime ------------------------------------------------------------------------------------------------
+# The same weights, exported once to ONNX with the mean pooling and normalisation inside the graph: on 2
+# cores 396 texts/s against 295/s through torch (QQP questions, batches of 16), equal to 3e-7.
+
+
+def _mean_pooled(model: Any) -> bool:
+    """Whether a sentence-transformers model is exactly transformer -> mean pooling (-> normalise)."""
+    names = [type(m).__name__ for m in model]
+    if names not in (["Transformer", "Pooling"], ["Transformer", "Pooling", "Normalize"]):
+        return False
+    pooling = model[1]
+    mode = getattr(pooling, "pooling_mode", None)  # sentence-transformers 5; older ones have flags
+    if isinstance(mode, str):
+        return mode == "mean"
+    return bool(getattr(pooling, "pooling_mode_mean_tokens", False)) and not any(
+        getattr(pooling, f"pooling_mode_{mode}", False)
+        for mode in ("cls_token", "max_tokens", "mean_sqrt_len_tokens", "weightedmean_tokens", "lasttoken")
+    )
+
+
+def onnx_session(model: Any, path: Path, folder: Path | None, required: bool = False) -> Any:
+    """An ONNX Runtime session for ``model`` (exported under ``folder`` on first use), or ``None`` when
+    onnxruntime is missing or the model's pipeline is not one this export reproduces."""
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        if required:
+            raise MissingDependencyError("onnxruntime", "hf") from None
+        return None
+    if not _mean_pooled(model):
+        if required:
+            raise ConfigError(f"{path}: only transformer + mean pooling models run on ONNX; use runtime torch")
+        return None
+    # Derived from the weights and named by their hash, so every DATAPILOT_HOME on the machine shares it.
+    folder = folder or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "datapilot" / "onnx"
+    folder.mkdir(parents=True, exist_ok=True)
+    stamp = hashlib.sha256()
+    for f in sorted(path.rglob("*")):
+        if f.is_file() and f.suffix in (".json", ".safetensors", ".bin", ".txt"):
+            stamp.update(f"{f.relative_to(path)}:{f.stat().st_size}:{f.stat().st_mtime_ns}".encode())
+    target = folder / f"{stamp.hexdigest()[:20]}.onnx"
+    try:
+        if not target.is_file():
+            _export(model, target)
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = min(2, os.cpu_count() or 1)
+        options.log_severity_level = 3
+        return ort.InferenceSession(str(target), options, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # auto mode: torch still embeds, just slower; say so, once
+        if required:
+            raise
+        logging.getLogger("datapilot.cache").warning("ONNX export of %s failed (%s); embedding with torch", path, exc)
+        return None
+
+
+def _export(model: Any, target: Path) -> None:
+    import torch
+
+    class Pooled(torch.nn.Module):
+        def __init__(self, bert: Any) -> None:
+            super().__init__()
+            self.bert = bert
+
+        def forward(self, input_ids: Any, attention_mask: Any, token_type_ids: Any) -> Any:
+            out = self.bert(
+                input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids
+            ).last_hidden_state
+            mask = attention_mask.unsqueeze(-1).to(out.dtype)
+            pooled = (out * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+            return torch.nn.functional.normalize(pooled, dim=1)
+
+    sample = model.tokenizer(["a sentence", "another, longer sentence"], padding=True, return_tensors="pt")
+    names = ["input_ids", "attention_mask", "token_type_ids"]
+    partial = target.with_suffix(f".{os.getpid()}.part")
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")  # the tracer's notes about shapes are expected for a dynamic export
+        torch.onnx.export(
+            Pooled(model[0].auto_model.eval()),
+            tuple(sample[n] for n in names),
+            str(partial),
+            input_names=names,
+            output_names=["embedding"],
+            dynamic_axes={**{n: {0: "batch", 1: "tokens"} for n in names}, "embedding": {0: "batch"}},
+            opset_version=17,
+            dynamo=False,
+        )
+    partial.replace(target)  # whole or absent: a crash mid-export leaves no half file to load
+
+
+def onnx_encode(session: Any, model: Any, texts: list[str], batch: int) -> np.ndarray:
+    """Embed through ONNX Runtime in length-sorted batches (as sentence-transformers does)."""
+    tokenizer, limit = model.tokenizer, int(model.max_seq_length)
+    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+    parts: list[tuple[list[int], np.ndarray]] = []
+    for start in range(0, len(texts), batch):
+        idx = order[start : start + batch]
+        enc = tokenizer([texts[i] for i in idx], padding=True, truncation=True, max_length=limit, return_tensors="np")
+        feed = {n: enc[n].astype(np.int64) for n in ("input_ids", "attention_mask", "token_type_ids")}
+        parts.append((idx, session.run(None, feed)[0]))
+    out = np.zeros((len(texts), parts[0][1].shape[1] if parts else 0), dtype=np.float32)
+    for idx, vectors in parts:
+        out[idx] = vectors
+    return _normalise(out)

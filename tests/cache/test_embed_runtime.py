@@ -1,0 +1,44 @@
+"""The cache's MiniLM runs on ONNX Runtime by default (exported once from the same weights) and must
+give the vectors torch gives; ``runtime = "torch"`` and bad values behave as documented."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from datapilot.cache._embed import SentenceTransformerEmbedder
+from datapilot.core.errors import ConfigError
+
+TEXTS = [
+    "How do I learn Python?",
+    "What is the capital of France?",
+    "word " * 400,  # past the 256-token window: embedded in overlapping windows, then pooled
+    "?",
+]
+
+
+def test_onnx_export_matches_torch_and_is_reused(tmp_path: Path) -> None:
+    onnx = SentenceTransformerEmbedder(onnx_dir=tmp_path)
+    onnx.load_sync()
+    assert onnx.runtime == "onnx"
+    exported = list(tmp_path.glob("*.onnx"))
+    assert len(exported) == 1 and not list(tmp_path.glob("*.part"))
+    torch = SentenceTransformerEmbedder(runtime="torch")
+    torch.load_sync()
+    assert torch.runtime == "torch"
+    a, b = onnx.embed_sync(TEXTS), torch.embed_sync(TEXTS)
+    assert a.shape == b.shape == (len(TEXTS), 384)
+    assert np.abs(a - b).max() < 1e-4
+    assert np.allclose(np.linalg.norm(a, axis=1), 1.0, atol=1e-5)
+    # A second embedder finds the export by the weights' hash instead of exporting again.
+    mtime = exported[0].stat().st_mtime_ns
+    again = SentenceTransformerEmbedder(onnx_dir=tmp_path)
+    again.load_sync()
+    assert again.runtime == "onnx" and exported[0].stat().st_mtime_ns == mtime
+
+
+def test_an_unknown_runtime_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match="auto, onnx or torch"):
+        SentenceTransformerEmbedder(runtime="tensorrt")
