@@ -8,7 +8,7 @@ whose models are ``openai_compat`` proxies to the first one (a real HTTP hop), w
 from __future__ import annotations
 
 import shutil
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +16,8 @@ import httpx
 import pytest
 from openai import OpenAI
 
+from datapilot.core.config import ModelConfig
+from datapilot.models.manager import ModelManager
 from datapilot.testing import (
     ServerProcess,
     database_server_installed,
@@ -177,3 +179,23 @@ def mariadb_url() -> Iterator[str]:
 def assert_healthy(srv: Server) -> None:
     resp = httpx.get(f"{srv.url}/health", timeout=5)
     assert resp.status_code == 200 and resp.json()["status"] == "ok"
+
+
+ScriptedManagers = Callable[..., Awaitable[ModelManager]]
+
+
+@pytest.fixture
+async def scripted_managers(tmp_path: Path) -> AsyncIterator[ScriptedManagers]:
+    """``await scripted_managers(name, **params)``: a started in-process manager serving one scripted
+    model with those params; closed after the test. Suites wrap it in their own ``scripted``."""
+    made: list[ModelManager] = []
+
+    async def make(name: str = "s", **params: Any) -> ModelManager:
+        manager = ModelManager([ModelConfig(name=name, backend="scripted", params=params)], tmp_path / "models")
+        await manager.start()
+        made.append(manager)
+        return manager
+
+    yield make
+    for m in made:
+        await m.close()

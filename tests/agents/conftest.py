@@ -9,9 +9,10 @@ from typing import Any
 import pytest
 
 from datapilot.apps import ChatContext
-from datapilot.core.config import DataSettings, ModelConfig
+from datapilot.core.config import DataSettings
 from datapilot.datasource import DataSources
 from datapilot.models.manager import ModelManager
+from tests.conftest import ScriptedManagers
 
 PLAN = (
     '{"steps": [{"agent": "analyst", "task": "orders per status"}, '
@@ -47,20 +48,13 @@ async def sources(data_home: Path) -> AsyncIterator[DataSources]:
 
 
 @pytest.fixture
-async def scripted(tmp_path: Path) -> AsyncIterator[Scripted]:
+def scripted(scripted_managers: ScriptedManagers) -> Scripted:
     """``await scripted(rules)``: a started manager serving model ``s`` that answers by prompt rules."""
-    made: list[ModelManager] = []
 
     async def make(rules: list[list[Any]], name: str = "s", **params: Any) -> ModelManager:
-        config = ModelConfig(name=name, backend="scripted", params={"rules": rules, **params})
-        manager = ModelManager([config], tmp_path / "models")
-        await manager.start()
-        made.append(manager)
-        return manager
+        return await scripted_managers(name, rules=rules, **params)
 
-    yield make
-    for m in made:
-        await m.close()
+    return make
 
 
 @pytest.fixture

@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from datapilot.core.config import DataSettings, ModelConfig
+from datapilot.core.config import DataSettings
 from datapilot.datasource import DataSources, build_sample_database
 from datapilot.models.manager import ModelManager
+from tests.conftest import ScriptedManagers
 
 
 def sha256(path: Path) -> str:
@@ -34,16 +35,10 @@ ScriptedFactory = Callable[..., Awaitable[ModelManager]]
 
 
 @pytest.fixture
-async def scripted(tmp_path: Path) -> AsyncIterator[ScriptedFactory]:
+def scripted(scripted_managers: ScriptedManagers) -> ScriptedFactory:
     """``await scripted(["reply 1", "reply 2"])``: a started manager serving model ``s`` with those replies."""
-    made: list[ModelManager] = []
 
     async def make(replies: list[str], name: str = "s") -> ModelManager:
-        manager = ModelManager([ModelConfig(name=name, backend="scripted", params={"replies": replies})], tmp_path)
-        await manager.start()
-        made.append(manager)
-        return manager
+        return await scripted_managers(name, replies=replies)
 
-    yield make
-    for m in made:
-        await m.close()
+    return make

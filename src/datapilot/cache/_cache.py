@@ -38,7 +38,7 @@ from datapilot.core.errors import ConfigError, InvalidRequestError
 T = TypeVar("T")
 ScopeLike = Scope | str | dict[str, Any]
 _CONTEXT_CACHE = 4096
-_ROW_CACHE = 20_000
+_ROW_CACHE = 50_000
 _LOG_BATCH_S = 0.05  # the query log and hit counts are written at most this often
 MAX_ANSWER_CHARS = 1_000_000
 MAX_QUESTION_CHARS = 200_000

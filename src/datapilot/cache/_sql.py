@@ -104,12 +104,11 @@ _ENTRY_COLUMNS = [
     entries.c.hit_count,
     entries.c.last_hit_at,
     entries.c.context_embedding,
-    entries.c.embedding,
 ]
+# The same columns for the plain-sqlite3 lookup path (see SQLStore.fetch).
 _FETCH_SQL = (
-    "SELECT id, scope, question, context, context_hash, params_key, answer, created_at, expires_at, hit_count,"
-    " last_hit_at, context_embedding, embedding FROM dp_cache_entries WHERE scope = ? AND id IN ({marks})"
-    " AND (expires_at IS NULL OR expires_at > ?)"
+    f"SELECT {', '.join(c.name for c in _ENTRY_COLUMNS)} FROM {entries.name}"
+    " WHERE scope = ? AND id IN ({marks}) AND (expires_at IS NULL OR expires_at > ?)"
 )
 
 
@@ -135,7 +134,6 @@ def _entry(r: Any, with_context_vector: bool) -> Entry:
         hit_count=int(r[9] or 0),
         last_hit_at=r[10],
         context_vector=_vec(r[11]) if with_context_vector else None,
-        vector=_vec(r[12]) if with_context_vector else None,
     )
 
 

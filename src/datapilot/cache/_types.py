@@ -101,7 +101,6 @@ class Entry:
     hit_count: int = 0
     last_hit_at: float | None = None
     context_vector: Any = None
-    vector: Any = None  # the question's embedding, on rows fetched for a lookup (the verifier uses it)
 
     def to_dict(self) -> dict[str, Any]:
         return {
