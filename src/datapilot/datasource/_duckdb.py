@@ -17,7 +17,14 @@ from typing import Any
 
 from datapilot.core.errors import InvalidRequestError, MissingDependencyError
 from datapilot.datasource._guard import check_read_only, limit_rows
-from datapilot.datasource._types import ColumnInfo, QueryError, QueryResult, QueryTimeoutError, TableInfo
+from datapilot.datasource._types import (
+    ColumnInfo,
+    QueryError,
+    QueryResult,
+    QueryTimeoutError,
+    TableInfo,
+    select_tables,
+)
 
 FILE_KINDS = {".csv": "csv", ".tsv": "csv", ".txt": "csv", ".xlsx": "excel", ".xlsm": "excel", ".parquet": "parquet"}
 SAMPLES_PER_COLUMN = 3
@@ -211,10 +218,7 @@ class DuckDBConnector:
         return await asyncio.to_thread(self._schema_sync, tables)
 
     def _schema_sync(self, tables: list[str] | None) -> list[TableInfo]:
-        names = self._tables_sync()
-        if tables is not None:
-            wanted = {t.lower() for t in tables}
-            names = [n for n in names if n.lower() in wanted]
+        names = select_tables(self._tables_sync(), tables)
         out = []
         with self._lock:
             for name in names:

@@ -22,7 +22,15 @@ from sqlalchemy.exc import DBAPIError, NoSuchModuleError, SQLAlchemyError
 
 from datapilot.core.errors import InvalidRequestError, MissingDependencyError
 from datapilot.datasource._guard import check_read_only, limit_rows
-from datapilot.datasource._types import ColumnInfo, ForeignKey, QueryError, QueryResult, QueryTimeoutError, TableInfo
+from datapilot.datasource._types import (
+    ColumnInfo,
+    ForeignKey,
+    QueryError,
+    QueryResult,
+    QueryTimeoutError,
+    TableInfo,
+    select_tables,
+)
 
 log = logging.getLogger("datapilot.datasource")
 
@@ -169,10 +177,7 @@ class SQLAlchemyConnector:
         return await asyncio.to_thread(self._schema_sync, tables)
 
     def _schema_sync(self, tables: list[str] | None) -> list[TableInfo]:
-        names = self._tables_sync()
-        if tables is not None:
-            wanted = {t.lower() for t in tables}
-            names = [n for n in names if n.lower() in wanted]
+        names = select_tables(self._tables_sync(), tables)
         insp = inspect(self._engine)
         out = []
         with self._engine.connect() as conn:

@@ -138,6 +138,14 @@ class QueryResult:
         return [{c: jsonable(v) for c, v in zip(self.columns, r, strict=False)} for r in self.rows]
 
 
+def select_tables(names: list[str], tables: list[str] | None) -> list[str]:
+    """``names`` narrowed to ``tables`` (matched case-insensitively), or all of them for ``None``."""
+    if tables is None:
+        return names
+    wanted = {t.lower() for t in tables}
+    return [n for n in names if n.lower() in wanted]
+
+
 def jsonable(v: Any) -> Any:
     """Database values as JSON values: decimals to float, dates to ISO text, bytes to hex."""
     if v is None or isinstance(v, bool | int | float | str):
