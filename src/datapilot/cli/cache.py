@@ -213,7 +213,7 @@ def _bench(
     config: Path | None,
     profile: str | None,
 ) -> None:
-    from datapilot.cache._bench import DEFAULT_SWEEP, default_data_file, run_bench, write_outputs
+    from datapilot.cache._bench import DEFAULT_SWEEP, FALSE_KINDS, default_data_file, run_bench, write_outputs
 
     path = data or default_data_file()
     if path is None or not path.is_file():
@@ -236,6 +236,7 @@ def _bench(
     if as_json:
         out.print_json(json.dumps(report.to_dict()))
         return
+    rows = [report.default, *report.sweep]
     table = Table(
         "threshold",
         "hits",
@@ -245,7 +246,7 @@ def _bench(
         "false-hit rate",
         title=f"{path.name}: {report.pairs} pairs, {report.positives} duplicates, {report.entries} entries",
     )
-    for row in [report.default, *report.sweep]:
+    for row in rows:
         d = row.to_dict()
         table.add_row(
             str(d["threshold"]),
@@ -256,6 +257,22 @@ def _bench(
             f"{d['false_hit_rate']:.3f}",
         )
     out.print(table)
+    kinds = Table("threshold", "near miss", "same text", "known dup.", "other row", "lenient precision")
+    kinds.title = "false hits by kind"
+    for row in rows:
+        d = row.to_dict()
+        kinds.add_row(str(d["threshold"]), *(str(d[k]) for k in FALSE_KINDS), f"{d['lenient_precision']:.3f}")
+    out.print(kinds)
+    out.print(
+        "near miss: the probe's own row, on a pair labelled different. same text: another row stored under the"
+        " probe's own words. known dup.: another row the data's labels join to the probe. other row: the rest."
+        " Lenient precision counts same-text and known-duplicate hits as right."
+    )
+    out.print(
+        f"{report.verbatim_elsewhere} probes are stored word for word under another row: a cache that serves"
+        f" exact repeats can reach at most {report.precision_bound(report.default.recall):.3f} strict precision"
+        f" at recall {report.default.recall:.3f}."
+    )
     if report.baseline:
         base = Table("threshold", "precision", "recall", title="cosine only (no guards, no margin)")
         for row in report.baseline:
