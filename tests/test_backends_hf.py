@@ -138,3 +138,34 @@ def test_rerank_endpoint_cohere_shape(server: Server) -> None:
     assert bad.status_code == 400 and bad.json()["error"]["param"] == "documents"
     unsupported = httpx.post(f"{server.v1}/rerank", json={"model": "gemma-3-270m", "query": "q", "documents": ["d"]})
     assert unsupported.status_code == 400 and "does not support rerank" in unsupported.json()["error"]["message"]
+
+
+async def test_a_cross_encoder_folder_as_the_cache_reranker(tiny_cross_encoder: Path, tmp_path: Path) -> None:
+    """Kind ``cross_encoder``: the folder is loaded in-process (offline) on the first candidate; its
+    sigmoid score decides against the configured threshold."""
+    from datapilot.cache import HashEmbedder, SemanticCache
+    from datapilot.core.config import CacheSettings
+
+    for threshold, hit in ((0.0, True), (1.0, False)):
+        settings = CacheSettings.model_validate(
+            {
+                "embedders": {"default": {"kind": "hash"}},
+                "rerankers": {"ce": {"kind": "cross_encoder", "path": str(tiny_cross_encoder), "threshold": threshold}},
+                "defaults": {"threshold_short": 0.5, "margin": 0.0, "reranker": "ce"},
+            }
+        )
+        async with SemanticCache(settings, tmp_path / str(threshold), embedders={"default": HashEmbedder()}) as cache:
+            await cache.insert("m", "where is the cat", "on the mat")
+            result = await cache.query("m", "where is the cat?")
+            assert result.hit is hit and result.reason == ("hit" if hit else "reranker")
+    missing = CacheSettings.model_validate(
+        {
+            "embedders": {"default": {"kind": "hash"}},
+            "rerankers": {"ce": {"kind": "cross_encoder", "path": str(tmp_path / "absent")}},
+            "defaults": {"threshold_short": 0.5, "margin": 0.0, "reranker": "ce"},
+        }
+    )
+    async with SemanticCache(missing, tmp_path / "absent-home", embedders={"default": HashEmbedder()}) as cache:
+        await cache.insert("m", "where is the cat", "on the mat")
+        with pytest.raises(ModelNotReadyError, match="reranker folder not found"):
+            await cache.query("m", "where is the cat?")

@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from datapilot.cache import HashEmbedder, SemanticCache
 from datapilot.cli import app
+from datapilot.core.config import CacheRerankerConfig, CacheSettings, ModelConfig
+from datapilot.core.errors import ConfigError
+from datapilot.models.manager import ModelManager
 
+from ..conftest import EMBED_MODEL, Server
 from .conftest import hash_settings
 
 
@@ -52,3 +58,53 @@ async def test_a_configured_reranker_gets_the_last_word(tmp_path: Path) -> None:
         assert (await cache.query("m", "how do I bake bread at home")).hit
         rejected = await cache.query("m", "Why do I bake bread at home")
         assert not rejected.hit and rejected.reason == "reranker"
+
+
+def _reranked_settings(**reranker: object) -> CacheSettings:
+    settings = hash_settings(reranker="second", threshold_short=0.3, threshold_long=0.3)
+    settings.rerankers["second"] = CacheRerankerConfig.model_validate(reranker)
+    return settings
+
+
+async def _check_reranked(cache: SemanticCache) -> None:
+    async with cache:
+        await cache.insert("m", "How do I reset my password?", "Use the reset link.")
+        same = await cache.query("m", "how do I reset my password?")
+        assert same.hit and same.answer == "Use the reset link."
+        # Close enough for the hashed bag of words, not for the reranker.
+        other = await cache.query("m", "How do I reset my email password?")
+        assert not other.hit and other.reason == "reranker"
+        assert (await cache.stats("m")).entries == 1
+
+
+async def test_a_rerank_model_served_by_datapilot_is_the_second_stage(server: Server, tmp_path: Path) -> None:
+    """The real path: MiniLM served by a DataPilot server scores (query, candidate) through /v1/rerank,
+    as kind ``datapilot`` (a DataPilot server) and kind ``rerank_api`` (any Cohere/Jina-style endpoint).
+    MiniLM puts the lower-cased repeat at 0.99 and the email-password question at 0.87."""
+    for kind in ("datapilot", "rerank_api"):
+        settings = _reranked_settings(kind=kind, base_url=server.v1, model=EMBED_MODEL, threshold=0.93)
+        await _check_reranked(SemanticCache(settings, tmp_path / kind, embedders={"default": HashEmbedder()}))
+
+
+async def test_a_rerank_model_of_this_process_and_clear_errors(tmp_path: Path) -> None:
+    manager = ModelManager([ModelConfig(name="words", backend="scripted")], tmp_path)
+    await manager.start()
+    try:
+        # The scripted reranker scores the share of the query's words in the candidate: 6/7 for the email one.
+        settings = _reranked_settings(kind="datapilot", model="words", threshold=0.9)
+        cache = SemanticCache(settings, tmp_path / "local", embedders={"default": HashEmbedder()}, local_client=manager)
+        await _check_reranked(cache)
+    finally:
+        await manager.close()
+    for reranker, message in [
+        ({"kind": "datapilot", "model": "words"}, "needs a running DataPilot server"),
+        ({"kind": "datapilot"}, "needs model"),
+        ({"kind": "rerank_api", "model": "x"}, "needs model and base_url"),
+        ({"kind": "cross_encoder"}, "needs path"),
+        ({"kind": "nope"}, "unknown cache reranker kind 'nope'; known: cross_encoder, datapilot, rerank_api"),
+    ]:
+        cache = SemanticCache(_reranked_settings(**reranker), tmp_path / "bad", embedders={"default": HashEmbedder()})
+        async with cache:
+            await cache.insert("m", "How do I reset my password?", "Use the reset link.")
+            with pytest.raises(ConfigError, match=re.escape(message)):
+                await cache.query("m", "how do i reset my password")

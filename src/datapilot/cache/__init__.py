@@ -27,7 +27,14 @@ from datapilot.cache._embed import (
 from datapilot.cache._guards import guard
 from datapilot.cache._index import FaissIndex, MilvusIndex, VectorIndex
 from datapilot.cache._key import CacheKey, key_for_messages, key_for_prompt, params_key
-from datapilot.cache._rerank import Reranker, make_reranker, register_reranker
+from datapilot.cache._rerank import (
+    ClientReranker,
+    CrossEncoderReranker,
+    Reranker,
+    RerankerContext,
+    make_reranker,
+    register_reranker,
+)
 from datapilot.cache._sql import SQLStore
 from datapilot.cache._types import CacheResult, Entry, LogRecord, Scope, Stats
 
@@ -37,6 +44,8 @@ __all__ = [
     "CacheResult",
     "CachedLLMClient",
     "ClientEmbedder",
+    "ClientReranker",
+    "CrossEncoderReranker",
     "Embedder",
     "EmbedderContext",
     "Entry",
@@ -45,6 +54,7 @@ __all__ = [
     "LogRecord",
     "MilvusIndex",
     "Reranker",
+    "RerankerContext",
     "SQLStore",
     "Scope",
     "SemanticCache",

@@ -28,7 +28,7 @@ from datapilot.cache._embed import Embedder, EmbedderContext, make_embedder
 from datapilot.cache._guards import guard
 from datapilot.cache._index import FaissIndex, MilvusIndex, VectorIndex
 from datapilot.cache._key import CacheKey, key_for_messages, key_for_prompt, normalise
-from datapilot.cache._rerank import Reranker, make_reranker
+from datapilot.cache._rerank import Reranker, RerankerContext, make_reranker
 from datapilot.cache._sql import SQLStore, default_sqlite_url
 from datapilot.cache._types import CacheResult, Entry, LogRecord, NewEntry, Scope, Stats
 from datapilot.core.client import EmbeddingClient
@@ -127,6 +127,7 @@ class SemanticCache:
         self._index = index
         self._embedders: dict[str, Embedder] = dict(embedders or {})
         self._rerankers: dict[str, Reranker] = dict(rerankers or {})
+        self._made_rerankers: list[Reranker] = []  # the ones built from settings, closed with the cache
         self._local_client = local_client
         self._executor = ThreadPoolExecutor(max_workers=8, thread_name_prefix="cache-store")
         self._policies: dict[str, CachePolicy] = {}
@@ -200,10 +201,14 @@ class SemanticCache:
             return
         self._opened = False
         await self._run(self._close_sync)
-        for embedder in self._embedders.values():
-            close = getattr(embedder, "aclose", None)
+        for closable in [*self._embedders.values(), *self._made_rerankers]:
+            close = getattr(closable, "aclose", None)
             if close is not None:
                 await close()
+        # Closed clients are no use to a reopened cache: it builds them again from the settings.
+        for name in [n for n, r in self._rerankers.items() if any(r is m for m in self._made_rerankers)]:
+            self._rerankers.pop(name)
+        self._made_rerankers.clear()
         self._executor.shutdown(wait=True)
 
     def _close_sync(self) -> None:
@@ -277,7 +282,8 @@ class SemanticCache:
             config = self.settings.rerankers.get(name)
             if config is None:
                 raise ConfigError(f"cache reranker {name!r} is not configured (cache.rerankers)")
-            reranker = make_reranker(config)
+            reranker = make_reranker(config, RerankerContext(self._local_client))
+            self._made_rerankers.append(reranker)
             self._rerankers[name] = reranker
         return reranker
 

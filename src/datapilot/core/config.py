@@ -87,8 +87,15 @@ class CacheEmbedderConfig(BaseModel):
 class CacheRerankerConfig(BaseModel):
     """An optional second-stage scorer of (query, candidate) pairs, e.g. a local cross-encoder."""
 
-    kind: str = Field("cross_encoder", description="a name in the reranker registry")
-    path: str | None = Field(None, description="local model folder")
+    kind: str = Field(
+        "cross_encoder",
+        description="cross_encoder (a local folder), datapilot (a rerank model DataPilot serves), rerank_api "
+        "(any endpoint with a Cohere/Jina-style POST /rerank: vLLM, Jina, Cohere, a DataPilot server)",
+    )
+    path: str | None = Field(None, description="local model folder (cross_encoder)")
+    model: str | None = Field(None, description="model name at the endpoint (datapilot, rerank_api)")
+    base_url: str | None = Field(None, description="API base, e.g. http://host:5670/v1; datapilot: default this server")
+    api_key: SecretStr | None = None
     threshold: float = Field(0.5, description="candidates scoring below it are rejected")
     params: dict[str, Any] = Field(default_factory=dict)
 
