@@ -3,12 +3,13 @@ give the vectors torch gives; ``runtime = "torch"`` and bad values behave as doc
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from datapilot.cache._embed import SentenceTransformerEmbedder
+from datapilot.cache._embed import SentenceTransformerEmbedder, weights_stamp
 from datapilot.core.errors import ConfigError
 
 TEXTS = [
@@ -37,6 +38,24 @@ def test_onnx_export_matches_torch_and_is_reused(tmp_path: Path) -> None:
     again = SentenceTransformerEmbedder(onnx_dir=tmp_path)
     again.load_sync()
     assert again.runtime == "onnx" and exported[0].stat().st_mtime_ns == mtime
+
+
+def test_the_export_is_named_by_the_weights_not_by_file_times(tmp_path: Path) -> None:
+    """Two installs of the same model (a new virtualenv, a clean clone) share one export."""
+    first, second = tmp_path / "a", tmp_path / "b"
+    for folder in (first, second):
+        folder.mkdir()
+        (folder / "config.json").write_text('{"hidden_size": 4}')
+        (folder / "model.safetensors").write_bytes(bytes(range(256)) * (40 << 10))  # 10 MiB: read at both ends
+    os.utime(second / "model.safetensors", (1, 1))
+    assert weights_stamp(first) == weights_stamp(second)
+    with (second / "model.safetensors").open("r+b") as f:  # another checkpoint: its last bytes differ
+        f.seek(-1, os.SEEK_END)
+        f.write(b"x")
+    assert weights_stamp(first) != weights_stamp(second)
+    (second / "model.safetensors").write_bytes(bytes(range(256)) * (40 << 10))
+    (second / "config.json").write_text('{"hidden_size": 8}')
+    assert weights_stamp(first) != weights_stamp(second)
 
 
 def test_an_unknown_runtime_is_a_config_error() -> None:

@@ -406,11 +406,7 @@ def onnx_session(model: Any, path: Path, folder: Path | None, required: bool = F
     # Derived from the weights and named by their hash, so every DATAPILOT_HOME on the machine shares it.
     folder = folder or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "datapilot" / "onnx"
     folder.mkdir(parents=True, exist_ok=True)
-    stamp = hashlib.sha256()
-    for f in sorted(path.rglob("*")):
-        if f.is_file() and f.suffix in (".json", ".safetensors", ".bin", ".txt"):
-            stamp.update(f"{f.relative_to(path)}:{f.stat().st_size}:{f.stat().st_mtime_ns}".encode())
-    target = folder / f"{stamp.hexdigest()[:20]}.onnx"
+    target = folder / f"{weights_stamp(path)}.onnx"
     try:
         if not target.is_file():
             _export(model, target)
@@ -423,6 +419,29 @@ def onnx_session(model: Any, path: Path, folder: Path | None, required: bool = F
             raise
         logging.getLogger("datapilot.cache").warning("ONNX export of %s failed (%s); embedding with torch", path, exc)
         return None
+
+
+def weights_stamp(path: Path) -> str:
+    """A name for a model folder's weights that two installs of the same files share.
+
+    Small files (configs, vocabularies) are hashed whole; weight files by size plus their first and last
+    4 MiB, which tells different checkpoints apart without reading hundreds of megabytes on each start.
+    File times are left out: every pip install writes new ones.
+    """
+    stamp = hashlib.sha256()
+    for f in sorted(path.rglob("*")):
+        if not f.is_file() or f.suffix not in (".json", ".safetensors", ".bin", ".txt"):
+            continue
+        size = f.stat().st_size
+        stamp.update(f"{f.relative_to(path).as_posix()}:{size}:".encode())
+        with f.open("rb") as data:
+            if size <= 8 << 20:
+                stamp.update(data.read())
+            else:
+                stamp.update(data.read(4 << 20))
+                data.seek(-(4 << 20), os.SEEK_END)
+                stamp.update(data.read())
+    return stamp.hexdigest()[:20]
 
 
 def _export(model: Any, target: Path) -> None:
