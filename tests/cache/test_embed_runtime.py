@@ -40,6 +40,15 @@ def test_onnx_export_matches_torch_and_is_reused(tmp_path: Path) -> None:
     assert again.runtime == "onnx" and exported[0].stat().st_mtime_ns == mtime
 
 
+def test_a_bulk_embeds_on_all_cores_and_gives_the_same_vectors(tmp_path: Path) -> None:
+    embedder = SentenceTransformerEmbedder(onnx_dir=tmp_path)
+    texts = [f"{i}: {TEXTS[i % 3]}" for i in range(200)]  # a bulk: its batches run side by side
+    bulk = embedder.embed_sync(texts)
+    assert embedder.runtime == "onnx" and embedder._bulk is not None
+    few = np.vstack([embedder.embed_sync(texts[i : i + 8]) for i in range(0, 200, 8)])  # one batch each: one session
+    assert bulk.shape == (200, 384) and np.abs(bulk - few).max() < 1e-5
+
+
 def test_the_export_is_named_by_the_weights_not_by_file_times(tmp_path: Path) -> None:
     """Two installs of the same model (a new virtualenv, a clean clone) share one export."""
     first, second = tmp_path / "a", tmp_path / "b"
