@@ -203,6 +203,30 @@ async def test_margin_rejects_ambiguous_probes(tmp_path: Path) -> None:
         await cache.insert("m", chat("cheapest flights to Rome"), "C")
         await cache.insert("m", chat("Cheapest flights to Rome."), "C2")
         assert (await cache.query("m", chat("cheapest flights to Rome"))).hit
+        # The question asked again is no near miss, however close a rival: "best pizza in town ever"
+        # is 0.89 away from it, inside the margin, and the repeat still hits.
+        repeat = await cache.query("m", chat("Best pizza in town?"))
+        assert repeat.hit and repeat.answer == "A" and repeat.similarity is not None and repeat.similarity > 0.99
+
+
+async def test_an_exact_repeat_skips_the_reranker(tmp_path: Path) -> None:
+    class Never:
+        threshold = 0.5
+        calls = 0
+
+        async def score(self, query: str, candidates: list[str]) -> list[float]:
+            Never.calls += 1
+            return [0.0 for _ in candidates]
+
+    settings = hash_settings(reranker="never")
+    async with SemanticCache(
+        settings, tmp_path, embedders={"default": HashEmbedder()}, rerankers={"never": Never()}
+    ) as cache:
+        await cache.insert("m", chat("How do I bake bread at home?"), "knead")
+        assert (await cache.query("m", chat("how do I bake bread at home"))).answer == "knead"
+        assert Never.calls == 0
+        refused = await cache.query("m", chat("how do I bake bread at home quickly"))
+        assert not refused.hit and refused.reason == "reranker" and Never.calls == 1
 
 
 def test_sync_wrapper(tmp_path: Path) -> None:

@@ -386,21 +386,25 @@ class SemanticCache:
         rows = self._fetch(scope, [i for i, _ in near], time.time())
         live = [(rows[i], s) for i, s in near if i in rows]
         reason = "expired"
+        asked = normalise(key.question)
         for entry, sim in live:
             if sim < threshold:
                 break
             why = self._reject(key, cvec, entry, sim, policy)
-            if why is None and policy.margin > 0:
+            # The question asked again (case, spacing and end punctuation aside) is no near miss: neither
+            # a close runner-up nor a reranker can make the stored answer to it the wrong one.
+            mine = normalise(entry.question)
+            repeat = mine == asked
+            if why is None and policy.margin > 0 and not repeat:
                 # Another stored question (not a copy of this one) almost as close: the probe is ambiguous
                 # between two meanings, so answering with either is a coin toss.
-                mine = normalise(entry.question)
                 others = (s for e, s in live if e.id != entry.id and normalise(e.question) != mine)
                 runner_up = max(others, default=-1.0)
                 if sim - runner_up < policy.margin:
                     why = "ambiguous"
             if why is None:
                 hit = CacheResult(True, entry.answer, sim, entry.question, entry.id, reason="hit")
-                return hit, (_Candidate(entry, sim) if policy.reranker else None)
+                return hit, (_Candidate(entry, sim) if policy.reranker and not repeat else None)
             if reason == "expired":
                 reason = why
         return CacheResult(False, similarity=best, reason=reason), None
