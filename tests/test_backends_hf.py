@@ -4,6 +4,7 @@ clear absence on a CPU machine."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import httpx
@@ -169,3 +170,63 @@ async def test_a_cross_encoder_folder_as_the_cache_reranker(tiny_cross_encoder: 
         await cache.insert("m", "where is the cat", "on the mat")
         with pytest.raises(ModelNotReadyError, match="reranker folder not found"):
             await cache.query("m", "where is the cat?")
+
+
+def _pairs(n: int) -> list[tuple[str, str, int]]:
+    """Same question when both sides are about the cat; different when one is about the dog."""
+    words = "the sat on a mat ran in park what is".split()
+    out = []
+    for i in range(n):
+        a = " ".join(words[(i + k) % len(words)] for k in range(4))
+        b = " ".join(words[(i * 3 + k) % len(words)] for k in range(3))
+        out.append((f"{a} cat", f"{b} {'cat' if i % 2 else 'dog'}", i % 2))
+    return out
+
+
+def test_train_reranker_learns_and_the_cache_loads_it(tiny_cross_encoder: Path, tmp_path: Path) -> None:
+    from datapilot.cache import CrossEncoderReranker
+    from datapilot.cache._train import train_reranker
+
+    steps_seen: list[int] = []
+    report = train_reranker(
+        _pairs(60),
+        tmp_path / "ce",
+        base=tiny_cross_encoder,
+        epochs=12,
+        batch_size=8,
+        learning_rate=3e-3,
+        holdout=0.2,
+        progress=lambda step, steps, loss: steps_seen.append(step),
+    )
+    assert (report.train_pairs, report.holdout_pairs, report.steps) == (48, 12, 12 * 6)
+    assert steps_seen == list(range(1, 73))
+    assert report.holdout_auc == 1.0 and report.holdout_accuracy == 1.0 and report.final_loss < 0.5
+    assert (tmp_path / "ce" / "datapilot_reranker.json").is_file()
+    reranker = CrossEncoderReranker(str(tmp_path / "ce"), 0.5)
+    same, other = asyncio.run(reranker.score("the sat on a cat", ["mat ran in cat", "mat ran in dog"]))
+    assert 0.5 < same < 1.0 and 0.0 < other < 0.5
+
+
+def test_train_reranker_command(tiny_cross_encoder: Path, tmp_path: Path) -> None:
+    import gzip
+    import json
+
+    from typer.testing import CliRunner
+
+    from datapilot.cli import app
+
+    data = tmp_path / "pairs.jsonl.gz"
+    with gzip.open(data, "wt") as f:
+        for a, b, label in _pairs(30):
+            f.write(json.dumps({"a": a, "b": b, "label": label}) + "\n")
+    args = ["cache", "train-reranker", "--data", str(data), "--base", str(tiny_cross_encoder), "--batch-size", "8"]
+    done = CliRunner().invoke(app, [*args, "--skip", "10", "--out", str(tmp_path / "ce"), "--json"])
+    assert done.exit_code == 0, done.output
+    report = json.loads(done.stdout)
+    assert report["train_pairs"] + report["holdout_pairs"] == 20 and report["steps"] == 3
+    assert (tmp_path / "ce" / "config.json").is_file()
+    one_label = tmp_path / "ones.jsonl"
+    one_label.write_text(json.dumps({"a": "the cat", "b": "a cat", "label": 1}) * 1 + "\n")
+    bad = CliRunner().invoke(app, ["cache", "train-reranker", "--data", str(one_label), "--out", str(tmp_path / "x")])
+    assert bad.exit_code != 0 and "needs at least two labelled pairs" in str(bad.exception)
+    assert not (tmp_path / "x").exists()

@@ -72,3 +72,37 @@ def test_bench_cache_writes_the_sweep_with_false_hits_by_kind(tmp_path: Path) ->
     assert int(strict["same_text"]) == 2 and int(strict["near_miss"]) == int(strict["other_row"]) == 0
     assert (out_dir / "cache_bench.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert len(load_pairs(data, 100)) == len(ROWS + MORE)
+
+
+async def test_the_sweep_applies_the_scopes_reranker_and_sweeps_its_threshold(tmp_path: Path) -> None:
+    """A reranker that gives every candidate sharing the probe's first word 0.6, the rest 0.2."""
+    from datapilot.cache import HashEmbedder, SemanticCache
+    from datapilot.cache._bench import RERANK_SWEEP, run_bench
+
+    from .conftest import hash_settings
+
+    class FirstWord:
+        threshold = 0.5
+        calls = 0
+
+        async def score(self, query: str, candidates: list[str]) -> list[float]:
+            FirstWord.calls += 1
+            return [0.6 if c.split()[0].lower() == query.split()[0].lower() else 0.2 for c in candidates]
+
+    data = tmp_path / "pairs.jsonl.gz"
+    _write(data, ROWS + MORE)
+    settings = hash_settings(threshold_short=0.3, threshold_long=0.3, reranker="first")
+    embedders, rerankers = {"default": HashEmbedder()}, {"first": FirstWord()}
+    cache = SemanticCache(settings, tmp_path / "home", embedders=embedders, rerankers=rerankers)
+    report = await run_bench(data, pairs=len(ROWS), cache=cache, thresholds=(0.3, 0.5), concurrency=2)
+    by = {row.threshold: row for row in report.sweep}
+    assert [t for t in by if isinstance(t, str)] == [f"rerank {r:g}" for r in RERANK_SWEEP]
+    # query() and the sweep agree; the cosine rows use the reranker at its own threshold (0.5).
+    assert report.default.hits == by[0.3].hits == by["rerank 0.5"].hits
+    # At 0.1 the reranker refuses nothing, at 0.5 the other first words, past 0.6 all but the repeats.
+    assert by["rerank 0.7"].hits < by["rerank 0.5"].hits < by["rerank 0.1"].hits
+    # The repeats: probe 0 is its own question again, probes 2 and 3 each the other's (same text).
+    assert by["rerank 0.98"].hits == by["rerank 0.7"].hits == 3 and by["rerank 0.7"].false_hits["same_text"] == 2
+    # The cosine-only baseline has no reranker either: it hits at least as often as the 0.1 row.
+    assert next(r for r in report.baseline if r.threshold == 0.3).hits >= by["rerank 0.1"].hits
+    assert FirstWord.calls <= len(ROWS) * 2  # one score per probe and candidate, kept across the sweep

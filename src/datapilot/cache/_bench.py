@@ -42,11 +42,12 @@ import numpy as np
 
 from datapilot.cache._cache import SemanticCache, percentile
 from datapilot.cache._key import key_for_messages
-from datapilot.cache._types import Scope
+from datapilot.cache._types import CacheResult, Scope
 from datapilot.core.config import CacheSettings
 
 SCOPE = Scope("bench")
 DEFAULT_SWEEP = (0.75, 0.80, 0.83, 0.85, 0.87, 0.90, 0.93, 0.95, 0.97)
+RERANK_SWEEP = (0.1, 0.3, 0.5, 0.7, 0.8, 0.9, 0.95, 0.98)  # swept too when the scope has a reranker
 
 
 def default_data_file(start: Path | None = None) -> Path | None:
@@ -276,6 +277,7 @@ async def run_bench(
             positives = sum(1 for _, _, label in rows if label == 1)
             default = _score("default", outcomes, positives)
             say("sweeping thresholds")
+            scores: dict[tuple[int, int], float] = {}
             sweep = [
                 await _sweep(
                     cache,
@@ -284,14 +286,23 @@ async def run_bench(
                     policy.model_copy(update={"threshold_short": t, "threshold_long": t}),
                     positives,
                     t,
+                    scores,
                 )
                 for t in thresholds
             ]
+            if policy.reranker:  # the reranker's own threshold, at the default cosine thresholds
+                sweep += [await _sweep(cache, truth, vectors, policy, positives, 0, scores, r) for r in RERANK_SWEEP]
             plain = []
             if baseline:
                 for t in thresholds:
                     p = policy.model_copy(
-                        update={"threshold_short": t, "threshold_long": t, "guards": False, "margin": 0.0}
+                        update={
+                            "threshold_short": t,
+                            "threshold_long": t,
+                            "guards": False,
+                            "margin": 0.0,
+                            "reranker": None,
+                        }
                     )
                     plain.append(await _sweep(cache, truth, vectors, p, positives, t))
             say(f"end to end, {concurrency} concurrent clients")
@@ -324,16 +335,32 @@ async def _sweep(
     policy: Any,
     positives: int,
     threshold: float,
+    scores: dict[tuple[int, int], float] | None = None,
+    rerank_threshold: float | None = None,
 ) -> SweepRow:
-    def run() -> list[str]:
+    """The outcomes at ``policy``, as ``query`` would give them: the reranker, when the policy names one,
+    scores each probe's candidate (once: ``scores`` keeps them across the sweep)."""
+
+    def run() -> list[tuple[CacheResult, Any]]:
         out = []
         for i, (_, b, _) in enumerate(truth.rows):
             qvec, cvec = vectors[i]
-            result, _ = cache._lookup_sync(SCOPE.key, key_for_messages(b), qvec, cvec, policy)
-            out.append(truth.outcome(i, result.hit, result.answer))
+            out.append(cache._lookup_sync(SCOPE.key, key_for_messages(b), qvec, cvec, policy))
         return out
 
-    return _score(threshold, await asyncio.to_thread(run), positives)
+    looked = await asyncio.to_thread(run)
+    outcomes = []
+    reranker = cache._reranker(policy.reranker) if policy.reranker else None
+    memo = scores if scores is not None else {}
+    for i, (result, candidate) in enumerate(looked):
+        if reranker is not None and candidate is not None:
+            pair = (i, candidate.entry.id)
+            if pair not in memo:
+                memo[pair] = (await reranker.score(truth.rows[i][1], [candidate.entry.question]))[0]
+            if memo[pair] < (reranker.threshold if rerank_threshold is None else rerank_threshold):
+                result = CacheResult(False, similarity=candidate.similarity, reason="reranker")
+        outcomes.append(truth.outcome(i, result.hit, result.answer))
+    return _score(threshold if rerank_threshold is None else f"rerank {rerank_threshold:g}", outcomes, positives)
 
 
 async def _fill(cache: SemanticCache, n: int, rows: list[tuple[str, str, int]]) -> None:
@@ -381,9 +408,12 @@ def write_outputs(report: BenchReport, out_dir: Path, name: str = "cache_bench")
             ],
         )
         writer.writeheader()
+        cosine = [r for r in report.sweep if not isinstance(r.threshold, str)]
+        reranked = [r for r in report.sweep if isinstance(r.threshold, str)]
         for curve, rows in (
             ("default", [report.default]),
-            ("datapilot", report.sweep),
+            ("datapilot", cosine),
+            ("datapilot_reranker", reranked),
             ("cosine_only", report.baseline),
         ):
             for r in rows:
@@ -400,14 +430,10 @@ def write_outputs(report: BenchReport, out_dir: Path, name: str = "cache_bench")
     except ImportError:
         return written
     fig, ax = plt.subplots(figsize=(6, 4.5))
-    ax.plot([r.recall for r in report.sweep], [r.precision for r in report.sweep], "o-", label="DataPilot")
-    ax.plot(
-        [r.recall for r in report.sweep],
-        [r.lenient_precision for r in report.sweep],
-        "o:",
-        alpha=0.6,
-        label="DataPilot, lenient",
-    )
+    ax.plot([r.recall for r in cosine], [r.precision for r in cosine], "o-", label="DataPilot")
+    ax.plot([r.recall for r in cosine], [r.lenient_precision for r in cosine], "o:", alpha=0.6, label="lenient")
+    if reranked:
+        ax.plot([r.recall for r in reranked], [r.precision for r in reranked], "^-", label="reranker threshold swept")
     if report.baseline:
         ax.plot([r.recall for r in report.baseline], [r.precision for r in report.baseline], "s--", label="cosine only")
     ax.plot([report.default.recall], [report.default.precision], "r*", markersize=14, label="defaults")

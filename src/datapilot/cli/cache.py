@@ -313,3 +313,64 @@ def bench_cache(
 
 
 cache_app.command("bench", help="The same as `datapilot bench cache`.")(bench_cache)
+
+
+def _train_progress(bar: Any, task: Any, step: int, steps: int, loss: float) -> None:
+    bar.update(task, completed=step, total=steps, loss=loss)
+    if not err.is_terminal and (step == steps or step % max(1, steps // 20) == 0):  # a log: a line each 5%
+        err.print(f"step {step}/{steps}, loss {loss:.3f}")
+
+
+@cache_app.command("train-reranker")
+def train_reranker_cmd(
+    data: Annotated[Path, typer.Option("--data", help="JSONL (.gz) pairs: a, b, label (1 = same question)")],
+    out_dir: Annotated[Path, typer.Option("--out", help="folder to write the cross-encoder to")],
+    base: Annotated[
+        Path | None, typer.Option("--base", help="BERT-style model folder to start from [default: the bundled MiniLM]")
+    ] = None,
+    pairs: Annotated[int, typer.Option("--pairs", help="pairs to use (after --skip)", min=2)] = 1_000_000,
+    skip: Annotated[int, typer.Option("--skip", help="pairs to leave out from the top (e.g. kept for tuning)")] = 0,
+    epochs: Annotated[int, typer.Option("--epochs", min=1)] = 1,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1)] = 32,
+    max_length: Annotated[int, typer.Option("--max-length", help="tokens per pair", min=8)] = 64,
+    learning_rate: Annotated[float, typer.Option("--learning-rate", min=0.0)] = 3e-5,
+    holdout: Annotated[float, typer.Option("--holdout", help="share held out and scored", min=0.0, max=0.5)] = 0.1,
+    as_json: JsonOpt = False,
+) -> None:
+    """Fine-tune a paraphrase cross-encoder for the cache's reranker stage from labelled question pairs."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from datapilot.cache._bench import load_pairs
+    from datapilot.cache._train import train_reranker
+
+    if not data.is_file():
+        raise DataPilotError(f"no data file {data}: pass --data FILE.jsonl[.gz] (a, b, label per line)")
+    rows = load_pairs(data, skip + pairs)[skip:]
+    columns = (TextColumn("training"), BarColumn(), MofNCompleteColumn(), TextColumn("loss {task.fields[loss]:.3f}"))
+    with Progress(*columns, TimeRemainingColumn(), console=err) as bar:
+        task = bar.add_task("train", total=None, loss=0.0)
+        report = train_reranker(
+            rows,
+            out_dir,
+            base=base,
+            epochs=epochs,
+            batch_size=batch_size,
+            max_length=max_length,
+            learning_rate=learning_rate,
+            holdout=holdout,
+            progress=lambda step, steps, loss: _train_progress(bar, task, step, steps, loss),
+        )
+    if as_json:
+        out.print_json(json.dumps(report.to_dict()))
+        return
+    out.print(f"trained on {report.train_pairs} pairs in {report.seconds:.0f}s ({report.steps} steps): {out_dir}")
+    if report.holdout_pairs:
+        out.print(
+            f"held-out {report.holdout_pairs} pairs: accuracy {report.holdout_accuracy:.3f},"
+            f" AUC {report.holdout_auc or 0:.3f},"
+            f" precision at recall 0.40 {report.holdout_precision_at_recall_0_4 or 0:.3f}"
+        )
+    out.print(
+        f'use it: [cache.rerankers.NAME] kind = "cross_encoder", path = "{out_dir.resolve()}"; then reranker = "NAME"'
+        " in the scope's policy"
+    )
