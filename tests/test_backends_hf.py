@@ -225,6 +225,9 @@ def test_train_reranker_command(tiny_cross_encoder: Path, tmp_path: Path) -> Non
     report = json.loads(done.stdout)
     assert report["train_pairs"] + report["holdout_pairs"] == 20 and report["steps"] == 3
     assert (tmp_path / "ce" / "config.json").is_file()
+    shown = CliRunner().invoke(app, [*args, "--out", str(tmp_path / "ce2"), "--holdout", "0.2"])
+    assert shown.exit_code == 0, shown.output
+    assert "held-out 6 pairs: accuracy" in shown.stdout and "use it: [cache.rerankers.NAME]" in shown.stdout
     one_label = tmp_path / "ones.jsonl"
     one_label.write_text(json.dumps({"a": "the cat", "b": "a cat", "label": 1}) * 1 + "\n")
     bad = CliRunner().invoke(app, ["cache", "train-reranker", "--data", str(one_label), "--out", str(tmp_path / "x")])

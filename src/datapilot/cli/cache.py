@@ -372,5 +372,6 @@ def train_reranker_cmd(
         )
     out.print(
         f'use it: [cache.rerankers.NAME] kind = "cross_encoder", path = "{out_dir.resolve()}"; then reranker = "NAME"'
-        " in the scope's policy"
+        " in the scope's policy",
+        markup=False,
     )
