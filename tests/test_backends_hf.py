@@ -157,7 +157,7 @@ async def test_a_cross_encoder_folder_as_the_cache_reranker(tiny_cross_encoder: 
         )
         async with SemanticCache(settings, tmp_path / str(threshold), embedders={"default": HashEmbedder()}) as cache:
             await cache.insert("m", "where is the cat", "on the mat")
-            result = await cache.query("m", "where is the cat?")
+            result = await cache.query("m", "where is the cat now")
             assert result.hit is hit and result.reason == ("hit" if hit else "reranker")
     missing = CacheSettings.model_validate(
         {
@@ -169,7 +169,7 @@ async def test_a_cross_encoder_folder_as_the_cache_reranker(tiny_cross_encoder: 
     async with SemanticCache(missing, tmp_path / "absent-home", embedders={"default": HashEmbedder()}) as cache:
         await cache.insert("m", "where is the cat", "on the mat")
         with pytest.raises(ModelNotReadyError, match="reranker folder not found"):
-            await cache.query("m", "where is the cat?")
+            await cache.query("m", "where is the cat now")
 
 
 def _pairs(n: int) -> list[tuple[str, str, int]]:
