@@ -30,6 +30,7 @@ import numpy as np
 from datapilot.cache._bench import load_pairs
 from datapilot.cache._embed import SentenceTransformerEmbedder
 from datapilot.cache._guards import guard, parse
+from datapilot.cache._train import precision_at_recall
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "cache"
 QUESTION_WORDS = frozenset("what why how when where who which whom whose".split())
@@ -104,13 +105,6 @@ def _threshold_for_recall(scores: np.ndarray, labels: np.ndarray, recall: float)
     return float(positive[min(len(positive) - 1, int(recall * len(positive)))])
 
 
-def _precision_at_recall(scores: np.ndarray, labels: np.ndarray, recall: float) -> float:
-    order = np.argsort(-scores)
-    found = np.cumsum(labels[order])
-    at = int(np.searchsorted(found / labels.sum(), recall))
-    return float(found[at] / (at + 1))
-
-
 async def study(dev_pairs: int, test_pairs: int, recall: float) -> None:
     from sklearn.linear_model import LogisticRegression
 
@@ -133,8 +127,8 @@ async def study(dev_pairs: int, test_pairs: int, recall: float) -> None:
     verifier_dev = model.predict_proba(fd)[:, 1]
     t_cos, t_ver = _threshold_for_recall(fd[:, 0], yd, recall), _threshold_for_recall(verifier_dev, yd, recall)
     print(f"{'threshold (dev recall ' + f'{recall:.2f})':28s}{t_cos:10.3f}{t_ver:10.3f}")
-    p_cos = _precision_at_recall(ft[:, 0], yt, recall)
-    p_ver = _precision_at_recall(model.predict_proba(ft)[:, 1], yt, recall)
+    p_cos = precision_at_recall(ft[:, 0], yt, recall)
+    p_ver = precision_at_recall(model.predict_proba(ft)[:, 1], yt, recall)
     print(f"{'test precision at that recall':28s}{p_cos:10.3f}{p_ver:10.3f}")
     m_cos, m_ver = (fm[:, 0] >= t_cos).mean(), (model.predict_proba(fm)[:, 1] >= t_ver).mean()
     print(f"{'GPTCache paraphrases taken':28s}{m_cos:10.3f}{m_ver:10.3f}")

@@ -291,7 +291,10 @@ async def run_bench(
                 for t in thresholds
             ]
             if policy.reranker:  # the reranker's own threshold, at the default cosine thresholds
-                sweep += [await _sweep(cache, truth, vectors, policy, positives, 0, scores, r) for r in RERANK_SWEEP]
+                sweep += [
+                    await _sweep(cache, truth, vectors, policy, positives, f"rerank {r:g}", scores, r)
+                    for r in RERANK_SWEEP
+                ]
             plain = []
             if baseline:
                 for t in thresholds:
@@ -334,7 +337,7 @@ async def _sweep(
     vectors: list[Any],
     policy: Any,
     positives: int,
-    threshold: float,
+    label: float | str,
     scores: dict[tuple[int, int], float] | None = None,
     rerank_threshold: float | None = None,
 ) -> SweepRow:
@@ -360,7 +363,7 @@ async def _sweep(
             if memo[pair] < (reranker.threshold if rerank_threshold is None else rerank_threshold):
                 result = CacheResult(False, similarity=candidate.similarity, reason="reranker")
         outcomes.append(truth.outcome(i, result.hit, result.answer))
-    return _score(threshold if rerank_threshold is None else f"rerank {rerank_threshold:g}", outcomes, positives)
+    return _score(label, outcomes, positives)
 
 
 async def _fill(cache: SemanticCache, n: int, rows: list[tuple[str, str, int]]) -> None:

@@ -127,7 +127,7 @@ class SemanticCache:
         self._index = index
         self._embedders: dict[str, Embedder] = dict(embedders or {})
         self._rerankers: dict[str, Reranker] = dict(rerankers or {})
-        self._made_rerankers: list[Reranker] = []  # the ones built from settings, closed with the cache
+        self._built_rerankers: dict[str, Reranker] = {}  # from settings: ours to close
         self._local_client = local_client
         self._executor = ThreadPoolExecutor(max_workers=8, thread_name_prefix="cache-store")
         self._policies: dict[str, CachePolicy] = {}
@@ -201,14 +201,11 @@ class SemanticCache:
             return
         self._opened = False
         await self._run(self._close_sync)
-        for closable in [*self._embedders.values(), *self._made_rerankers]:
+        for closable in [*self._embedders.values(), *self._built_rerankers.values()]:
             close = getattr(closable, "aclose", None)
             if close is not None:
                 await close()
-        # Closed clients are no use to a reopened cache: it builds them again from the settings.
-        for name in [n for n, r in self._rerankers.items() if any(r is m for m in self._made_rerankers)]:
-            self._rerankers.pop(name)
-        self._made_rerankers.clear()
+        self._built_rerankers.clear()  # closed clients: a reopened cache builds them again
         self._executor.shutdown(wait=True)
 
     def _close_sync(self) -> None:
@@ -277,14 +274,13 @@ class SemanticCache:
         return embedder
 
     def _reranker(self, name: str) -> Reranker:
-        reranker = self._rerankers.get(name)
+        reranker = self._rerankers.get(name) or self._built_rerankers.get(name)
         if reranker is None:
             config = self.settings.rerankers.get(name)
             if config is None:
                 raise ConfigError(f"cache reranker {name!r} is not configured (cache.rerankers)")
             reranker = make_reranker(config, RerankerContext(self._local_client))
-            self._made_rerankers.append(reranker)
-            self._rerankers[name] = reranker
+            self._built_rerankers[name] = reranker
         return reranker
 
     async def _embed_key(self, policy: CachePolicy, key: CacheKey) -> tuple[np.ndarray, np.ndarray | None]:

@@ -30,7 +30,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 
 from datapilot.core.client import EmbeddingClient
-from datapilot.core.config import CacheEmbedderConfig
+from datapilot.core.config import CacheEmbedderConfig, CacheRerankerConfig
 from datapilot.core.errors import ConfigError, MissingDependencyError, ModelNotReadyError
 
 
@@ -153,6 +153,7 @@ class SentenceTransformerEmbedder:
         self._model: Any = None
         self._runtime, self._onnx_dir = runtime, onnx_dir
         self._session: Any = None  # an ONNX Runtime session when that runtime is in use
+        self._onnx_file = Path()  # the export, once loaded on ONNX Runtime
         self._bulk: tuple[Any, ThreadPoolExecutor] | None = None  # made on the first bulk embed
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cache-embed")
         self._batcher = _Batcher(self._embed_sync, self._executor, max_batch)
@@ -179,7 +180,8 @@ class SentenceTransformerEmbedder:
             raise ModelNotReadyError(f"embedding model folder not found: {path}")
         self._model = SentenceTransformer(str(path), device=self._device, local_files_only=True)
         if self._runtime != "torch" and self._device == "cpu":
-            self._session = onnx_session(self._model, path, self._onnx_dir, required=self._runtime == "onnx")
+            self._onnx_file = onnx_file(path, self._onnx_dir)
+            self._session = onnx_session(self._model, path, self._onnx_file, required=self._runtime == "onnx")
 
     @property
     def runtime(self) -> str:
@@ -208,7 +210,7 @@ class SentenceTransformerEmbedder:
         if self._session is not None:
             bulk = len(texts) >= _BULK_TEXTS
             if bulk and self._bulk is None and (os.cpu_count() or 1) >= 2:
-                self._bulk = onnx_bulk_runner(onnx_file(self.path or bundled_minilm_path(), self._onnx_dir))
+                self._bulk = onnx_bulk_runner(self._onnx_file)
             if bulk and self._bulk is not None:
                 # A bulk insert: one single-threaded session run from a thread per core embeds 10-15%
                 # more texts a second than one session spreading each batch over the cores (10,000 QQP
@@ -341,11 +343,13 @@ def _minilm(config: CacheEmbedderConfig, _: EmbedderContext) -> Embedder:
     )
 
 
-def _remote(config: CacheEmbedderConfig) -> EmbeddingClient:
+def remote_client(config: CacheEmbedderConfig | CacheRerankerConfig) -> Any:
+    """The HTTP client for an embedder or reranker at ``base_url`` (its ``api_key``, ``params.timeout_s``)."""
     from datapilot.models import RemoteLLMClient
 
     if not config.base_url:
-        raise ConfigError(f"cache embedder kind {config.kind!r} needs base_url")
+        what = "reranker" if isinstance(config, CacheRerankerConfig) else "embedder"
+        raise ConfigError(f"cache {what} kind {config.kind!r} needs base_url")
     key = config.api_key.get_secret_value() if config.api_key else None
     return RemoteLLMClient(config.base_url, key, timeout=float(config.params.get("timeout_s", 60.0)))
 
@@ -360,7 +364,7 @@ def _datapilot(config: CacheEmbedderConfig, context: EmbedderContext) -> Embedde
     if not config.model:
         raise ConfigError("cache embedder kind 'datapilot' needs model (a DataPilot embedding model name)")
     if config.base_url:
-        return ClientEmbedder(_remote(config), config.model, **_words(config))
+        return ClientEmbedder(remote_client(config), config.model, **_words(config))
     if context.local_client is None:
         raise ConfigError("cache embedder kind 'datapilot' without base_url needs a running DataPilot server")
     return ClientEmbedder(context.local_client, config.model, **_words(config))
@@ -369,7 +373,7 @@ def _datapilot(config: CacheEmbedderConfig, context: EmbedderContext) -> Embedde
 def _openai(config: CacheEmbedderConfig, _: EmbedderContext) -> Embedder:
     if not config.model:
         raise ConfigError("cache embedder kind 'openai' needs model")
-    return ClientEmbedder(_remote(config), config.model, **_words(config))
+    return ClientEmbedder(remote_client(config), config.model, **_words(config))
 
 
 def _hash(config: CacheEmbedderConfig, _: EmbedderContext) -> Embedder:
@@ -403,9 +407,9 @@ def _mean_pooled(model: Any) -> bool:
     )
 
 
-def onnx_session(model: Any, path: Path, folder: Path | None, required: bool = False) -> Any:
-    """An ONNX Runtime session for ``model`` (exported under ``folder`` on first use), or ``None`` when
-    onnxruntime is missing or the model's pipeline is not one this export reproduces."""
+def onnx_session(model: Any, path: Path, target: Path, required: bool = False) -> Any:
+    """An ONNX Runtime session for ``model`` (from ``path``, exported to ``target`` on first use), or
+    ``None`` when onnxruntime is missing or the model's pipeline is not one this export reproduces."""
     try:
         import onnxruntime as ort
     except ImportError:
@@ -416,7 +420,6 @@ def onnx_session(model: Any, path: Path, folder: Path | None, required: bool = F
         if required:
             raise ConfigError(f"{path}: only transformer + mean pooling models run on ONNX; use runtime torch")
         return None
-    target = onnx_file(path, folder)
     target.parent.mkdir(parents=True, exist_ok=True)
     try:
         if not target.is_file():

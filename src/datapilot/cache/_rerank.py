@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
+from datapilot.cache._embed import remote_client
 from datapilot.core.config import CacheRerankerConfig
 from datapilot.core.errors import ConfigError, MissingDependencyError, ModelNotReadyError
 from datapilot.core.types import RerankOutput
@@ -112,12 +113,9 @@ def _cross_encoder(config: CacheRerankerConfig, _: RerankerContext) -> Reranker:
 
 
 def _remote(config: CacheRerankerConfig) -> ClientReranker:
-    from datapilot.models import RemoteLLMClient
-
-    assert config.base_url and config.model
-    key = config.api_key.get_secret_value() if config.api_key else None
-    client = RemoteLLMClient(config.base_url, key, timeout=float(config.params.get("timeout_s", 30.0)))
-    return ClientReranker(client, config.model, config.threshold, owned=True)
+    if not config.model or not config.base_url:
+        raise ConfigError(f"reranker kind {config.kind!r} needs model and base_url (the API base before /rerank)")
+    return ClientReranker(remote_client(config), config.model, config.threshold, owned=True)
 
 
 def _datapilot(config: CacheRerankerConfig, context: RerankerContext) -> Reranker:
@@ -131,8 +129,6 @@ def _datapilot(config: CacheRerankerConfig, context: RerankerContext) -> Reranke
 
 
 def _rerank_api(config: CacheRerankerConfig, _: RerankerContext) -> Reranker:
-    if not config.model or not config.base_url:
-        raise ConfigError("reranker kind 'rerank_api' needs model and base_url (the API base before /rerank)")
     return _remote(config)
 
 

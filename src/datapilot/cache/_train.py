@@ -47,7 +47,8 @@ class TrainReport:
         return asdict(self)
 
 
-def _precision_at_recall(scores: np.ndarray, labels: np.ndarray, recall: float) -> float | None:
+def precision_at_recall(scores: np.ndarray, labels: np.ndarray, recall: float) -> float | None:
+    """Precision among the top-scored pairs, taken down to the first place ``recall`` is reached."""
     if labels.sum() == 0:
         return None
     order = np.argsort(-scores)
@@ -179,7 +180,7 @@ def train_reranker(
                 scores.extend(torch.sigmoid(model(**enc).logits.squeeze(-1)).tolist())
         s, y = np.asarray(scores), np.asarray([label for *_, label in held], dtype=np.int64)
         accuracy = float(((s >= 0.5) == (y == 1)).mean())
-        precision, auc = _precision_at_recall(s, y, 0.4), _auc(s, y)
+        precision, auc = precision_at_recall(s, y, 0.4), _auc(s, y)
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(str(out))
     tokenizer.save_pretrained(str(out))

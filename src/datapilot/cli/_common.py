@@ -24,6 +24,7 @@ ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="TOML con
 ProfileOpt = Annotated[str | None, typer.Option("--profile", "-p", help="profile in the config file")]
 HomeOpt = Annotated[Path | None, typer.Option("--home", help="data folder [default: ~/.datapilot]")]
 UrlOpt = Annotated[str | None, typer.Option("--url", help="a running server's API base, e.g. http://127.0.0.1:5670/v1")]
+ServerOpt = Annotated[str | None, typer.Option("--url", help="a running DataPilot server, e.g. http://127.0.0.1:5670")]
 
 
 def settings_from(config: Path | None, profile: str | None, home: Path | None = None, **server: Any) -> Settings:

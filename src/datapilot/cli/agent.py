@@ -17,7 +17,7 @@ import httpx
 import typer
 from rich.markdown import Markdown
 
-from datapilot.cli._common import ConfigOpt, HomeOpt, ProfileOpt, err, out, settings_from, sse_events
+from datapilot.cli._common import ConfigOpt, HomeOpt, ProfileOpt, ServerOpt, err, out, settings_from, sse_events
 from datapilot.core.config import Settings
 from datapilot.core.errors import DataPilotError
 
@@ -81,7 +81,7 @@ def run_command(
         Path | None, typer.Option("--out", "-o", help="folder for report.md and the charts' SVG files")
     ] = None,
     trace_file: Annotated[Path | None, typer.Option("--trace", help="write the run's trace (JSON) here")] = None,
-    url: Annotated[str | None, typer.Option("--url", help="a running server, e.g. http://127.0.0.1:5670")] = None,
+    url: ServerOpt = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="print every message and table too")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="print the report and charts as JSON at the end")] = False,
     config: ConfigOpt = None,

@@ -17,7 +17,17 @@ import httpx
 import typer
 from rich.table import Table
 
-from datapilot.cli._common import ConfigOpt, HomeOpt, ProfileOpt, bind, err, out, settings_from, setup_logging
+from datapilot.cli._common import (
+    ConfigOpt,
+    HomeOpt,
+    ProfileOpt,
+    ServerOpt,
+    bind,
+    err,
+    out,
+    settings_from,
+    setup_logging,
+)
 from datapilot.core.config import Settings
 from datapilot.core.errors import DataPilotError
 
@@ -30,7 +40,6 @@ bench_app = typer.Typer(help="Benchmarks.", no_args_is_help=True)
 
 ModelOpt = Annotated[str, typer.Option("--model", "-m", help="the scope's model")]
 TenantOpt = Annotated[str | None, typer.Option("--tenant", help="the scope's tenant (optional)")]
-ServerOpt = Annotated[str | None, typer.Option("--url", help="a running DataPilot server, e.g. http://127.0.0.1:5670")]
 SystemOpt = Annotated[str | None, typer.Option("--system", help="system prompt that is part of the key")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="print JSON")]
 

@@ -17,7 +17,7 @@ from typing import Annotated, Any
 import typer
 from rich.syntax import Syntax
 
-from datapilot.cli._common import ConfigOpt, HomeOpt, ProfileOpt, err, out, settings_from, sse_events
+from datapilot.cli._common import ConfigOpt, HomeOpt, ProfileOpt, ServerOpt, err, out, settings_from, sse_events
 from datapilot.core.config import Settings
 from datapilot.core.errors import DataPilotError
 
@@ -82,7 +82,7 @@ def chat_command(
         Path | None, typer.Option("--chart", help="folder for chart images [default: HOME/charts]")
     ] = None,
     chart_format: Annotated[str, typer.Option("--chart-format", help="png or svg")] = "png",
-    url: Annotated[str | None, typer.Option("--url", help="a running server, e.g. http://127.0.0.1:5670")] = None,
+    url: ServerOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="print the final answer as JSON")] = False,
     config: ConfigOpt = None,
     profile: ProfileOpt = None,

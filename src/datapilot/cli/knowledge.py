@@ -19,7 +19,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from datapilot.cli._common import ConfigOpt, HomeOpt, ProfileOpt, err, out, settings_from
+from datapilot.cli._common import ConfigOpt, HomeOpt, ProfileOpt, ServerOpt, err, out, settings_from
 from datapilot.core.config import Settings
 from datapilot.core.errors import DataPilotError
 
@@ -27,7 +27,6 @@ knowledge_app = typer.Typer(help="Knowledge spaces: add documents, ask questions
 space_app = typer.Typer(help="Create, list and delete knowledge spaces.", no_args_is_help=True)
 knowledge_app.add_typer(space_app, name="space")
 
-ServerOpt = Annotated[str | None, typer.Option("--url", help="a running DataPilot server, e.g. http://127.0.0.1:5670")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="print JSON")]
 StrategyOpt = Annotated[str | None, typer.Option("--strategy", help="chunking: size, paragraph, separator or markdown")]
 ChunkSizeOpt = Annotated[int | None, typer.Option("--chunk-size", help="tokens per chunk at most")]
