@@ -46,14 +46,19 @@ def chat(client: OpenAI, question: str, system: str = SYSTEM, **kw: Any) -> tupl
     return raw.parse().choices[0].message.content or "", dict(raw.headers)
 
 
-def eventually_hit(fn: Callable[[], tuple[str, dict[str, str]]]) -> tuple[str, dict[str, str]]:
-    """Fresh answers are stored off the request path: the first hit may take a moment."""
+def eventually_hit(
+    server: ServerProcess, stored: str, fn: Callable[[], tuple[str, dict[str, str]]]
+) -> tuple[str, dict[str, str]]:
+    """Fresh answers are stored off the request path: wait until ``stored`` (the question first asked)
+    is in the cache, then ask ``fn`` once. Asking before that would store the retry's own answer too,
+    and a repeat of the retry would then be answered with it."""
     deadline = time.monotonic() + 10
-    while True:
-        text, headers = fn()
-        if headers.get("x-datapilot-cache") == "hit" or time.monotonic() > deadline:
-            return text, headers
+    while time.monotonic() < deadline:
+        entries = httpx.get(f"{server.url}/api/cache/entries", params={"model": "echo"}, timeout=30).json()["data"]
+        if stored in {e["question"] for e in entries}:
+            break
         time.sleep(0.1)
+    return fn()
 
 
 def test_reworded_repeat_hits_and_another_system_prompt_misses(
@@ -62,7 +67,9 @@ def test_reworded_repeat_hits_and_another_system_prompt_misses(
     client = make_client(cache_server.v1)
     first, headers = chat(client, "What is the capital of France?")
     assert headers["x-datapilot-cache"] == "miss"
-    again, headers = eventually_hit(lambda: chat(client, "what's the capital city of France?"))
+    again, headers = eventually_hit(
+        cache_server, "What is the capital of France?", lambda: chat(client, "what's the capital city of France?")
+    )
     assert headers["x-datapilot-cache"] == "hit", headers
     assert again == first and float(headers["x-datapilot-cache-similarity"]) > 0.8
     _, headers = chat(client, "What is the capital of France?", system="You are a pirate. Talk like one.")
@@ -76,7 +83,7 @@ def test_bypass_hot_requests_and_uncached_models(
 ) -> None:
     client = make_client(cache_server.v1)
     chat(client, "How long is the Nile?")
-    eventually_hit(lambda: chat(client, "How long is the Nile?"))
+    eventually_hit(cache_server, "How long is the Nile?", lambda: chat(client, "How long is the Nile?"))
     _, headers = chat(client, "How long is the Nile?", extra_headers={"x-datapilot-cache": "bypass"})
     assert headers["x-datapilot-cache"] == "bypass"
     _, headers = chat(client, "How long is the Nile?", extra_body={"cache": False})
@@ -92,7 +99,8 @@ def test_bypass_hot_requests_and_uncached_models(
 def test_a_streamed_hit_is_replayed_as_sse(cache_server: ServerProcess, make_client: Callable[..., OpenAI]) -> None:
     client = make_client(cache_server.v1)
     first, _ = chat(client, "Which river flows through Vienna?")
-    eventually_hit(lambda: chat(client, "Which river flows through Vienna?"))
+    question = "Which river flows through Vienna?"
+    eventually_hit(cache_server, question, lambda: chat(client, question))
     with client.chat.completions.with_streaming_response.create(
         model="echo",
         messages=[
@@ -123,7 +131,7 @@ def test_completions_and_the_modelcache_api_share_the_cache(
         )
         return r.parse().choices[0].text, dict(r.headers)
 
-    text, headers = eventually_hit(again)
+    text, headers = eventually_hit(cache_server, "Name three Alpine countries", again)
     assert headers["x-datapilot-cache"] == "hit" and text == raw.parse().choices[0].text
     # what serving stored lives in the model's scope, next to what ModelCache clients store
     entries = httpx.get(f"{cache_server.url}/api/cache/entries", params={"model": "echo"}, timeout=30).json()["data"]
