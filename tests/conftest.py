@@ -134,6 +134,13 @@ def proxy_server(tmp_path_factory: pytest.TempPathFactory, server: Server) -> It
                 "upstream_model": "no-such-model",
             },
             {"name": "up-dead", "backend": "openai_compat", "base_url": dead},
+            {
+                "name": "up-plain",
+                "backend": "openai_compat",
+                "base_url": server.v1,
+                "upstream_model": "echo",
+                "params": {"structured": False},
+            },
         ],
         server={"api_keys": [PROXY_KEY]},
     )

@@ -101,6 +101,23 @@ async def test_transformers_backend_generates_and_streams(tiny_gpt2: Path, tmp_p
     await mgr.close()
 
 
+async def test_transformers_logprobs_and_a_tokenizer_llguidance_cannot_read(tiny_gpt2: Path, tmp_path: Path) -> None:
+    """A word-level tokenizer has no token bytes for llguidance: logprobs still come (as decoded text),
+    a grammar is a 400 naming ``grammar`` rather than unconstrained text."""
+    from datapilot.core.errors import InvalidRequestError
+
+    mgr = ModelManager([ModelConfig(name="tiny", backend="transformers", path=str(tiny_gpt2))], tmp_path)
+    await mgr.start()
+    params = SamplingParams(max_tokens=4, temperature=0)
+    out = await mgr.generate(ModelRequest(model="tiny", prompt="hello world", params=params, logprobs=True))
+    assert out.logprobs is not None and len(out.logprobs) == 4 and all(e.logprob <= 0 for e in out.logprobs)
+    if "grammar" in mgr.workers["tiny"].info().capabilities:  # llguidance installed
+        with pytest.raises(InvalidRequestError, match="tokenizer cannot be used") as err:
+            await mgr.generate(ModelRequest(model="tiny", prompt="hello", grammar='root ::= "the cat"', params=params))
+        assert err.value.param == "grammar"
+    await mgr.close()
+
+
 async def test_cross_encoder_reranks(tiny_cross_encoder: Path, tmp_path: Path) -> None:
     mgr = ModelManager([ModelConfig(name="ce", backend="cross_encoder", path=str(tiny_cross_encoder))], tmp_path)
     await mgr.start()

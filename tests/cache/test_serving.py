@@ -96,6 +96,47 @@ def test_bypass_hot_requests_and_uncached_models(
     assert headers["x-datapilot-cache"] == "bypass"
 
 
+def test_answers_are_keyed_on_schema_and_tools_and_tool_calls_never_stored(
+    cache_server: ServerProcess, make_client: Callable[..., OpenAI]
+) -> None:
+    client = make_client(cache_server.v1)
+
+    def fmt(name: str, schema: dict[str, Any]) -> dict[str, Any]:
+        return {"type": "json_schema", "json_schema": {"name": name, "schema": schema}}
+
+    city = fmt("city", {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]})
+    size = fmt("size", {"type": "object", "properties": {"km2": {"type": "integer"}}, "required": ["km2"]})
+    question = "Which city is the largest in Japan?"
+    first, headers = chat(client, question, response_format=city)
+    assert headers["x-datapilot-cache"] == "miss" and json.loads(first) == {"city": ""}
+    again, headers = eventually_hit(cache_server, question, lambda: chat(client, question, response_format=city))
+    assert headers["x-datapilot-cache"] == "hit" and again == first
+    other, headers = chat(client, question, response_format=size)  # another schema: never the stored answer
+    assert headers["x-datapilot-cache"] == "miss" and json.loads(other) == {"km2": 0}
+    _, headers = chat(client, question)  # plain text: neither
+    assert headers["x-datapilot-cache"] == "miss"
+    tool = {
+        "type": "function",
+        "function": {"name": "lookup", "parameters": {"type": "object", "properties": {"q": {"type": "string"}}}},
+    }
+    call_question = "Look up the tallest tower in Japan"
+    for _ in range(2):
+        raw = client.chat.completions.with_raw_response.create(
+            model="echo",
+            messages=[{"role": "user", "content": call_question}],
+            tools=[tool],
+            tool_choice="required",
+            temperature=0,
+        )
+        assert raw.parse().choices[0].finish_reason == "tool_calls"
+        assert raw.headers["x-datapilot-cache"] == "miss"
+    time.sleep(0.5)
+    entries = httpx.get(f"{cache_server.url}/api/cache/entries", params={"model": "echo"}, timeout=30).json()["data"]
+    assert call_question not in {e["question"] for e in entries}
+    _, headers = chat(client, question, logprobs=True)  # a stored answer has no logprobs to give
+    assert headers["x-datapilot-cache"] == "bypass"
+
+
 def test_a_streamed_hit_is_replayed_as_sse(cache_server: ServerProcess, make_client: Callable[..., OpenAI]) -> None:
     client = make_client(cache_server.v1)
     first, _ = chat(client, "Which river flows through Vienna?")

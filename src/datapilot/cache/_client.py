@@ -9,6 +9,8 @@ SSE shape either way. A cache failure never fails the request: it is logged and 
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import json
 import logging
 import re
 from collections.abc import AsyncIterator
@@ -36,14 +38,28 @@ class CacheDecision:
     entry_id: int | None = None
 
 
+def _digest(value: object) -> str | None:
+    if value in (None, [], {}, ""):
+        return None
+    text = json.dumps(value, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
 def request_params_key(request: ModelRequest) -> str:
-    """The sampling parameters that change an answer, for the cache key (see ``_key``)."""
+    """The parameters that change an answer, for the cache key (see ``_key``): sampling, and the shape
+    the answer must have, so an answer for one schema, grammar or tool set never serves another."""
     p = request.params
+    tools = [t.to_dict() for t in request.tools] if request.uses_tools else None
     return params_key(
         kind="chat" if request.is_chat else "completion",
         seed=p.seed,
         max_tokens=p.max_tokens,
         stop=sorted(p.stop) if p.stop else None,
+        response_format=_digest(request.response_format.to_dict()) if request.response_format is not None else None,
+        grammar=_digest(request.grammar),
+        tools=_digest(tools),
+        tool_choice=request.tool_choice if tools else None,
+        parallel_tool_calls=False if tools and not request.parallel_tool_calls else None,
     )
 
 
@@ -69,6 +85,8 @@ class CachedLLMClient:
 
     def serves(self, request: ModelRequest) -> bool:
         models = self.settings.models
+        if request.logprobs:
+            return False  # a stored answer has no logprobs to give
         return (not models or request.model in models) and request.params.temperature <= self.settings.max_temperature
 
     def pop_decision(self, request_id: str) -> CacheDecision | None:

@@ -76,6 +76,14 @@ def parse_messages(messages: Any) -> list[Message]:
     return [_as_message(m, i) for i, m in enumerate(messages)]
 
 
+def _turn_text(m: Message) -> str:
+    """A turn as the cache compares it: the calls an assistant made count as much as its words."""
+    if not m.tool_calls:
+        return m.content
+    calls = " ".join(f"{c.name}({c.arguments})" for c in m.tool_calls)
+    return f"{m.content} [calls: {calls}]".strip()
+
+
 def key_for_messages(messages: Any, params_key: str = "") -> CacheKey:
     msgs = parse_messages(messages)
     last_user = max((i for i, m in enumerate(msgs) if m.role == "user"), default=len(msgs) - 1)
@@ -83,7 +91,9 @@ def key_for_messages(messages: Any, params_key: str = "") -> CacheKey:
     if not question.strip():
         raise InvalidRequestError("the last user message is empty")
     others = msgs[:last_user] + msgs[last_user + 1 :]
-    context = "\n".join(f"{m.role}: {_SPACE.sub(' ', m.content).strip()}" for m in others if m.content.strip())
+    context = "\n".join(
+        f"{m.role}: {_SPACE.sub(' ', _turn_text(m)).strip()}" for m in others if _turn_text(m).strip()
+    )
     return CacheKey(question, context, params_key)
 
 

@@ -11,10 +11,13 @@ from typing import Protocol, runtime_checkable
 
 from datapilot.core.types import (
     EmbeddingOutput,
+    FinishReason,
     ModelChunk,
     ModelInfo,
     ModelOutput,
     ModelRequest,
+    TokenLogprob,
+    ToolCall,
     Usage,
 )
 
@@ -33,14 +36,58 @@ class EmbeddingClient(Protocol):
     async def embed(self, model: str, texts: list[str]) -> EmbeddingOutput: ...
 
 
+class Collector:
+    """Gathers streamed chunks into one answer: text, tool calls rebuilt from their deltas, logprobs."""
+
+    __slots__ = ("_calls", "last", "logprobs", "parts")
+
+    def __init__(self) -> None:
+        self.parts: list[str] = []
+        self._calls: dict[int, list[str]] = {}  # index -> [id, name, arguments]
+        self.logprobs: list[TokenLogprob] | None = None
+        self.last: ModelChunk | None = None
+
+    def add(self, chunk: ModelChunk) -> None:
+        if chunk.text:
+            self.parts.append(chunk.text)
+        for delta in chunk.tool_calls or ():
+            call = self._calls.setdefault(delta.index, ["", "", ""])
+            call[0] = delta.id or call[0]
+            call[1] = delta.name or call[1]
+            call[2] += delta.arguments
+        if chunk.logprobs:
+            self.logprobs = [*(self.logprobs or []), *chunk.logprobs]
+        if chunk.finish_reason is not None:
+            self.last = chunk
+
+    @property
+    def text(self) -> str:
+        return "".join(self.parts)
+
+    @property
+    def tool_calls(self) -> list[ToolCall]:
+        return [ToolCall(i, n, a) for _, (i, n, a) in sorted(self._calls.items())]
+
+    def output(self, model: str, finish: FinishReason | None = None) -> ModelOutput:
+        last = self.last
+        if last is None or last.finish_reason is None:
+            raise RuntimeError("stream ended without a finish_reason")
+        return ModelOutput(
+            self.text,
+            finish or last.finish_reason,
+            last.usage or Usage(),
+            model,
+            last.timing,
+            self.tool_calls,
+            self.logprobs,
+        )
+
+
 async def collect(chunks: AsyncIterator[ModelChunk], model: str = "") -> ModelOutput:
     """Gather a stream into one output; the default ``generate`` for anything that can stream."""
-    parts: list[str] = []
-    finish: ModelChunk | None = None
+    collector = Collector()
     async for chunk in chunks:
-        parts.append(chunk.text)
-        if chunk.finish_reason is not None:
-            finish = chunk
-    if finish is None or finish.finish_reason is None:
-        raise RuntimeError("stream ended without a finish_reason")
-    return ModelOutput("".join(parts), finish.finish_reason, finish.usage or Usage(), model)
+        collector.add(chunk)
+    out = collector.output(model)
+    out.timing = None
+    return out

@@ -15,7 +15,19 @@ import numpy as np
 
 Role = Literal["system", "developer", "user", "assistant", "tool"]
 ROLES: tuple[str, ...] = ("system", "developer", "user", "assistant", "tool")
-FinishReason = Literal["stop", "length", "cancelled", "error"]
+FinishReason = Literal["stop", "length", "tool_calls", "cancelled", "error"]
+
+
+@dataclass(slots=True, frozen=True)
+class ToolCall:
+    """One function call an assistant asked for; ``arguments`` is a JSON object as text (OpenAI's form)."""
+
+    id: str
+    name: str
+    arguments: str
+
+    def to_dict(self) -> dict[str, object]:
+        return {"id": self.id, "type": "function", "function": {"name": self.name, "arguments": self.arguments}}
 
 
 @dataclass(slots=True, frozen=True)
@@ -23,6 +35,47 @@ class Message:
     role: str
     content: str
     name: str | None = None
+    tool_calls: tuple[ToolCall, ...] = ()  # an assistant message that called tools
+    tool_call_id: str | None = None  # a tool message: which call it answers
+
+
+@dataclass(slots=True, frozen=True)
+class ToolSpec:
+    """A function the model may call: its JSON-schema ``parameters`` constrain the arguments."""
+
+    name: str
+    description: str = ""
+    parameters: dict[str, object] = field(default_factory=lambda: {"type": "object", "properties": {}})
+    strict: bool = False
+
+    def to_dict(self) -> dict[str, object]:
+        fn: dict[str, object] = {"name": self.name, "parameters": self.parameters}
+        if self.description:
+            fn["description"] = self.description
+        if self.strict:
+            fn["strict"] = True
+        return {"type": "function", "function": fn}
+
+
+ToolChoice = str  # "none" | "auto" | "required" | the name of one function
+
+
+@dataclass(slots=True, frozen=True)
+class ResponseFormat:
+    """What shape the answer must have: ``text``, any JSON object, or JSON valid under ``schema``."""
+
+    type: Literal["text", "json_object", "json_schema"] = "text"
+    schema: dict[str, object] | None = None
+    name: str = "response"
+    strict: bool = False
+
+    def to_dict(self) -> dict[str, object]:
+        if self.type != "json_schema":
+            return {"type": self.type}
+        spec: dict[str, object] = {"name": self.name, "schema": self.schema or {}}
+        if self.strict:
+            spec["strict"] = True
+        return {"type": "json_schema", "json_schema": spec}
 
 
 @dataclass(slots=True)
@@ -47,10 +100,31 @@ class ModelRequest:
     prompt: str | None = None
     params: SamplingParams = field(default_factory=SamplingParams)
     request_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    # Structured generation: at most one of response_format (json) and grammar (GBNF) constrains text;
+    # tools with tool_choice let the model answer with calls instead.
+    response_format: ResponseFormat | None = None
+    grammar: str | None = None
+    tools: list[ToolSpec] = field(default_factory=list)
+    tool_choice: ToolChoice = "auto"
+    parallel_tool_calls: bool = True
+    logprobs: bool = False
+    top_logprobs: int = 0
 
     @property
     def is_chat(self) -> bool:
         return self.messages is not None
+
+    @property
+    def wants_json(self) -> bool:
+        return self.response_format is not None and self.response_format.type != "text"
+
+    @property
+    def uses_tools(self) -> bool:
+        return bool(self.tools) and self.tool_choice != "none"
+
+    @property
+    def is_constrained(self) -> bool:
+        return self.wants_json or self.grammar is not None or self.uses_tools
 
 
 @dataclass(slots=True)
@@ -101,6 +175,56 @@ class Timing:
         return (completion_tokens - 1) / decode if decode > 0 else 0.0
 
 
+@dataclass(slots=True, frozen=True)
+class TopLogprob:
+    token: str
+    logprob: float
+    bytes: list[int] | None = None
+
+    def to_dict(self) -> dict[str, object]:
+        return {"token": self.token, "logprob": self.logprob, "bytes": self.bytes}
+
+
+@dataclass(slots=True, frozen=True)
+class TokenLogprob:
+    """One generated token's log-probability and the most likely alternatives at its position."""
+
+    token: str
+    logprob: float
+    bytes: list[int] | None = None
+    top: tuple[TopLogprob, ...] = ()
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "token": self.token,
+            "logprob": self.logprob,
+            "bytes": self.bytes,
+            "top_logprobs": [t.to_dict() for t in self.top],
+        }
+
+
+@dataclass(slots=True, frozen=True)
+class ToolCallDelta:
+    """A piece of a streamed tool call, as OpenAI streams them: the first piece of call ``index``
+    carries its id and name, later pieces carry more of ``arguments``."""
+
+    index: int
+    id: str | None = None
+    name: str | None = None
+    arguments: str = ""
+
+    def to_dict(self) -> dict[str, object]:
+        fn: dict[str, object] = {"arguments": self.arguments}
+        out: dict[str, object] = {"index": self.index}
+        if self.id is not None:
+            out["id"] = self.id
+            out["type"] = "function"
+        if self.name is not None:
+            fn = {"name": self.name, **fn}
+        out["function"] = fn
+        return out
+
+
 @dataclass(slots=True)
 class ModelChunk:
     """A piece of a streamed answer; the last one carries ``finish_reason`` and ``usage``."""
@@ -109,6 +233,12 @@ class ModelChunk:
     finish_reason: FinishReason | None = None
     usage: Usage | None = None
     timing: Timing | None = None
+    tool_calls: list[ToolCallDelta] | None = None
+    logprobs: list[TokenLogprob] | None = None
+
+    @property
+    def has_content(self) -> bool:
+        return bool(self.text or self.tool_calls)
 
 
 @dataclass(slots=True)
@@ -118,6 +248,8 @@ class ModelOutput:
     usage: Usage
     model: str = ""
     timing: Timing | None = None
+    tool_calls: list[ToolCall] = field(default_factory=list)
+    logprobs: list[TokenLogprob] | None = None
 
 
 @dataclass(slots=True)

@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
+from datapilot.core.client import Collector
 from datapilot.core.errors import DataPilotError
 from datapilot.core.types import EmbeddingOutput, ModelChunk, ModelOutput, ModelRequest, RerankOutput, Timing, Usage
 from datapilot.models.backend import CHAT, COMPLETION, EMBEDDING, RERANK
@@ -77,7 +78,7 @@ class MeasuredClient(ABC):
         usage = Usage()
         try:
             async for chunk in chunks:
-                if chunk.text:
+                if chunk.has_content:
                     timing.mark_token()
                     produced += 1
                 if chunk.finish_reason is not None:
@@ -112,14 +113,12 @@ class MeasuredClient(ABC):
             self._record(request.model, kind, False, "ok", out.usage, timing)
             return out
         # Collected from the stream, so first-token latency is measured here too.
-        parts: list[str] = []
-        last = ModelChunk()
+        collector = Collector()
         async for chunk in self._measure_stream(request, kind, self._source_stream(request, kind), streaming=False):
-            parts.append(chunk.text)
-            last = chunk
-        if last.finish_reason is None or last.timing is None:
+            collector.add(chunk)
+        if collector.last is None or collector.last.timing is None:
             raise DataPilotError(f"model {request.model!r} ended its answer without a finish reason")
-        return ModelOutput("".join(parts), last.finish_reason, last.usage or Usage(), request.model, last.timing)
+        return collector.output(request.model)
 
     async def embed(self, model: str, texts: list[str]) -> EmbeddingOutput:
         return await self._measured(model, EMBEDDING, self._source_embed(model, texts))

@@ -18,18 +18,67 @@ from datapilot.core.errors import DataPilotError, UpstreamError
 from datapilot.core.types import (
     EmbeddingOutput,
     FinishReason,
+    Message,
     ModelChunk,
     ModelOutput,
     ModelRequest,
     RerankOutput,
     Timing,
+    TokenLogprob,
+    ToolCall,
+    ToolCallDelta,
+    TopLogprob,
     Usage,
 )
 
 # Upstream statuses that describe the caller's request and are passed on as they are; anything
 # else (401 from the upstream's own key, 5xx, timeouts) is the gateway's problem: 502.
 _PASS_THROUGH = {400, 404, 413, 422, 429}
-_FINISH: dict[str, FinishReason] = {"stop": "stop", "length": "length", "eos": "stop"}
+_FINISH: dict[str, FinishReason] = {
+    "stop": "stop",
+    "length": "length",
+    "eos": "stop",
+    "tool_calls": "tool_calls",
+    "function_call": "tool_calls",
+}
+
+
+def message_dict(m: Message) -> dict[str, Any]:
+    out: dict[str, Any] = {"role": m.role, "content": m.content}
+    if m.name:
+        out["name"] = m.name
+    if m.tool_calls:
+        out["tool_calls"] = [c.to_dict() for c in m.tool_calls]
+        out["content"] = m.content or None
+    if m.tool_call_id:
+        out["tool_call_id"] = m.tool_call_id
+    return out
+
+
+def _logprobs(obj: Any, chat: bool) -> list[TokenLogprob] | None:
+    """OpenAI's logprobs as core values: ``{"content": [...]}`` on chat, parallel lists on completions."""
+    if not obj:
+        return None
+    if chat:
+        return [
+            TokenLogprob(
+                e["token"],
+                float(e["logprob"]),
+                e.get("bytes"),
+                tuple(TopLogprob(t["token"], float(t["logprob"]), t.get("bytes")) for t in e.get("top_logprobs") or ()),
+            )
+            for e in obj.get("content") or ()
+        ]
+    tops = obj.get("top_logprobs") or []
+    return [
+        TokenLogprob(
+            tok,
+            float(lp),
+            None,
+            tuple(TopLogprob(t, float(v)) for t, v in (tops[i] or {}).items()) if i < len(tops) else (),
+        )
+        for i, (tok, lp) in enumerate(zip(obj.get("tokens") or (), obj.get("token_logprobs") or (), strict=False))
+    ]
 
 
 def _usage(obj: dict[str, Any] | None) -> Usage | None:
@@ -76,11 +125,29 @@ class OpenAIHTTP:
         p = request.params
         body: dict[str, Any] = {"model": model, "temperature": p.temperature, "top_p": p.top_p}
         if request.messages is not None:
-            body["messages"] = [
-                {"role": m.role, "content": m.content, **({"name": m.name} if m.name else {})} for m in request.messages
-            ]
+            body["messages"] = [message_dict(m) for m in request.messages]
+            if request.tools:
+                body["tools"] = [t.to_dict() for t in request.tools]
+                choice = request.tool_choice
+                body["tool_choice"] = (
+                    choice
+                    if choice in ("none", "auto", "required")
+                    else {"type": "function", "function": {"name": choice}}
+                )
+                if not request.parallel_tool_calls:
+                    body["parallel_tool_calls"] = False
+            if request.logprobs:
+                body["logprobs"] = True
+                if request.top_logprobs:
+                    body["top_logprobs"] = request.top_logprobs
         else:
             body["prompt"] = request.prompt or ""
+            if request.logprobs:
+                body["logprobs"] = request.top_logprobs
+        if request.response_format is not None:
+            body["response_format"] = request.response_format.to_dict()
+        if request.grammar is not None:
+            body["grammar"] = request.grammar  # llama.cpp's server and DataPilot name it so
         if p.max_tokens is not None:
             body["max_tokens"] = p.max_tokens
         if p.stop:
@@ -140,7 +207,19 @@ class OpenAIHTTP:
         if isinstance(ttft_ms, int | float):
             timing.first_token_at = timing.started + ttft_ms / 1000
         usage = _usage(obj.get("usage")) or Usage()
-        return ModelOutput(text, finish, usage, obj.get("model", model), timing)
+        calls = [
+            ToolCall(c["id"], c["function"]["name"], c["function"].get("arguments") or "")
+            for c in (choice.get("message") or {}).get("tool_calls") or ()
+        ]
+        return ModelOutput(
+            text,
+            finish,
+            usage,
+            obj.get("model", model),
+            timing,
+            calls,
+            _logprobs(choice.get("logprobs"), request.is_chat),
+        )
 
     async def stream(self, request: ModelRequest, model: str) -> AsyncIterator[ModelChunk]:
         path = "/chat/completions" if request.is_chat else "/completions"
@@ -162,11 +241,22 @@ class OpenAIHTTP:
                         raise self._error(502, data.encode())
                     usage = _usage(obj.get("usage")) or usage
                     for choice in obj.get("choices") or ():
-                        text = (choice.get("delta") or {}).get("content") if request.is_chat else choice.get("text")
+                        delta = choice.get("delta") or {}
+                        text = delta.get("content") if request.is_chat else choice.get("text")
                         if choice.get("finish_reason"):
                             finish = _FINISH.get(choice["finish_reason"], "stop")
-                        if text:
-                            yield ModelChunk(text)
+                        calls = [
+                            ToolCallDelta(
+                                int(c.get("index", 0)),
+                                c.get("id"),
+                                (c.get("function") or {}).get("name"),
+                                (c.get("function") or {}).get("arguments") or "",
+                            )
+                            for c in delta.get("tool_calls") or ()
+                        ]
+                        logprobs = _logprobs(choice.get("logprobs"), request.is_chat)
+                        if text or calls or logprobs:
+                            yield ModelChunk(text or "", tool_calls=calls or None, logprobs=logprobs)
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise self._unreachable(exc) from exc
         yield ModelChunk("", finish_reason=finish or "stop", usage=usage or Usage())

@@ -32,6 +32,7 @@ from datapilot.core.types import (
 from datapilot.models._measure import MeasuredClient, RecordSink, RequestRecord
 from datapilot.models.assets import ProgressFn, resolve_model_path
 from datapilot.models.backend import EMBEDDING, RERANK, ModelBackend, get_backend
+from datapilot.models.structured._plan import PASSTHROUGH, advertised, prepare, wrap_stream
 
 log = logging.getLogger("datapilot.models")
 
@@ -102,7 +103,7 @@ class ModelWorker:
         return self.backend
 
     def info(self) -> ModelInfo:
-        caps = self.backend.capabilities if self.backend else frozenset()
+        caps = advertised(self.backend.capabilities) if self.backend else frozenset()
         return ModelInfo(self.name, self.config.backend, caps, self.state.value, detail=self.error)
 
 
@@ -154,13 +155,18 @@ class ModelManager(MeasuredClient):
         return [w.info() for w in self.workers.values()]
 
     def _source_stream(self, request: ModelRequest, kind: str) -> AsyncIterator[ModelChunk]:
-        return self.worker(request.model).require(kind).stream(request)
+        backend = self.worker(request.model).require(kind)
+        caps = backend.capabilities
+        sent = prepare(request.model, caps, request)
+        return wrap_stream(request, caps, backend.stream(sent))
 
     async def _source_generate(self, request: ModelRequest, kind: str) -> ModelOutput | None:
         backend = self.worker(request.model).require(kind)
         if type(backend).generate is ModelBackend.generate:
             return None  # collect the stream, so first-token latency gets measured
-        return await backend.generate(request)
+        if request.uses_tools and PASSTHROUGH not in backend.capabilities:
+            return None  # tool calls are parsed out of the stream
+        return await backend.generate(prepare(request.model, backend.capabilities, request))
 
     async def _source_embed(self, model: str, texts: list[str]) -> EmbeddingOutput:
         return await self.worker(model).require(EMBEDDING).embed(texts)

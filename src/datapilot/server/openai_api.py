@@ -20,7 +20,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 
 from datapilot.core.client import LLMClient
 from datapilot.core.errors import AuthenticationError, DataPilotError, InvalidRequestError
-from datapilot.core.types import ModelChunk, ModelOutput, ModelRequest, Timing, Usage
+from datapilot.core.types import ModelChunk, ModelOutput, ModelRequest, Timing, TokenLogprob, Usage
 from datapilot.models.service import model_info
 from datapilot.server.cache_api import serving_client
 from datapilot.server.openai_schemas import (
@@ -98,15 +98,41 @@ async def until_disconnect(request: Request, work: Awaitable[T]) -> T:
 ChunkShape = Callable[[ModelChunk | None, bool], dict[str, Any]]
 
 
+def chat_logprobs(logprobs: list[TokenLogprob] | None) -> dict[str, Any] | None:
+    return None if logprobs is None else {"content": [t.to_dict() for t in logprobs], "refusal": None}
+
+
+def completion_logprobs(logprobs: list[TokenLogprob] | None, offset: int = 0) -> dict[str, Any] | None:
+    """The legacy completions shape: parallel lists of tokens, logprobs, text offsets and top alternatives."""
+    if logprobs is None:
+        return None
+    offsets, at = [], offset
+    for t in logprobs:
+        offsets.append(at)
+        at += len(t.token)
+    return {
+        "tokens": [t.token for t in logprobs],
+        "token_logprobs": [t.logprob for t in logprobs],
+        "top_logprobs": (
+            [{a.token: a.logprob for a in t.top} for t in logprobs] if any(t.top for t in logprobs) else None
+        ),
+        "text_offset": offsets,
+    }
+
+
 def _chat_chunk(base: dict[str, Any]) -> ChunkShape:
     def shape(chunk: ModelChunk | None, first: bool) -> dict[str, Any]:
         delta: dict[str, Any] = {}
         if first:
             delta = {"role": "assistant", "content": ""}
-        elif chunk is not None and chunk.text:
-            delta = {"content": chunk.text}
+        elif chunk is not None:
+            if chunk.text:
+                delta["content"] = chunk.text
+            if chunk.tool_calls:
+                delta["tool_calls"] = [d.to_dict() for d in chunk.tool_calls]
         finish = chunk.finish_reason if chunk is not None and not first else None
-        choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": _finish(finish)}
+        logprobs = chat_logprobs(chunk.logprobs) if chunk is not None and not first else None
+        choice = {"index": 0, "delta": delta, "logprobs": logprobs, "finish_reason": _finish(finish)}
         return {**base, "object": "chat.completion.chunk", "choices": [choice]}
 
     return shape
@@ -116,7 +142,8 @@ def _completion_chunk(base: dict[str, Any]) -> ChunkShape:
     def shape(chunk: ModelChunk | None, first: bool) -> dict[str, Any]:
         text = chunk.text if chunk is not None else ""
         finish = chunk.finish_reason if chunk is not None else None
-        choice = {"index": 0, "text": text, "logprobs": None, "finish_reason": _finish(finish)}
+        logprobs = completion_logprobs(chunk.logprobs) if chunk is not None else None
+        choice = {"index": 0, "text": text, "logprobs": logprobs, "finish_reason": _finish(finish)}
         return {**base, "object": "text_completion", "choices": [choice]}
 
     return shape
@@ -124,7 +151,7 @@ def _completion_chunk(base: dict[str, Any]) -> ChunkShape:
 
 def _finish(reason: str | None) -> str | None:
     # "cancelled" only reaches a client that is gone; report anything unusual as "stop".
-    return None if reason is None else reason if reason in ("stop", "length") else "stop"
+    return None if reason is None else reason if reason in ("stop", "length", "tool_calls") else "stop"
 
 
 async def _stream(
@@ -166,7 +193,7 @@ async def _stream(
                         tail = {**base, "object": out["object"], "choices": [], "usage": usage.to_dict()}
                         yield f"data: {_json(tail)}\n\n"
                     break
-                if chunk.text:
+                if chunk.text or chunk.tool_calls or chunk.logprobs:
                     yield f"data: {_json(out)}\n\n"
                 chunk = await chunks.__anext__()
         except DataPilotError as exc:  # after the headers went out, the error travels in the stream
@@ -206,6 +233,10 @@ async def _generate(
         return Response(status_code=_CLIENT_CLOSED)
 
 
+def _supports(capabilities: frozenset[str]) -> dict[str, bool]:
+    return {k: k in capabilities for k in ("json_schema", "tools", "grammar", "logprobs")}
+
+
 def build_router() -> APIRouter:
     router = APIRouter(dependencies=[Depends(require_api_key)])
 
@@ -222,6 +253,7 @@ def build_router() -> APIRouter:
                     "owned_by": "datapilot",
                     "backend": m.backend,
                     "capabilities": sorted(m.capabilities),
+                    "supports": _supports(m.capabilities),
                     "status": m.status,
                     "detail": m.detail,
                 }
@@ -238,6 +270,8 @@ def build_router() -> APIRouter:
             "created": info.created,
             "owned_by": "datapilot",
             "status": info.status,
+            "capabilities": sorted(info.capabilities),
+            "supports": _supports(info.capabilities),
         }
 
     @router.post("/chat/completions", response_model=None)
@@ -253,12 +287,16 @@ def build_router() -> APIRouter:
         out = await _generate(request, svc, mreq, llm)
         if isinstance(out, Response):
             return out
-        message = {"role": "assistant", "content": out.text}
+        message: dict[str, Any] = {"role": "assistant", "content": out.text, "refusal": None}
+        if out.tool_calls:
+            message["tool_calls"] = [c.to_dict() for c in out.tool_calls]
+            message["content"] = out.text or None
+        logprobs = chat_logprobs(out.logprobs) if mreq.logprobs else None
         payload = {
             **base,
             "object": "chat.completion",
             "choices": [
-                {"index": 0, "message": message, "logprobs": None, "finish_reason": _finish(out.finish_reason)}
+                {"index": 0, "message": message, "logprobs": logprobs, "finish_reason": _finish(out.finish_reason)}
             ],
             "usage": out.usage.to_dict(),
             "metrics": metrics_dict(out.timing, out.usage),
@@ -284,7 +322,14 @@ def build_router() -> APIRouter:
         payload = {
             **base,
             "object": "text_completion",
-            "choices": [{"index": 0, "text": text, "logprobs": None, "finish_reason": _finish(out.finish_reason)}],
+            "choices": [
+                {
+                    "index": 0,
+                    "text": text,
+                    "logprobs": completion_logprobs(out.logprobs) if mreq.logprobs else None,
+                    "finish_reason": _finish(out.finish_reason),
+                }
+            ],
             "usage": out.usage.to_dict(),
             "metrics": metrics_dict(out.timing, out.usage),
         }

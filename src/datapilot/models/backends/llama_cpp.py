@@ -17,16 +17,18 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from datapilot.core.errors import ContextLengthExceededError, MissingDependencyError, ModelNotReadyError
-from datapilot.core.types import FinishReason, ModelChunk, ModelRequest, Usage
+from datapilot.core.types import FinishReason, ModelChunk, ModelRequest, TokenLogprob, Usage
 from datapilot.models._threaded import Emit, stream_from_thread
 from datapilot.models.backend import CHAT, COMPLETION, ModelBackend
+from datapilot.models.backends._llama_sampling import GuidedSampler
 from datapilot.models.prompt import FormattedPrompt, StopFilter, few_shot_dialogue
+from datapilot.models.structured import GRAMMAR, LOGPROBS
 
 _LLAMA_KWARGS = ("n_ctx", "n_threads", "n_batch", "n_gpu_layers", "use_mmap", "flash_attn")
 
 
 class LlamaCppBackend(ModelBackend):
-    capabilities = frozenset({CHAT, COMPLETION})
+    capabilities = frozenset({CHAT, COMPLETION, GRAMMAR, LOGPROBS})
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -117,36 +119,48 @@ class LlamaCppBackend(ModelBackend):
         strip_lead = prompt.strip_leading_space
         generated: list[int] = []
         finish: FinishReason = "length"
-        for token in llm.generate(
-            tokens,
-            top_k=p.top_k,
-            top_p=p.top_p,
-            temp=p.temperature,
-            repeat_penalty=p.repeat_penalty,
-            frequency_penalty=p.frequency_penalty,
-            presence_penalty=p.presence_penalty,
-            reset=True,
-        ):
-            if cancel.is_set():
-                finish = "cancelled"
-                break
-            if is_eog(llm._model.vocab, token):
-                finish = "stop"
-                break
-            piece = decoder.decode(llm.detokenize([token], prev_tokens=tokens + generated))
-            generated.append(token)
-            text = stops.feed(piece)
-            if strip_lead and text:
-                # The transcript prompt ends in "Assistant:"; the answer's leading space is not content.
-                text = text.lstrip()
-                strip_lead = not text
-            if text:
-                emit(ModelChunk(text))
-            if stops.stopped:
-                finish = "stop"
-                break
-            if len(generated) >= max_tokens:
-                break
+        guided = None
+        if request.grammar is not None or request.logprobs:
+            # llama-cpp-python builds its sampler inside generate(); ours checks the grammar on the sampled
+            # token first and records logprobs, then generate() goes on as usual (prefix reuse included).
+            guided = GuidedSampler(llm, request.grammar, request.top_logprobs if request.logprobs else None)
+            llm._init_sampler = guided.init_sampler
+        try:
+            for token in llm.generate(
+                tokens,
+                top_k=p.top_k,
+                top_p=p.top_p,
+                temp=p.temperature,
+                repeat_penalty=p.repeat_penalty,
+                frequency_penalty=p.frequency_penalty,
+                presence_penalty=p.presence_penalty,
+                reset=True,
+            ):
+                if cancel.is_set():
+                    finish = "cancelled"
+                    break
+                if is_eog(llm._model.vocab, token):
+                    finish = "stop"
+                    break
+                piece = decoder.decode(llm.detokenize([token], prev_tokens=tokens + generated))
+                generated.append(token)
+                text = stops.feed(piece)
+                if strip_lead and text:
+                    # The transcript prompt ends in "Assistant:"; the answer's leading space is not content.
+                    text = text.lstrip()
+                    strip_lead = not text
+                logprobs: list[TokenLogprob] | None = guided.take_logprobs() if guided is not None else None
+                if text or logprobs:
+                    emit(ModelChunk(text, logprobs=logprobs))
+                if stops.stopped:
+                    finish = "stop"
+                    break
+                if len(generated) >= max_tokens:
+                    break
+        finally:
+            if guided is not None:
+                del llm._init_sampler  # back to the class's own
+                guided.close()
         tail = stops.feed(decoder.decode(b"", final=True)) + stops.flush()
         emit(ModelChunk(tail, finish_reason=finish, usage=Usage(len(tokens), len(generated))))
 

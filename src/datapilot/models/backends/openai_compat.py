@@ -1,5 +1,9 @@
 """Proxy to any OpenAI-compatible endpoint (OpenAI, DeepSeek, Qwen, Ollama, vLLM, llama.cpp server,
-another DataPilot). Streams are passed through chunk by chunk."""
+another DataPilot). Streams are passed through chunk by chunk.
+
+Structured generation (``response_format``, ``tools``, ``grammar``, ``logprobs``) is forwarded as it
+came, tool-call deltas and logprobs streamed back: the upstream enforces it, and its 400 reaches the client.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +14,7 @@ from datapilot.core.errors import ConfigError
 from datapilot.core.types import EmbeddingOutput, ModelChunk, ModelOutput, ModelRequest, RerankOutput
 from datapilot.models._openai_http import OpenAIHTTP
 from datapilot.models.backend import CHAT, COMPLETION, EMBEDDING, RERANK, ModelBackend
+from datapilot.models.structured import PASSTHROUGH
 
 _KNOWN = {CHAT, COMPLETION, EMBEDDING, RERANK}
 
@@ -23,6 +28,8 @@ class OpenAICompatBackend(ModelBackend):
         caps = set(cfg.params.get("capabilities", [CHAT, COMPLETION]))
         if not caps <= _KNOWN:
             raise ConfigError(f"model {cfg.name!r}: unknown capabilities {sorted(caps - _KNOWN)}")
+        if caps & {CHAT, COMPLETION} and cfg.params.get("structured", True):
+            caps.add(PASSTHROUGH)  # structured: false for an upstream known to refuse it
         self.capabilities = frozenset(caps)  # type: ignore[misc]
         self.upstream_model = cfg.upstream_model or cfg.name
         self._http = OpenAIHTTP(

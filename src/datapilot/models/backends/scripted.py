@@ -10,6 +10,10 @@ list, before ``replies``; lets concurrent callers get their own scripts), ``toke
 ``load_delay_s``, ``fail_load`` (a reason: loading fails with it), ``fail_after_tokens`` (the
 answer breaks off with an instance failure after that many tokens), ``dimension`` (embeddings),
 ``context_length``.
+
+It honours ``response_format`` (a JSON object, or a JSON schema) and so tool calls: a scripted reply
+that is valid stands, anything else is replaced by the smallest valid instance. Logprobs are reported
+as certain (0.0) for every word token.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import itertools
+import json
 import re
 from collections.abc import AsyncIterator
 from typing import Any
@@ -24,9 +29,20 @@ from typing import Any
 import numpy as np
 
 from datapilot.core.errors import ContextLengthExceededError, ModelNotReadyError, UpstreamError
-from datapilot.core.types import EmbeddingOutput, FinishReason, ModelChunk, ModelRequest, RerankOutput, Usage
+from datapilot.core.types import (
+    EmbeddingOutput,
+    FinishReason,
+    ModelChunk,
+    ModelRequest,
+    RerankOutput,
+    TokenLogprob,
+    TopLogprob,
+    Usage,
+)
 from datapilot.models.backend import CHAT, COMPLETION, EMBEDDING, RERANK, ModelBackend
 from datapilot.models.prompt import StopFilter
+from datapilot.models.structured import JSON_SCHEMA, LOGPROBS
+from datapilot.models.structured._instance import is_valid, smallest_instance
 
 _WORD = re.compile(r"\s*\S+")
 
@@ -36,7 +52,7 @@ def word_tokens(text: str) -> list[str]:
 
 
 class ScriptedBackend(ModelBackend):
-    capabilities = frozenset({CHAT, COMPLETION, EMBEDDING, RERANK})
+    capabilities = frozenset({CHAT, COMPLETION, EMBEDDING, RERANK, JSON_SCHEMA, LOGPROBS})
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -77,8 +93,20 @@ class ScriptedBackend(ModelBackend):
         reply = next(self._replies) if self._replies is not None else f"You said: {last}"
         return reply, len(word_tokens(prompt))
 
+    @staticmethod
+    def _honour_format(request: ModelRequest, reply: str) -> str:
+        fmt = request.response_format
+        if fmt is None or fmt.type == "text":
+            return reply
+        schema = fmt.schema if fmt.type == "json_schema" else None
+        if is_valid(reply, schema):
+            return reply
+        value = smallest_instance(schema) if schema is not None else {}
+        return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
     async def stream(self, request: ModelRequest) -> AsyncIterator[ModelChunk]:
         reply, n_prompt = self._reply(request)
+        reply = self._honour_format(request, reply)
         room = self._context_length - n_prompt
         max_tokens = request.params.max_tokens
         if max_tokens is not None and max_tokens > room:
@@ -102,8 +130,12 @@ class ScriptedBackend(ModelBackend):
             n += 1
             self.tokens_generated += 1
             text = stops.feed(token)
-            if text:
-                yield ModelChunk(text)
+            logprobs = None
+            if request.logprobs:
+                top = (TopLogprob(token, 0.0, list(token.encode())),) if request.top_logprobs else ()
+                logprobs = [TokenLogprob(token, 0.0, list(token.encode()), top)]
+            if text or logprobs:
+                yield ModelChunk(text, logprobs=logprobs)
             if stops.stopped:
                 break
         yield ModelChunk(stops.flush(), finish_reason=finish, usage=Usage(n_prompt, n))

@@ -1,31 +1,36 @@
 """vLLM backend (GPU): a local model folder served by vLLM's async engine, imported lazily.
 
 Where vLLM is absent (every CPU-only machine), loading fails with a message naming the extra to
-install; the rest of DataPilot is unaffected.
+install; the rest of DataPilot is unaffected. Grammars, JSON schemas and logprobs are vLLM's own
+(see ``_vllm_params``).
 """
 
 from __future__ import annotations
 
+import importlib
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
 from datapilot.core.errors import MissingDependencyError, ModelNotReadyError
-from datapilot.core.types import FinishReason, ModelChunk, ModelRequest, Usage
+from datapilot.core.types import FinishReason, ModelChunk, ModelRequest, TokenLogprob, Usage
 from datapilot.models.backend import CHAT, COMPLETION, ModelBackend
+from datapilot.models.backends._vllm_params import sampling_kwargs, token_logprob
 from datapilot.models.prompt import FormattedPrompt, StopFilter, format_chat
+from datapilot.models.structured import GRAMMAR, JSON_SCHEMA, LOGPROBS
 
 _ENGINE_KWARGS = ("tensor_parallel_size", "gpu_memory_utilization", "max_model_len", "dtype", "enforce_eager")
 
 
 class VLLMBackend(ModelBackend):
-    capabilities = frozenset({CHAT, COMPLETION})
+    capabilities = frozenset({CHAT, COMPLETION, GRAMMAR, JSON_SCHEMA, LOGPROBS})
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._engine: Any = None
         self._tokenizer: Any = None
         self._vllm: Any = None
+        self._sampling_params: Any = None
 
     async def load(self) -> None:
         try:
@@ -39,6 +44,8 @@ class VLLMBackend(ModelBackend):
         self._engine = vllm.AsyncLLMEngine.from_engine_args(args)
         self._tokenizer = await self._engine.get_tokenizer()
         self._vllm = vllm
+        # vLLM's package exports load lazily in recent versions: import the submodule by name.
+        self._sampling_params = importlib.import_module("vllm.sampling_params")
 
     async def close(self) -> None:
         engine, self._engine = self._engine, None
@@ -53,19 +60,11 @@ class VLLMBackend(ModelBackend):
             raise ModelNotReadyError(f"model {self.config.name!r} is not loaded")
         prompt = self.format(request)
         p = request.params
-        sampling = self._vllm.SamplingParams(
-            max_tokens=p.max_tokens or 512,
-            temperature=p.temperature,
-            top_p=p.top_p,
-            top_k=p.top_k if p.top_k > 0 else -1,
-            seed=p.seed,
-            presence_penalty=p.presence_penalty,
-            frequency_penalty=p.frequency_penalty,
-            repetition_penalty=p.repeat_penalty,
-        )
+        module = self._sampling_params
+        sampling = module.SamplingParams(**sampling_kwargs(request, module))
         request_id = uuid.uuid4().hex
         stops = StopFilter([*prompt.stop, *p.stop])
-        sent = 0
+        sent = scored = 0
         finish: FinishReason = "stop"
         n_prompt = n_out = 0
         try:
@@ -74,8 +73,18 @@ class VLLMBackend(ModelBackend):
                 n_prompt, n_out = len(out.prompt_token_ids or ()), len(completion.token_ids)
                 text = stops.feed(completion.text[sent:])
                 sent = len(completion.text)
-                if text:
-                    yield ModelChunk(text.lstrip() if prompt.strip_leading_space and sent == len(text) else text)
+                logprobs: list[TokenLogprob] | None = None
+                if request.logprobs and completion.logprobs:
+                    ids = completion.token_ids
+                    logprobs = [
+                        token_logprob(completion.logprobs[i], ids[i], request.top_logprobs)
+                        for i in range(scored, len(completion.logprobs))
+                    ]
+                    scored = len(completion.logprobs)
+                if text or logprobs:
+                    if prompt.strip_leading_space and sent == len(text):
+                        text = text.lstrip()
+                    yield ModelChunk(text, logprobs=logprobs or None)
                 if stops.stopped:
                     await self._engine.abort(request_id)
                     break

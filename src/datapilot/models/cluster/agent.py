@@ -14,6 +14,7 @@ from datapilot.core.errors import DataPilotError
 from datapilot.models.cluster.client import ControllerClient
 from datapilot.models.cluster.registry import InstanceInfo
 from datapilot.models.manager import ModelManager, ModelWorker
+from datapilot.models.structured import advertised
 
 log = logging.getLogger("datapilot.worker")
 
@@ -39,7 +40,7 @@ class WorkerAgent:
         return f"{self.worker_id}/{model}"
 
     def _info(self, w: ModelWorker) -> InstanceInfo:
-        caps = sorted(w.backend.capabilities) if w.backend is not None else []
+        caps = sorted(advertised(w.backend.capabilities)) if w.backend is not None else []
         return InstanceInfo(self.instance_id(w.name), w.name, self.worker_id, self.url, caps, w.state.value, w.error)
 
     def _by_instance(self) -> dict[str, ModelWorker]:
