@@ -21,15 +21,52 @@ import numpy as np
 from datapilot.core.errors import DataPilotError, InvalidRequestError
 from datapilot.core.types import TokenLogprob, TopLogprob
 
-# The most likely tokens asked one by one before the grammar is applied to the whole vocabulary.
-_SCAN = 1024
+# The most likely tokens asked one by one before the grammar sees a filtered candidate set.
+_SCAN = 32
+_NEAR = 8.0  # logits within this of the best are scanned (e^-8: a three-thousandth of its probability)
+# Characters that stand for every token starting with a non-ASCII character.
+_OTHER_PROBES = ("é", "中", "ü", "я")
+
+
+class VocabIndex:
+    """Each token's first character, so that a grammar refusing the sampled token is asked only about
+    tokens that can start with a character it allows. Built once per model (about a second for 262k
+    tokens). Tokens with no text (end of generation, controls) are always candidates."""
+
+    def __init__(self, llm: Any) -> None:
+        n = int(llm.n_vocab())
+        groups: dict[int, list[int]] = {}
+        probes: dict[int, int] = {}
+        other_probes: list[int] = []
+        always: list[int] = []
+        for token in range(n):
+            text = bytes(llm.detokenize([token])).decode("utf-8", "ignore")
+            if not text:
+                always.append(token)
+                continue
+            first = ord(text[0]) if text[0].isascii() else -1
+            groups.setdefault(first, []).append(token)
+            if len(text) == 1 and first >= 0:
+                probes.setdefault(first, token)
+            elif text in _OTHER_PROBES:
+                other_probes.append(token)
+        self.groups = {k: np.asarray(v, dtype=np.int32) for k, v in groups.items()}
+        self.always = np.asarray(always, dtype=np.int32)
+        # ASCII characters with a one-character token are probed; the others are always candidates.
+        self.probes = probes
+        self.unprobed = [k for k in self.groups if k >= 0 and k not in probes]
+        self.other_probes = other_probes
 
 
 class GuidedSampler:
     """Stands in for llama-cpp-python's sampler inside ``Llama.generate`` for one request."""
 
-    def __init__(self, llm: Any, grammar: str | None, top_logprobs: int | None) -> None:
+    def __init__(
+        self, llm: Any, grammar: str | None, top_logprobs: int | None, index: VocabIndex | None = None
+    ) -> None:
         import llama_cpp
+
+        self._index = index
 
         self._lib = llama_cpp
         self._llm = llm
@@ -51,15 +88,31 @@ class GuidedSampler:
         self._few = np.zeros(_SCAN, dtype=dtype)
         self._one = (llama_cpp.llama_token_data * 1)()
         self._need = 1  # allowed candidates a tier must hold to decide like the whole vocabulary would
+        self._greedy = False
+        self._window = 64
+        self._recent: list[int] = []  # generated tokens, which the chain's penalties look back on
 
     def init_sampler(self, **kwargs: Any) -> GuidedSampler:
         """Called by ``Llama.generate`` in place of its own: the chain without the grammar, kept here."""
         kwargs["grammar"] = None
         self._chain = self._class_init(self._llm, **kwargs)
         # Greedy needs the best allowed token only; sampling needs its top-k pool from the tier.
-        if float(kwargs.get("temp", 0.8)) > 0:
-            self._need = max(1, int(kwargs.get("top_k", 40)))
+        self._greedy = float(kwargs.get("temp", 0.8)) <= 0
+        if not self._greedy:
+            top_k = int(kwargs.get("top_k", 40))
+            self._need = top_k if top_k > 0 else self._n_vocab
+        self._window = int(getattr(self._llm, "last_n_tokens_size", 64))
         return self
+
+    def _first_pick(self, logits: np.ndarray) -> int:
+        """The chain's own choice. Greedy skips building the vocabulary-sized array (1.3 ms of a 17 ms
+        step): penalties only lower the logits of recent tokens, so the raw best token is the chain's
+        choice unless it is one of them."""
+        if self._greedy:
+            best = int(logits.argmax())
+            if best not in self._recent[-self._window :]:
+                return best
+        return self._pick(self._array(logits))
 
     def _array(self, logits: np.ndarray) -> Any:
         cur = self._cur
@@ -83,41 +136,65 @@ class GuidedSampler:
         return not math.isinf(one[0].logit)
 
     def _constrained(self, logits: np.ndarray) -> int:
-        """The chain's choice among allowed tokens, asking the grammar one token at a time in order of
-        likelihood (microseconds each) until it has as many as the chain looks at."""
-        lib = self._lib
-        n = min(_SCAN, self._n_vocab - 1)
-        order = np.argpartition(-logits, n)[:n]
-        order = order[np.argsort(-logits[order])]
-        allowed = []
-        for t in order.tolist():
-            if self._allowed(t):
-                allowed.append(t)
-                if len(allowed) >= self._need:
-                    break
-        if len(allowed) >= self._need:
-            few = self._few[: len(allowed)]
-            few["id"] = allowed
-            few["logit"] = logits[allowed]
-            few["p"] = 0.0
-            arr = lib.llama_token_data_array(
-                few.ctypes.data_as(ctypes.POINTER(lib.llama_token_data)), len(allowed), -1, False
-            )
-            return self._pick(arr)
+        """The chain's choice among the tokens the grammar allows.
+
+        First the most likely tokens one at a time, in order (microseconds each): enough for free
+        text, where the refused token was a near miss. Then the tokens whose first character the
+        grammar allows (a forced ``","`` leaves a few thousand of 262k), and only without an index
+        the whole vocabulary (40 ms for Gemma's on two cores)."""
+        # The most likely tokens without partitioning the whole vocabulary (0.8 ms for 262k): one
+        # comparison pass keeps those near the best, which are nearly always few.
+        near = np.flatnonzero(logits > logits.max() - _NEAR)
+        if len(near) > _SCAN:
+            near = near[np.argpartition(-logits[near], _SCAN)[:_SCAN]]
+        order = near[np.argsort(-logits[near])]
+        allowed = [t for t in order.tolist() if self._allowed(t)]
+        # Greedy needs one allowed token (all found are offered, so penalties can still reorder them);
+        # sampling needs the whole pool its top-k would see.
+        if allowed and len(allowed) >= self._need:
+            return self._pick_among(np.asarray(allowed, dtype=np.int32), logits, grammar=False)
+        if self._index is not None:
+            token = self._pick_among(self._candidates(self._index), logits, grammar=True)
+            if token >= 0:
+                return token
         arr = self._array(logits)
-        lib.llama_sampler_apply(self._grammar, ctypes.byref(arr))
+        self._lib.llama_sampler_apply(self._grammar, ctypes.byref(arr))
+        return self._pick(arr)
+
+    def _candidates(self, index: VocabIndex) -> np.ndarray:
+        parts = [index.always, *(index.groups[c] for c in index.unprobed)]
+        parts += [index.groups[c] for c, probe in index.probes.items() if self._allowed(probe)]
+        if -1 in index.groups and any(self._allowed(t) for t in index.other_probes):
+            parts.append(index.groups[-1])
+        return np.concatenate(parts)
+
+    def _pick_among(self, ids: np.ndarray, logits: np.ndarray, grammar: bool) -> int:
+        """The chain's choice among ``ids`` (asking the grammar first when ``grammar``); -1 if it allows none."""
+        lib = self._lib
+        if len(ids) > len(self._few):
+            self._few = np.zeros(len(ids), dtype=self._few.dtype)
+        few = self._few[: len(ids)]
+        few["id"] = ids
+        few["logit"] = logits[ids]
+        few["p"] = 0.0
+        arr = lib.llama_token_data_array(few.ctypes.data_as(ctypes.POINTER(lib.llama_token_data)), len(ids), -1, False)
+        if grammar:
+            lib.llama_sampler_apply(self._grammar, ctypes.byref(arr))
+            if not np.isfinite(few["logit"][: arr.size]).any():
+                return -1
         return self._pick(arr)
 
     def sample(self, ctx: Any, idx: int) -> int:
         lib = self._lib
         ptr = lib.llama_get_logits_ith(ctx.ctx, idx)
         logits = np.ctypeslib.as_array(ptr, shape=(self._n_vocab,))
-        token = self._pick(self._array(logits))
+        token = self._first_pick(logits)
         if self._grammar is not None and not self._allowed(token):
             token = self._constrained(logits)
         if self._grammar is not None:
             lib.llama_sampler_accept(self._grammar, token)
         lib.llama_sampler_accept(self._chain.sampler, token)
+        self._recent.append(token)
         if self._top is not None:
             self._record(logits, token)
         return token

@@ -20,7 +20,7 @@ from datapilot.core.errors import ContextLengthExceededError, MissingDependencyE
 from datapilot.core.types import FinishReason, ModelChunk, ModelRequest, TokenLogprob, Usage
 from datapilot.models._threaded import Emit, stream_from_thread
 from datapilot.models.backend import CHAT, COMPLETION, ModelBackend
-from datapilot.models.backends._llama_sampling import GuidedSampler
+from datapilot.models.backends._llama_sampling import GuidedSampler, VocabIndex
 from datapilot.models.prompt import FormattedPrompt, StopFilter, few_shot_dialogue
 from datapilot.models.structured import GRAMMAR, LOGPROBS
 
@@ -35,6 +35,7 @@ class LlamaCppBackend(ModelBackend):
         self._llm: Any = None
         self._template: Any = None
         self._llama_cpp: Any = None
+        self._vocab_index: VocabIndex | None = None
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"llama-{self.config.name}")
 
     @property
@@ -123,7 +124,10 @@ class LlamaCppBackend(ModelBackend):
         if request.grammar is not None or request.logprobs:
             # llama-cpp-python builds its sampler inside generate(); ours checks the grammar on the sampled
             # token first and records logprobs, then generate() goes on as usual (prefix reuse included).
-            guided = GuidedSampler(llm, request.grammar, request.top_logprobs if request.logprobs else None)
+            if request.grammar is not None and self._vocab_index is None:
+                self._vocab_index = VocabIndex(llm)  # once, in this model's own thread
+            top = request.top_logprobs if request.logprobs else None
+            guided = GuidedSampler(llm, request.grammar, top, self._vocab_index)
             llm._init_sampler = guided.init_sampler
         try:
             for token in llm.generate(

@@ -17,13 +17,20 @@ request for the backend, and parses tool calls back out of the answer.
 from __future__ import annotations
 
 import dataclasses
+import json
 from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
 from datapilot.core.errors import InvalidRequestError
 from datapilot.core.types import ModelChunk, ModelRequest, ResponseFormat
 from datapilot.models.structured._json_schema import JSON_OBJECT_GBNF, schema_to_gbnf
-from datapilot.models.structured._tools import envelope_grammar, envelope_schema, parse_tool_stream, prompt_messages
+from datapilot.models.structured._tools import (
+    envelope_grammar,
+    envelope_schema,
+    parse_tool_stream,
+    prompt_messages,
+    with_instruction,
+)
 
 GRAMMAR = "grammar"
 JSON_SCHEMA = "json_schema"
@@ -67,6 +74,13 @@ def _response_grammar(fmt: ResponseFormat) -> str:
     return schema_to_gbnf(fmt.schema or {}, param="response_format.json_schema.schema")
 
 
+def json_instruction(fmt: ResponseFormat) -> str:
+    if fmt.type == "json_schema" and fmt.schema:
+        schema = json.dumps(fmt.schema, ensure_ascii=False, separators=(",", ":"))
+        return f"Answer with only a JSON object valid under this JSON schema, with real values: {schema}"
+    return "Answer with only a JSON object."
+
+
 def rewrite(request: ModelRequest, capabilities: Iterable[str]) -> ModelRequest:
     """The request as this backend is asked it: tools in the prompt, constraints in the form it enforces."""
     caps = set(capabilities)
@@ -87,6 +101,9 @@ def rewrite(request: ModelRequest, capabilities: Iterable[str]) -> ModelRequest:
         changes["grammar"] = _response_grammar(request.response_format)
         if JSON_SCHEMA not in caps:
             changes["response_format"] = None
+        if request.is_chat:
+            # A small model forced into JSON it was not told about writes empty strings and zeros.
+            changes["messages"] = with_instruction(request.messages or [], json_instruction(request.response_format))
     return dataclasses.replace(request, **changes) if changes else request
 
 

@@ -117,12 +117,16 @@ def prompt_messages(request: ModelRequest) -> list[Message]:
             out.append(Message("user", f"Result of {name}: {m.content}"))
         else:
             out.append(Message(m.role, m.content, m.name))
-    if request.uses_tools:
-        instructions = tool_instructions(request)
-        if out and out[0].role in ("system", "developer"):
-            out[0] = Message(out[0].role, f"{out[0].content.strip()}\n\n{instructions}")
-        else:
-            out.insert(0, Message("system", instructions))
+    return with_instruction(out, tool_instructions(request)) if request.uses_tools else out
+
+
+def with_instruction(messages: list[Message], instruction: str) -> list[Message]:
+    """The conversation with ``instruction`` added to its system text (or as one)."""
+    out = list(messages)
+    if out and out[0].role in ("system", "developer"):
+        out[0] = Message(out[0].role, f"{out[0].content.strip()}\n\n{instruction}".strip())
+    else:
+        out.insert(0, Message("system", instruction))
     return out
 
 
