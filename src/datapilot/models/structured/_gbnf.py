@@ -2,8 +2,9 @@
 
 llama.cpp reports a bad grammar on stderr and hands back nothing, so a user's ``grammar`` is parsed
 here first: a syntax error names its line and column, an undefined rule names where it is used, and
-left recursion (which llama.cpp refuses) names its rules. The parsed form is also what tests walk to
-generate strings a grammar admits.
+left recursion and over-large repetitions (which llama.cpp refuses) are named too. The parser
+accepts no more than llama.cpp does, so a grammar that passes here also loads there. The parsed
+form is what ``matches`` runs and what tests walk to generate strings a grammar admits.
 """
 
 from __future__ import annotations
@@ -14,9 +15,20 @@ from datapilot.core.errors import InvalidRequestError
 
 
 class GrammarError(InvalidRequestError):
-    def __init__(self, message: str, *, line: int | None = None, column: int | None = None, param: str) -> None:
+    """A 400 for a bad grammar; ``line`` and ``column`` (1-based) say where, when there is a where."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        param: str,
+        line: int | None = None,
+        column: int | None = None,
+        syntax: bool = False,
+    ) -> None:
+        what = "grammar syntax error" if syntax else "grammar error"
         where = f" at line {line}, column {column}" if line is not None else ""
-        super().__init__(f"grammar error{where}: {message}", param=param, code="invalid_grammar")
+        super().__init__(f"{what}{where}: {message}", param=param, code="invalid_grammar")
         self.line, self.column = line, column
 
 
@@ -29,6 +41,9 @@ class Lit:
 class Cls:
     ranges: tuple[tuple[str, str], ...]
     negated: bool = False
+
+    def admits(self, c: str) -> bool:
+        return any(lo <= c <= hi for lo, hi in self.ranges) != self.negated
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,9 +77,13 @@ class Rep:
 
 Expr = Lit | Cls | AnyChar | Ref | Seq | Alt | Rep
 
-_ESCAPES = {"n": "\n", "r": "\r", "t": "\t", "\\": "\\", '"': '"', "[": "[", "]": "]", "-": "-", "^": "^", "/": "/"}
+# Exactly llama.cpp's escapes: it refuses any other (``\/``, ``\^`` ...), so this parser does too.
+_ESCAPES = {"n": "\n", "r": "\r", "t": "\t", "\\": "\\", '"': '"', "[": "[", "]": "]", "-": "-"}
 _HEX = {"x": 2, "u": 4, "U": 8}
-MAX_REPEAT = 10_000
+# llama.cpp expands ``x{m,n}`` into rules and refuses a minimum above this, or a repetition whose
+# expansion (rules inside the repeated item times the count) reaches it; a maximum above it silently
+# becomes "no maximum" there, and so it does here.
+MAX_REPEAT = 2000
 
 
 def _is_word(c: str) -> bool:
@@ -77,6 +96,10 @@ class _Parser:
         self.rules: dict[str, Expr] = {}
         self.defined_at: dict[str, tuple[int, int]] = {}
         self.refs: list[Ref] = []
+        # llama.cpp's symbol table (names, plus one per group and per repetition rule), whose growth
+        # inside a group is what its repetition limit multiplies.
+        self.names: set[str] = set()
+        self.generated = 0
 
     # -- positions and errors -------------------------------------------------------------------
 
@@ -87,7 +110,7 @@ class _Parser:
 
     def fail(self, message: str, i: int | None = None) -> GrammarError:
         line, col = self.where(i)
-        return GrammarError(message, line=line, column=col, param=self.param)
+        return GrammarError(message, line=line, column=col, param=self.param, syntax=True)
 
     def peek(self) -> str:
         return self.s[self.i] if self.i < len(self.s) else ""
@@ -104,12 +127,15 @@ class _Parser:
             else:
                 return
 
+    def symbols(self) -> int:
+        return len(self.names) + self.generated
+
     # -- grammar ----------------------------------------------------------------------------------
 
     def grammar(self) -> dict[str, Expr]:
         self.space(True)
         if self.i >= len(self.s):
-            raise self.fail("the grammar is empty; it needs at least a rule named root")
+            raise GrammarError("the grammar is empty; it needs at least a rule named root", param=self.param)
         while self.i < len(self.s):
             self.rule()
             self.space(True)
@@ -120,8 +146,9 @@ class _Parser:
         while self.i < len(self.s) and _is_word(self.s[self.i]):
             self.i += 1
         if self.i == start:
-            found = self.peek() or "the end"
-            raise self.fail(f"expected a rule name (letters, digits, '-'), found {found!r}")
+            found = repr(self.peek()) if self.peek() else "the end"
+            raise self.fail(f"expected a rule name (letters, digits, '-'), found {found}")
+        self.names.add(self.s[start : self.i])
         return self.s[start : self.i]
 
     def rule(self) -> None:
@@ -131,13 +158,13 @@ class _Parser:
         if not self.s.startswith("::=", self.i):
             raise self.fail(f"expected '::=' after the rule name {name!r}")
         if name in self.defined_at:
+            # llama.cpp keeps the last definition without a word; a second one is almost surely a slip.
             line, col = self.defined_at[name]
             raise self.fail(f"rule {name!r} is defined twice (first at line {line}, column {col})", start)
         self.defined_at[name] = self.where(start)
         self.i += 3
         self.space(True)
         self.rules[name] = self.alternatives(nested=False)
-        self.space(False)
         if self.i < len(self.s) and self.s[self.i] not in "\r\n":
             raise self.fail(f"unexpected {self.s[self.i]!r}; a rule ends at the end of its line")
 
@@ -150,12 +177,14 @@ class _Parser:
         return options[0] if len(options) == 1 else Alt(tuple(options))
 
     def sequence(self, nested: bool) -> Expr:
+        """Items up to ``|``, ``)`` or (outside parentheses) the end of the line; spaces already skipped."""
         items: list[Expr] = []
         while True:
             c = self.peek()
-            if c == "" or c in "|)\r\n" or (c == "#"):
+            if c == "" or c in "|)\r\n":
                 break
             start = self.i
+            before = self.symbols()
             if c == '"':
                 item: Expr = Lit(self.literal())
             elif c == "[":
@@ -165,6 +194,7 @@ class _Parser:
                 item = AnyChar()
             elif c == "(":
                 self.i += 1
+                self.generated += 1
                 self.space(True)
                 item = self.alternatives(nested=True)
                 if self.peek() != ")":
@@ -173,62 +203,83 @@ class _Parser:
             elif _is_word(c):
                 line, col = self.where()
                 ref = Ref(self.name(), line, col)
+                after = self.i
                 self.space(nested)
                 if self.s.startswith("::=", self.i):
                     raise self.fail(f"the rule {ref.name!r} starts before the previous one ended", start)
-                self.i = start + len(ref.name)
+                self.i = after
                 self.refs.append(ref)
                 item = ref
+            elif c in "*+?{":
+                raise self.fail(f"{c!r} repeats nothing; put it after an item")
             else:
                 raise self.fail(f"unexpected {c!r}")
-            item = self.repetition(item)
-            items.append(item)
             self.space(nested)
+            item = self.repetitions(item, max(1, self.symbols() - before), nested)
+            items.append(item)
         if len(items) == 1:
             return items[0]
         return Seq(tuple(items))
 
-    def repetition(self, item: Expr) -> Expr:
-        c = self.peek()
-        if c == "*":
+    def repetitions(self, item: Expr, rules_inside: int, nested: bool) -> Expr:
+        """``*``, ``+``, ``?`` and ``{...}`` after an item (spaces allowed before each, as in llama.cpp)."""
+        while (c := self.peek()) and c in "*+?{":
+            start = self.i
             self.i += 1
-            return Rep(item, 0, None)
-        if c == "+":
-            self.i += 1
-            return Rep(item, 1, None)
-        if c == "?":
-            self.i += 1
-            return Rep(item, 0, 1)
-        if c != "{":
-            return item
-        start = self.i
-        self.i += 1
-        lo = self.integer()
+            lo: int
+            hi: int | None
+            if c == "*":
+                lo, hi = 0, None
+            elif c == "+":
+                lo, hi = 1, None
+            elif c == "?":
+                lo, hi = 0, 1
+            else:
+                lo, hi = self.counts(start, nested)
+            if hi is not None and hi > MAX_REPEAT:
+                hi = None
+            expanded = (hi if hi else lo) or 1
+            if rules_inside * expanded >= MAX_REPEAT:
+                raise self.fail(
+                    f"this repetition expands to {rules_inside * expanded} rules in llama.cpp, which allows "
+                    f"fewer than {MAX_REPEAT}; repeat a smaller item or fewer times",
+                    start,
+                )
+            self.generated += 1 if hi is None else hi - lo
+            rules_inside *= expanded
+            item = Rep(item, lo, hi)
+            self.space(nested)
+        return item
+
+    def counts(self, start: int, nested: bool) -> tuple[int, int | None]:
+        self.space(nested)
+        lo = self.integer("after '{' (llama.cpp has no {,n}: write {0,n})")
+        self.space(nested)
         hi: int | None = lo
         if self.peek() == ",":
             self.i += 1
-            hi = self.integer() if self.peek().isdigit() else None
+            self.space(nested)
+            hi = self.integer("") if self.peek().isdigit() else None
+            self.space(nested)
         if self.peek() != "}":
             raise self.fail("expected '}' to close the repetition", start)
         self.i += 1
         if hi is not None and hi < lo:
             raise self.fail(f"repetition {{{lo},{hi}}} has its maximum below its minimum", start)
-        if (hi if hi is not None else lo) > MAX_REPEAT:
-            raise self.fail(f"repetition counts above {MAX_REPEAT} are not allowed", start)
-        return Rep(item, lo, hi)
+        if lo > MAX_REPEAT:
+            raise self.fail(f"a repetition minimum above {MAX_REPEAT} is refused by llama.cpp", start)
+        return lo, hi
 
-    def integer(self) -> int:
+    def integer(self, context: str) -> int:
         start = self.i
         while self.peek().isdigit():
             self.i += 1
         if self.i == start:
-            raise self.fail("expected a number in the repetition")
+            raise self.fail(f"expected a number {context}".rstrip())
         return int(self.s[start : self.i])
 
-    def char(self, closing: str) -> str:
-        """One character of a literal or class, escapes decoded."""
-        if self.i >= len(self.s) or self.s[self.i] in "\r\n":
-            raise self.fail("unterminated string literal" if closing == '"' else "unterminated character class")
+    def char(self) -> str:
+        """One character of a literal or class, escapes decoded; the caller checked it is not the end."""
         c = self.s[self.i]
         if c != "\\":
             self.i += 1
@@ -250,6 +301,7 @@ class _Parser:
         raise self.fail(f"unknown escape '\\{esc}'", start)
 
     def literal(self) -> str:
+        # llama.cpp would read on across a line break; stopping there points at the missing quote.
         start = self.i
         self.i += 1
         out: list[str] = []
@@ -259,7 +311,7 @@ class _Parser:
             if self.s[self.i] == '"':
                 self.i += 1
                 return "".join(out)
-            out.append(self.char('"'))
+            out.append(self.char())
 
     def char_class(self) -> Cls:
         start = self.i
@@ -274,11 +326,11 @@ class _Parser:
             if self.s[self.i] == "]":
                 self.i += 1
                 return Cls(tuple(ranges), negated)
-            lo = self.char("]")
+            lo = self.char()
             hi = lo
-            if self.peek() == "-" and self.s[self.i + 1 : self.i + 2] not in ("]", ""):
+            if self.peek() == "-" and self.s[self.i + 1 : self.i + 2] not in ("]", "", "\n", "\r"):
                 self.i += 1
-                hi = self.char("]")
+                hi = self.char()
                 if hi < lo:
                     raise self.fail(f"range {lo!r}-{hi!r} is reversed", start)
             ranges.append((lo, hi))
@@ -287,67 +339,58 @@ class _Parser:
 def _nullable(rules: dict[str, Expr]) -> set[str]:
     """Rules that can match the empty string (fixpoint)."""
     out: set[str] = set()
-
-    def can_be_empty(e: Expr) -> bool:
-        if isinstance(e, Lit):
-            return e.text == ""
-        if isinstance(e, Cls | AnyChar):
-            return False
-        if isinstance(e, Ref):
-            return e.name in out
-        if isinstance(e, Seq):
-            return all(can_be_empty(x) for x in e.items)
-        if isinstance(e, Alt):
-            return any(can_be_empty(x) for x in e.options)
-        return e.min == 0 or can_be_empty(e.item)
-
     changed = True
     while changed:
         changed = False
         for name, body in rules.items():
-            if name not in out and can_be_empty(body):
+            if name not in out and _can_be_empty(body, out):
                 out.add(name)
                 changed = True
     return out
 
 
-def _left_refs(e: Expr, nullable: set[str]) -> tuple[set[str], bool]:
-    """Rules that can start ``e``, and whether ``e`` can be empty."""
+def _can_be_empty(e: Expr, nullable: set[str]) -> bool:
     if isinstance(e, Lit):
-        return set(), e.text == ""
+        return e.text == ""
     if isinstance(e, Cls | AnyChar):
-        return set(), False
+        return False
     if isinstance(e, Ref):
-        return {e.name}, e.name in nullable
-    refs: set[str] = set()
-    if isinstance(e, Rep):
-        refs, empty = _left_refs(e.item, nullable)
-        return refs, empty or e.min == 0
+        return e.name in nullable
+    if isinstance(e, Seq):
+        return all(_can_be_empty(x, nullable) for x in e.items)
     if isinstance(e, Alt):
-        empty = False
-        for x in e.options:
-            r, n = _left_refs(x, nullable)
-            refs |= r
-            empty = empty or n
-        return refs, empty
-    for x in e.items:
-        r, n = _left_refs(x, nullable)
-        refs |= r
-        if not n:
-            return refs, False
-    return refs, True
+        return any(_can_be_empty(x, nullable) for x in e.options)
+    return e.min == 0 or _can_be_empty(e.item, nullable)
+
+
+def _left_refs(e: Expr, nullable: set[str]) -> set[str]:
+    """Rules that can start ``e`` (reached without consuming a character)."""
+    if isinstance(e, Ref):
+        return {e.name}
+    if isinstance(e, Rep):
+        return _left_refs(e.item, nullable)
+    if isinstance(e, Alt):
+        return set().union(*(_left_refs(x, nullable) for x in e.options))
+    if isinstance(e, Seq):
+        refs: set[str] = set()
+        for x in e.items:
+            refs |= _left_refs(x, nullable)
+            if not _can_be_empty(x, nullable):
+                break
+        return refs
+    return set()
 
 
 def _check_left_recursion(rules: dict[str, Expr], param: str) -> None:
     nullable = _nullable(rules)
-    edges = {name: _left_refs(body, nullable)[0] & rules.keys() for name, body in rules.items()}
+    edges = {name: _left_refs(body, nullable) & rules.keys() for name, body in rules.items()}
     state: dict[str, int] = {}
 
     def visit(name: str, path: list[str]) -> None:
         state[name] = 1
         for nxt in sorted(edges[name]):
             if state.get(nxt) == 1:
-                cycle = [*path[path.index(nxt) :], nxt] if nxt in path else [name, nxt]
+                cycle = [*path[path.index(nxt) :], nxt]
                 raise GrammarError(
                     f"left recursion ({' -> '.join(cycle)}) is not supported by llama.cpp; "
                     "rewrite it with repetition, e.g. list ::= item (',' item)*",
@@ -403,3 +446,50 @@ def reachable(rules: dict[str, Expr], start: str = "root") -> set[str]:
         seen.add(name)
         todo.extend(referenced(rules[name]) - seen)
     return seen
+
+
+def matches(rules: dict[str, Expr], text: str, *, start: str = "root") -> bool:
+    """Whether the grammar admits all of ``text``: for checking short answers (a test model's replies,
+    tests), not for streaming. Every way through the grammar is followed at once as a set of positions,
+    memoised per expression and position; left recursion, which could loop, was refused when parsing."""
+    memo: dict[tuple[int, int], frozenset[int]] = {}
+
+    def ends(e: Expr, i: int) -> frozenset[int]:
+        key = (id(e), i)
+        found = memo.get(key)
+        if found is None:
+            found = memo[key] = frozenset(step(e, i))
+        return found
+
+    def after(e: Expr, positions: set[int] | frozenset[int]) -> set[int]:
+        return {j for p in positions for j in ends(e, p)}
+
+    def step(e: Expr, i: int) -> set[int]:
+        if isinstance(e, Lit):
+            return {i + len(e.text)} if text.startswith(e.text, i) else set()
+        if isinstance(e, AnyChar):
+            return {i + 1} if i < len(text) else set()
+        if isinstance(e, Cls):
+            return {i + 1} if i < len(text) and e.admits(text[i]) else set()
+        if isinstance(e, Ref):
+            return set(ends(rules[e.name], i))
+        if isinstance(e, Alt):
+            return set().union(*(ends(x, i) for x in e.options))
+        if isinstance(e, Seq):
+            positions: set[int] = {i}
+            for x in e.items:
+                positions = after(x, positions)
+            return positions
+        positions = {i}
+        for _ in range(e.min):
+            positions = after(e.item, positions)
+        # Past the minimum, a position reached with fewer repetitions can do all that one reached
+        # with more can, so each position needs following only once.
+        out, frontier, count = set(positions), positions, e.min
+        while frontier and (e.max is None or count < e.max):
+            frontier = after(e.item, frontier) - out
+            out |= frontier
+            count += 1
+        return out
+
+    return len(text) in ends(rules[start], 0)
