@@ -1,7 +1,14 @@
-"""Fixtures for the agents tests: the sample database and scripted models driven by prompt rules."""
+"""Fixtures for the agents tests: the sample database and scripted models driven by prompt rules.
+
+The scripted model enforces JSON schemas and tool calls (a valid scripted reply stands, anything else
+becomes the smallest valid instance), so scripts for the structured path answer tool calls in the
+envelope the serving layer shows models, ``{"tool_calls": [...]}`` (``call``); the free-text path
+reads that envelope too, so ``HAPPY_RULES`` drive both paths.
+"""
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -23,13 +30,31 @@ SQL_ACTION = (
     "```json\n{'tool': 'run_sql', 'args': {'sql': 'SELECT status, COUNT(*) AS n FROM orders GROUP BY status',},}\n```"
 )
 
+
+def call(name: str, **arguments: Any) -> str:
+    """A tool call as a model answers one: the envelope the serving layer constrains it to."""
+    return json.dumps({"tool_calls": [{"name": name, "arguments": arguments}]})
+
+
+SQL_CALL = call("run_sql", sql="SELECT status, COUNT(*) AS n FROM orders GROUP BY status")
+REPORT = "Most orders were delivered; a small share was cancelled or is still pending."
+REVIEW = '{"approve": true, "notes": "the report answers the goal"}'
+
 # Rules the scripted backend matches against the whole prompt: one script per agent.
 HAPPY_RULES: list[list[Any]] = [
     ["You are planner", [PLAN]],
+    ["You are analyst", [SQL_CALL, "delivered orders dominate"]],
+    ["You are chart", [call("make_chart", table="t1", kind="pie"), "pie drawn"]],
+    ["You are reporter", [REPORT]],
+    ["You are reviewer", [REVIEW]],
+]
+# The same run in the tolerant forms of the free-text path (fences, single quotes, trailing commas).
+TEXT_RULES: list[list[Any]] = [
+    ["You are planner", [PLAN]],
     ["You are analyst", [SQL_ACTION, '{"final": "delivered orders dominate"}']],
     ["You are chart", ['{"tool": "make_chart", "args": {"table": "t1", "kind": "pie"}}', '{"final": "pie drawn"}']],
-    ["You are reporter", ["Most orders were delivered; a small share was cancelled or is still pending."]],
-    ["You are reviewer", ['{"approve": true, "notes": "the report answers the goal"}']],
+    ["You are reporter", [REPORT]],
+    ["You are reviewer", [REVIEW]],
 ]
 
 Scripted = Callable[..., Awaitable[ModelManager]]

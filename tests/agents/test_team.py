@@ -33,7 +33,7 @@ from datapilot.apps import AgentOperator, AgentRunRequest, ChatContext, agent_ev
 from datapilot.awel import DAG, InputOperator
 from datapilot.cache import HashEmbedder
 from datapilot.core.config import AgentSettings
-from tests.agents.conftest import HAPPY_RULES, PLAN, SQL_ACTION, Scripted
+from tests.agents.conftest import HAPPY_RULES, PLAN, SQL_ACTION, TEXT_RULES, Scripted, call
 
 Context = Callable[..., ChatContext]
 SETTINGS = AgentSettings()
@@ -44,9 +44,11 @@ async def run_events(
     goal: str = "How are orders split by status?",
     settings: AgentSettings = SETTINGS,
     trace: Trace | None = None,
+    structured: bool = True,
     **request: object,
 ) -> list[dict[str, object]]:
-    return [e async for e in agent_events(ctx, AgentRunRequest(goal, **request), settings, trace=trace)]  # type: ignore[arg-type]
+    run = AgentRunRequest(goal, **request)  # type: ignore[arg-type]
+    return [e async for e in agent_events(ctx, run, settings, trace=trace, structured=structured)]
 
 
 def of(events: list[dict[str, object]], kind: str) -> list[dict[str, object]]:
@@ -115,8 +117,10 @@ async def test_team_plans_queries_charts_reports_and_the_trace_replays(
     plan = of(events, "plan")[0]
     assert plan["source"] == "model" and [s["agent"] for s in plan["steps"]] == ["analyst", "chart", "reporter"]
     assert kinds.index("plan") < kinds.index("step_start") < kinds.index("tool_call") < kinds.index("chart")
-    call = of(events, "tool_call")[0]
-    assert call["tool"] == "run_sql" and call["repaired"] is True
+    first = of(events, "tool_call")[0]
+    assert first["tool"] == "run_sql" and first["repaired"] is False  # a native call: nothing to repair
+    assert of(events, "start")[0]["capabilities"] == ["json_schema", "tools"]
+    assert plan["structured"] and plan["fallback_reason"] is None
     assert of(events, "table")[0]["rows"] == [
         ["cancelled", 139],
         ["delivered", 1022],
@@ -125,6 +129,13 @@ async def test_team_plans_queries_charts_reports_and_the_trace_replays(
     ]
     assert of(events, "chart")[0]["spec"]["kind"] == "pie"
     assert all(e["ok"] for e in of(events, "step_done")) and of(events, "review")[0]["approved"]
+    assert [(e["agent"], e["structured"], e["fallback"]) for e in of(events, "step_done")] == [
+        ("analyst", True, None),
+        ("chart", True, None),
+        ("reporter", False, None),
+    ]
+    review = of(events, "review")[0]
+    assert review["structured"] and review["source"] == "model" and review["fallback_reason"] is None
     report = of(events, "report")[0]
     assert "![orders per status](c1.svg)" in report["markdown"] and "Most orders were delivered" in report["markdown"]
     assert report["charts"][0]["svg"].lstrip().startswith(("<?xml", "<svg"))
@@ -143,6 +154,24 @@ async def test_team_plans_queries_charts_reports_and_the_trace_replays(
     assert [(e["type"], e.get("tool")) for e in again] == [(e["type"], e.get("tool")) for e in events]
 
 
+async def test_the_free_text_path_reads_tolerant_replies(scripted: Scripted, context: Context) -> None:
+    """``structured=False`` (or a model without json_schema and tools): the same run from replies in
+    the tolerant JSON action format, repaired where malformed."""
+    manager = await scripted(TEXT_RULES)
+    events = await run_events(context(manager), structured=False)
+    assert of(events, "start")[0]["capabilities"] == []
+    plan = of(events, "plan")[0]
+    assert plan["source"] == "model" and not plan["structured"]
+    call_record = of(events, "tool_call")[0]
+    assert call_record["tool"] == "run_sql" and call_record["repaired"] is True
+    assert of(events, "chart")[0]["spec"]["kind"] == "pie"
+    steps = of(events, "step_done")
+    assert all(e["ok"] and not e["structured"] and e["fallback"] is None for e in steps)
+    assert not of(events, "review")[0]["structured"] and events[-1]["ok"] and events[-1]["model_calls"] == 7
+    replies = [e for e in events if e["type"] == "message" and e["role"] == "assistant"]
+    assert replies and not any("structured" in e or "tool_calls" in e for e in replies)
+
+
 async def test_unreadable_actions_get_a_bounded_retry_then_the_analyst_falls_back(
     scripted: Scripted, context: Context
 ) -> None:
@@ -155,10 +184,10 @@ async def test_unreadable_actions_get_a_bounded_retry_then_the_analyst_falls_bac
         ["You are reviewer", ["looks fine to me"]],
     ]
     manager = await scripted(rules)
-    events = await run_events(context(manager), settings=AgentSettings(max_parse_retries=1))
+    events = await run_events(context(manager), settings=AgentSettings(max_parse_retries=1), structured=False)
     plan = of(events, "plan")[0]
     assert plan["source"] == "fallback" and [s["agent"] for s in plan["steps"]] == ["analyst", "chart", "reporter"]
-    assert "unreadable plan" in plan["notes"][0]
+    assert "unreadable plan" in plan["notes"][0] and plan["fallback_reason"] == "unreadable"
     analyst = [e for e in events if e.get("agent") == "analyst"]
     assert sum(1 for e in analyst if e["type"] == "message" and e["role"] == "assistant" and not e.get("via")) == 2
     assert [e["repair"] for e in analyst if e.get("repair")] == [1]
@@ -166,10 +195,11 @@ async def test_unreadable_actions_get_a_bounded_retry_then_the_analyst_falls_bac
     assert gave_up and "no readable action after 1 repair request(s)" in str(gave_up[0]["content"])
     steps = {e["agent"]: e for e in of(events, "step_done")}
     assert steps["analyst"]["ok"] and steps["analyst"]["fallback"] == "text2sql"
+    assert steps["analyst"]["fallback_reason"] == "unreadable"
     assert steps["chart"]["ok"] and steps["chart"]["fallback"] == "auto"
-    assert steps["reporter"]["fallback"] == "findings"
+    assert steps["reporter"]["fallback"] == "findings" and steps["reporter"]["fallback_reason"] == "unusable"
     review = of(events, "review")[0]
-    assert review["approved"] and review["source"] == "checks"
+    assert review["approved"] and review["source"] == "checks" and review["fallback_reason"] == "unreadable"
     assert "![" in str(of(events, "report")[0]["markdown"]) and events[-1]["ok"]
 
 
@@ -182,7 +212,7 @@ async def test_a_failing_tool_is_an_observation_and_the_run_goes_on(scripted: Sc
         *HAPPY_RULES[2:],
     ]
     manager = await scripted(rules)
-    events = await run_events(context(manager))
+    events = await run_events(context(manager), structured=False)
     results = of(events, "tool_result")
     assert not results[0]["ok"] and results[0]["error"] == "QueryError" and "nowhere" in str(results[0]["observation"])
     assert (
@@ -190,6 +220,7 @@ async def test_a_failing_tool_is_an_observation_and_the_run_goes_on(scripted: Sc
     )
     # text-to-SQL answered with one number; an overview query then gives the chart something to draw
     assert of(events, "step_done")[0]["fallback"] == "profile" and of(events, "table")[0]["rows"] == [[1500]]
+    assert of(events, "step_done")[0]["fallback_reason"] == "tool_failed"
     assert of(events, "table")[1]["title"] == "orders per month" and of(events, "chart")
     assert events[-1]["type"] == "done" and of(events, "report")
 
@@ -213,17 +244,8 @@ async def test_rounds_and_tokens_are_bounded(scripted: Scripted, context: Contex
 
 async def test_independent_steps_run_at_the_same_time(scripted: Scripted, context: Context) -> None:
     rules = [
-        [
-            "Task: count orders",
-            ['{"tool": "run_sql", "args": {"sql": "SELECT COUNT(*) AS n FROM orders"}}', '{"final": "1500 orders"}'],
-        ],
-        [
-            "Task: count customers",
-            [
-                '{"tool": "run_sql", "args": {"sql": "SELECT COUNT(*) AS n FROM customers"}}',
-                '{"final": "120 customers"}',
-            ],
-        ],
+        ["Task: count orders", [call("run_sql", sql="SELECT COUNT(*) AS n FROM orders"), "1500 orders"]],
+        ["Task: count customers", [call("run_sql", sql="SELECT COUNT(*) AS n FROM customers"), "120 customers"]],
         *HAPPY_RULES[3:],
     ]
     manager = await scripted(rules, token_delay_s=0.01)
@@ -311,7 +333,7 @@ async def test_plugins_load_from_a_folder_through_the_allow_list(
     plan = [{"agent": "analyst", "task": "count words"}]
     ctx = context(manager)
     team = await agent_team(
-        ctx, AgentRunRequest("words", tools=["word_count"], plan=plan), SETTINGS, tool_registry=tools
+        ctx, AgentRunRequest("words", tools=["word_count"], plan=plan), SETTINGS, tool_registry=tools, structured=False
     )
     events = [e async for e in team.run("words", plan=plan)]
     assert of(events, "tool_result")[0]["observation"] == "3"
@@ -349,8 +371,9 @@ async def test_native_tool_calls_through_openai_tools(context: Context) -> None:
     events = await run_events(ctx, "products", plan=plan, agents=["analyst"])
     await client.aclose()
     first = calls[0]
-    assert [t["function"]["name"] for t in first["tools"]] == ["list_tables", "run_sql", "ask_data"]  # type: ignore[index]
+    assert [t["function"]["name"] for t in first["tools"]] == ["ask_data", "run_sql", "list_tables"]  # type: ignore[index]
     assert first["tools"][1]["function"]["parameters"]["required"] == ["sql"]  # type: ignore[index]
+    assert first["tool_choice"] == "required" and first["parallel_tool_calls"] is False  # type: ignore[index]
     assert calls[1]["messages"][-1] == {
         "role": "tool",
         "tool_call_id": "c1",

@@ -2,10 +2,14 @@
 
 * ``Agent`` with an ``AgentProfile`` (name, role, goal, constraints), a model through ``LLMClient``,
   tools and memory (``ShortTermMemory`` per step, ``LongTermMemory``: a vector store of past results).
-* ``Tool`` / ``@tool``: plain typed functions with a pydantic JSON schema; called through OpenAI
-  ``tools`` when the client is a ``ToolCaller`` (``OpenAIToolsClient``), else through the JSON action
-  format (``parse_action``: tolerant, repaired, with bounded retries). A tool's exception is an
-  observation, never a crash.
+* ``Tool`` / ``@tool``: plain typed functions with a pydantic JSON schema; offered as
+  ``ModelRequest.tools`` when the model lists ``tools`` in its capabilities (or the client is a
+  ``ToolCaller`` such as ``OpenAIToolsClient``), else called through the JSON action format
+  (``parse_action``: tolerant, repaired, with bounded retries). A tool's exception is an observation,
+  never a crash.
+* Structured answers: when the model lists ``json_schema``, the planner asks under ``plan_schema`` and
+  the reviewer under ``review_schema``; ``Team(structured=False)`` keeps the free-text path. Each
+  plan, review and step record says whether it was structured and why a fallback was still needed.
 * Resources: ``DataResource`` (schema, read-only SQL, text-to-SQL, charts), ``KnowledgeResource``
   (retrieval with citations), ``CodeResource`` (``CodeRunner``: a sandboxed Python process).
 * ``Team`` / ``build_team``: planner -> steps (parallel where independent) -> reviewer, bounded by
@@ -36,6 +40,7 @@ from datapilot.agents._builtin import (
     AnalystAgent,
     ChartAgent,
     CoderAgent,
+    Plan,
     PlannerAgent,
     ReporterAgent,
     ResearcherAgent,
@@ -45,6 +50,8 @@ from datapilot.agents._builtin import (
     compose_report,
     default_plan,
     parse_plan,
+    plan_schema,
+    review_schema,
     runner_from,
 )
 from datapilot.agents._errors import ActionParseError, PluginError, UnknownAgentError, UnknownToolError
@@ -82,6 +89,7 @@ __all__ = [
     "LongTermMemory",
     "MemoryHit",
     "OpenAIToolsClient",
+    "Plan",
     "PlannerAgent",
     "PluginError",
     "PluginReport",
@@ -119,7 +127,9 @@ __all__ = [
     "namespace_available",
     "parse_action",
     "parse_plan",
+    "plan_schema",
     "request_key",
+    "review_schema",
     "runner_from",
     "tool",
 ]

@@ -5,7 +5,9 @@ The JSON action format, for models without OpenAI ``tools``: one object per repl
 tolerant: code fences and prose around the object, single quotes, trailing commas, unquoted keys and
 unclosed brackets are repaired (``datapilot.text2sql.repair_json``), and the common key spellings of
 other agent frameworks are accepted (``action``/``action_input``, ``name``/``arguments``,
-``answer``/``final_answer``). A reply with no braces at all is a plain-text final answer.
+``answer``/``final_answer``), and so is the call envelope models are shown when they are offered
+tools (``{"tool_calls": [{"name": ..., "arguments": {...}}]}``, its first call). A reply with no
+braces at all is a plain-text final answer.
 """
 
 from __future__ import annotations
@@ -91,6 +93,9 @@ def parse_action(text: str) -> Action:
     if obj is None:
         raise ActionParseError("the reply has a '{' but no JSON object could be read from it, even after repair")
     thought = str(_first(obj, ("thought", "thoughts", "reasoning")) or "")
+    calls = _first(obj, ("tool_calls",))
+    if isinstance(calls, list) and calls and isinstance(calls[0], dict):
+        obj = calls[0]
     name = _first(obj, _TOOL_KEYS)
     args = _first(obj, _ARG_KEYS)
     if isinstance(name, dict):  # {"function": {"name": ..., "arguments": ...}} (OpenAI's shape)

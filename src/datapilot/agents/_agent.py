@@ -1,11 +1,14 @@
 """An agent: a profile, a model (through ``LLMClient``), tools, and memory; and the run it acts in.
 
 ``Agent.run`` works one plan step: it shows the model its profile, tools and the step's task, then
-loops (at most ``max_turns`` model calls): read the reply as an action (native tool calls when the
-client supports them, else the tolerant JSON action format with a bounded number of repair
-requests), call the tool, show the observation. A final answer, a spent budget or unreadable replies
-end the loop; ``fallback`` then lets an agent finish its job without the model (built-ins use it so
-a weak model still gets a result).
+loops (at most ``max_turns`` model calls): read the reply as an action, call the tool, show the
+observation. When the model lists ``tools`` in its capabilities the request carries the tools' JSON
+schemas and the calls come back as ``ModelOutput.tool_calls`` (``tool_choice`` is ``required`` until
+the step has what it needs, so a constrained model always answers with a readable call); otherwise
+the tolerant JSON action format is read, with a bounded number of repair requests. A final answer, a
+spent budget or unreadable replies end the loop; ``fallback`` then lets an agent finish its job
+without the model (built-ins use it so a weak model still gets a result), and the step's record says
+which path was used and why a fallback was still needed (``fallback_reason``).
 
 ``RunContext`` is what every agent of one team run shares: the client, the budget, the trace (every
 record also goes to the run's event sink), the workspace of tables, charts, passages and code runs,
@@ -14,6 +17,7 @@ and the long-term memory.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
@@ -25,13 +29,25 @@ from datapilot.agents._tools import Tool, ToolResult
 from datapilot.agents._trace import Trace, request_key
 from datapilot.core.client import LLMClient
 from datapilot.core.config import AgentSettings
-from datapilot.core.errors import DataPilotError
-from datapilot.core.types import Message, ModelRequest, SamplingParams, Usage
+from datapilot.core.errors import ContextLengthExceededError, DataPilotError
+from datapilot.core.types import (
+    Message,
+    ModelOutput,
+    ModelRequest,
+    ResponseFormat,
+    SamplingParams,
+    ToolSpec,
+    Usage,
+)
 from datapilot.datasource import QueryResult
 
 Event = dict[str, Any]
 Sink = Callable[[Event], Awaitable[None]]
 MEMORY_K = 3
+# Model capabilities (as ``ModelInfo.capabilities`` names them) the agents use when a model has them.
+JSON_SCHEMA = "json_schema"
+TOOLS = "tools"
+TOOL_REPLY_TOKENS = 512  # a constrained call cut short is useless: room for a long SQL query
 
 
 # --- budget and workspace ---------------------------------------------------------------------------------
@@ -148,8 +164,9 @@ class ToolReply:
 
 @runtime_checkable
 class ToolCaller(Protocol):
-    """A client whose backend speaks OpenAI's ``tools`` interface: agents then use it instead of the
-    JSON action format. ``messages`` are OpenAI chat messages (with ``tool_calls``/``tool`` turns)."""
+    """A client that speaks OpenAI's ``tools`` interface even when its ``models()`` cannot say so:
+    agents then send ``ModelRequest.tools`` through its ``generate``. ``messages`` are OpenAI chat
+    messages (with ``tool_calls``/``tool`` turns)."""
 
     async def chat_with_tools(
         self, model: str, messages: list[dict[str, Any]], tools: list[dict[str, Any]], params: SamplingParams
@@ -170,6 +187,8 @@ class RunContext:
     memory: LongTermMemory | None = None
     sink: Sink | None = None
     native_tools: bool = True
+    structured: bool = True  # False: the free-text path even when the model enforces schemas and tools
+    _capabilities: frozenset[str] | None = field(default=None, repr=False)
 
     async def emit(self, record: Event) -> Event:
         stamped = self.trace.add(record)
@@ -177,8 +196,30 @@ class RunContext:
             await self.sink(stamped)
         return stamped
 
-    def params(self, max_tokens: int | None = None) -> SamplingParams:
-        room = min(max_tokens or self.settings.max_reply_tokens, self.settings.max_reply_tokens)
+    async def capabilities(self) -> frozenset[str]:
+        """What of ``json_schema`` and ``tools`` the agents may ask this model for (asked once)."""
+        if self._capabilities is None:
+            caps: set[str] = set()
+            if self.structured:
+                try:
+                    infos = await self.llm.models()
+                except Exception:  # a client that cannot list its models gets the free-text path
+                    infos = []
+                info = next((m for m in infos if m.name == self.model), None)
+                caps = set(info.capabilities & {JSON_SCHEMA, TOOLS}) if info is not None else set()
+                if isinstance(self.llm, ToolCaller):
+                    caps.add(TOOLS)
+            if not self.native_tools:
+                caps.discard(TOOLS)
+            self._capabilities = frozenset(caps)
+        return self._capabilities
+
+    def params(self, max_tokens: int | None = None, *, structured: bool = False) -> SamplingParams:
+        """Sampling for one call; a structured answer may pass ``max_reply_tokens`` (JSON cut short is
+        worth nothing, and its schema bounds its length), never the budget."""
+        room = max_tokens or self.settings.max_reply_tokens
+        if not structured:
+            room = min(room, self.settings.max_reply_tokens)
         return SamplingParams(
             max_tokens=max(1, min(room, self.budget.remaining_tokens)), temperature=self.settings.temperature
         )
@@ -187,25 +228,70 @@ class RunContext:
         self, agent: str, step: int | None, messages: list[Message], max_tokens: int | None = None
     ) -> str | None:
         """One model call, charged to the budget and recorded; ``None`` when the model failed (recorded)."""
-        request = ModelRequest(model=self.model, messages=list(messages), params=self.params(max_tokens))
+        out = await self.ask(agent, step, messages, max_tokens)
+        return None if out is None else out.text
+
+    async def ask(
+        self,
+        agent: str,
+        step: int | None,
+        messages: list[Message],
+        max_tokens: int | None = None,
+        *,
+        response_format: ResponseFormat | None = None,
+        tools: list[ToolSpec] | None = None,
+        tool_choice: str = "auto",
+        parallel: bool = True,
+    ) -> ModelOutput | None:
+        """Like ``complete``, with the whole output: constrained by ``response_format`` or offered
+        ``tools``. The record says which (``structured``), how the answer ended and the calls made."""
+        structured = JSON_SCHEMA if response_format is not None else TOOLS if tools else None
+        request = ModelRequest(
+            model=self.model,
+            messages=list(messages),
+            params=self.params(max_tokens, structured=structured is not None),
+            response_format=response_format,
+            tools=list(tools or []),
+            tool_choice=tool_choice if tools else "auto",
+            parallel_tool_calls=parallel,
+        )
         try:
-            out = await self.llm.generate(request)
+            try:
+                out = await self.llm.generate(request)
+            except ContextLengthExceededError:
+                # The generous room of a structured answer did not fit the context: the usual room does.
+                if (request.params.max_tokens or 0) <= self.settings.max_reply_tokens:
+                    raise
+                request.params.max_tokens = self.params(None).max_tokens
+                await self.emit(
+                    {
+                        "type": "note",
+                        "step": step,
+                        "agent": agent,
+                        "note": f"the context is short: asking again with max_tokens {request.params.max_tokens}",
+                    }
+                )
+                out = await self.llm.generate(request)
         except DataPilotError as exc:
             await self.emit({"type": "error", "step": step, "agent": agent, "error": exc.to_dict()["error"]})
             return None
         self.budget.charge(out.usage)
-        await self.emit(
-            {
-                "type": "message",
-                "step": step,
-                "agent": agent,
-                "role": "assistant",
-                "content": out.text,
-                "key": request_key(request),
-                "usage": out.usage.to_dict(),
-            }
-        )
-        return out.text
+        record: Event = {
+            "type": "message",
+            "step": step,
+            "agent": agent,
+            "role": "assistant",
+            "content": out.text,
+            "key": request_key(request),
+            "usage": out.usage.to_dict(),
+            "finish_reason": out.finish_reason,
+        }
+        if structured is not None:
+            record["structured"] = structured
+        if out.tool_calls:
+            record["tool_calls"] = [c.to_dict() for c in out.tool_calls]
+        await self.emit(record)
+        return out
 
     async def remember(self, query: str, agent: str) -> list[MemoryHit]:
         if self.memory is None:
@@ -250,6 +336,10 @@ class Task:
     def to_dict(self) -> dict[str, Any]:
         return {"id": self.id, "agent": self.agent, "task": self.task, "depends_on": self.depends_on}
 
+    def to_plan(self) -> dict[str, Any]:
+        """The step as a planner writes it (``plan_schema``)."""
+        return {"agent": self.agent, "task": self.task, **({"after": self.depends_on} if self.depends_on else {})}
+
 
 @dataclass
 class StepOutcome:
@@ -261,6 +351,9 @@ class StepOutcome:
     fallback: str | None = None
     notes: list[str] = field(default_factory=list)
     artifacts: list[str] = field(default_factory=list)
+    structured: bool = False  # the model was asked through tools / a JSON schema
+    fallback_reason: str | None = None  # why the fallback was needed (see ``Agent.trouble``)
+    trouble: str | None = field(default=None, repr=False)  # what went wrong with the model, as it happened
 
     def summary(self) -> str:
         if self.text:
@@ -277,6 +370,8 @@ class StepOutcome:
             "ok": self.ok,
             "summary": self.summary(),
             "fallback": self.fallback,
+            "fallback_reason": self.fallback_reason if self.fallback else None,
+            "structured": self.structured,
             "notes": self.notes,
             "artifacts": self.artifacts,
         }
@@ -284,7 +379,8 @@ class StepOutcome:
 
 class Agent:
     """A model-driven worker. Subclasses add resource tools (``tools_for``), examples for the prompt,
-    a judgement of success (``judge``) and a model-free way to finish (``fallback``)."""
+    what counts as having done the step (``has_result``), a judgement of success (``judge``) and a
+    model-free way to finish (``fallback``)."""
 
     examples: str = ""
 
@@ -300,37 +396,63 @@ class Agent:
     def tools_for(self, ctx: RunContext, task: Task) -> list[Tool]:
         return list(self.tools)
 
-    def system_prompt(self, tools: list[Tool], memories: list[MemoryHit]) -> str:
+    def system_prompt(self, tools: list[Tool], memories: list[MemoryHit], *, native: bool = False) -> str:
+        """The profile, then (free-text path) the tools and the JSON action format with an example;
+        with native tools the request itself describes them, so only a hint."""
         parts = [self.profile.describe()]
-        if tools:
+        if tools and not native:
             parts.append("Tools:\n" + "\n".join(f"- {t.signature_line()}" for t in tools))
         if memories:
             parts.append("Relevant past findings:\n" + "\n".join(f"- {m.text}" for m in memories))
-        parts.append(ACTION_FORMAT)
-        if self.examples:
-            parts.append("Example:\n" + self.examples)
+        if native:
+            # No example call: a small model copies it whatever the task (the request shows the tools).
+            parts.append(NATIVE_HINT)
+        else:
+            parts.append(ACTION_FORMAT)
+            if self.examples:
+                parts.append("Example:\n" + self.examples)
         return "\n\n".join(parts)
 
     def user_prompt(self, task: Task, context: str) -> str:
         return f"Task: {task.task}" + (f"\n\nWhat the team found so far:\n{context}" if context else "")
 
+    def has_result(self, task: Task, ctx: RunContext, outcome: StepOutcome) -> bool:
+        """Whether the step already has what its job needs: until then a model that takes ``tools``
+        must call one (``tool_choice`` required), after that it may answer in text."""
+        return any(r.ok for r in outcome.results)
+
     async def run(self, task: Task, ctx: RunContext, context: str = "") -> StepOutcome:
         tools = self.tools_for(ctx, task)
         outcome = StepOutcome(task.id, self.name)
         memories = await ctx.remember(task.task, self.name)
-        caller = ctx.llm if ctx.native_tools and isinstance(ctx.llm, ToolCaller) and tools else None
-        system, user = self.system_prompt(tools, memories), self.user_prompt(task, context)
-        if caller is not None:
-            system = system.replace(ACTION_FORMAT, "Use the tools; answer in plain text when you are done.")
+        native = bool(tools) and TOOLS in await ctx.capabilities()
+        system, user = self.system_prompt(tools, memories, native=native), self.user_prompt(task, context)
         for role, content in (("system", system), ("user", user)):
             await ctx.emit({"type": "message", "step": task.id, "agent": self.name, "role": role, "content": content})
-        if caller is not None:
-            await self._native_loop(caller, task, ctx, tools, system, user, outcome)
+        outcome.structured = native
+        if native:
+            await self._tools_loop(task, ctx, tools, system, user, outcome)
         else:
             await self._text_loop(task, ctx, tools, system, user, outcome)
+        trouble = self.trouble(task, ctx, outcome)  # before the fallback adds its own results
         outcome = await self.fallback(task, ctx, outcome)
+        if outcome.fallback and not outcome.fallback_reason:
+            outcome.fallback_reason = trouble
         outcome.ok = self.judge(outcome, ctx)
         return outcome
+
+    def trouble(self, task: Task, ctx: RunContext, outcome: StepOutcome) -> str:
+        """Why the model's part of the step fell short: ``unreadable`` or ``length`` (the reply could
+        not be read, or was cut at max_tokens), ``budget``, ``model_failed``, ``no_call`` (it answered
+        without using a tool), ``tool_failed`` (every call failed: bad SQL, unknown tool, bad
+        arguments) or ``no_result`` (calls worked but did not give what the job needs)."""
+        if outcome.trouble:
+            return outcome.trouble
+        if not outcome.results:
+            return "no_call"
+        if not any(r.ok for r in outcome.results):
+            return "tool_failed"
+        return "no_result"
 
     async def _text_loop(
         self, task: Task, ctx: RunContext, tools: list[Tool], system: str, user: str, outcome: StepOutcome
@@ -342,13 +464,14 @@ class Agent:
         retries = 0
         for _ in range(ctx.budget.max_turns):
             if ctx.budget.exhausted:
-                outcome.notes.append("the token budget is spent")
-                await ctx.emit({"type": "budget", "step": task.id, "agent": self.name, **ctx.budget.to_dict()})
+                await self._spent(task, ctx, outcome)
                 return
-            reply = await ctx.complete(self.name, task.id, memory.window())
-            if reply is None:
+            out = await ctx.ask(self.name, task.id, memory.window())
+            if out is None:
                 outcome.notes.append("the model failed")
+                outcome.trouble = "model_failed"
                 return
+            reply = out.text
             memory.add("assistant", reply)
             try:
                 action = parse_action(reply)
@@ -370,6 +493,7 @@ class Agent:
                     continue
                 note = f"no readable action after {retries} repair request(s): {exc}"
                 outcome.notes.append(note)
+                outcome.trouble = "length" if out.finish_reason == "length" else "unreadable"
                 await ctx.emit({"type": "observation", "step": task.id, "agent": self.name, "content": note})
                 return
             if action.final is not None:
@@ -378,6 +502,11 @@ class Agent:
             result = await self._call(task, ctx, by_name, action)
             outcome.results.append(result)
             memory.add("user", f"Observation from {result.tool}: {result.observation}\nNext action?")
+
+    async def _spent(self, task: Task, ctx: RunContext, outcome: StepOutcome) -> None:
+        outcome.notes.append("the token budget is spent")
+        outcome.trouble = outcome.trouble or "budget"
+        await ctx.emit({"type": "budget", "step": task.id, "agent": self.name, **ctx.budget.to_dict()})
 
     async def _call(self, task: Task, ctx: RunContext, by_name: dict[str, Tool], action: Action) -> ToolResult:
         name = action.tool or ""
@@ -401,54 +530,63 @@ class Agent:
         await ctx.emit({"type": "tool_result", "step": task.id, "agent": self.name, **result.to_dict()})
         return result
 
-    async def _native_loop(
-        self,
-        caller: ToolCaller,
-        task: Task,
-        ctx: RunContext,
-        tools: list[Tool],
-        system: str,
-        user: str,
-        outcome: StepOutcome,
+    async def _tools_loop(
+        self, task: Task, ctx: RunContext, tools: list[Tool], system: str, user: str, outcome: StepOutcome
     ) -> None:
-        messages: list[dict[str, Any]] = [{"role": "system", "content": system}, {"role": "user", "content": user}]
-        specs = [t.openai_spec() for t in tools]
+        """Native tool calls: the model is offered the tools' JSON schemas and answers with calls
+        (required until the step has its result) or, once it may, with text."""
         by_name = {t.name: t for t in tools}
+        messages = [Message("system", system), Message("user", user)]
+        done: list[tuple[str, str]] = []  # calls that worked: (name, arguments as canonical JSON)
         for _ in range(ctx.budget.max_turns):
             if ctx.budget.exhausted:
-                outcome.notes.append("the token budget is spent")
-                await ctx.emit({"type": "budget", "step": task.id, "agent": self.name, **ctx.budget.to_dict()})
+                await self._spent(task, ctx, outcome)
                 return
-            try:
-                reply = await caller.chat_with_tools(ctx.model, messages, specs, ctx.params())
-            except DataPilotError as exc:
-                await ctx.emit({"type": "error", "step": task.id, "agent": self.name, "error": exc.to_dict()["error"]})
-                outcome.notes.append("the model failed")
-                return
-            ctx.budget.charge(reply.usage)
-            calls = [
-                {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
-                for c in reply.calls
-            ]
-            await ctx.emit(
-                {
-                    "type": "message",
-                    "step": task.id,
-                    "agent": self.name,
-                    "role": "assistant",
-                    "content": reply.text,
-                    "tool_calls": calls,
-                    "usage": reply.usage.to_dict(),
-                }
+            # A tool without arguments that has answered would only answer the same again.
+            offered = [t for t in tools if t.parameters().get("properties") or (t.name, "{}") not in done]
+            specs = [ToolSpec(t.name, t.description, t.parameters()) for t in offered or tools]
+            choice = "auto" if self.has_result(task, ctx, outcome) else "required"
+            out = await ctx.ask(
+                self.name, task.id, messages, TOOL_REPLY_TOKENS, tools=specs, tool_choice=choice, parallel=False
             )
-            if not reply.calls:
-                outcome.text = reply.text.strip()
+            if out is None:
+                outcome.notes.append("the model failed")
+                outcome.trouble = "model_failed"
                 return
-            messages.append({"role": "assistant", "content": reply.text or None, "tool_calls": calls})
-            for call in reply.calls:
-                result = await self._call(task, ctx, by_name, Action(tool=call.name, args=call.arguments))
+            if out.finish_reason == "length":  # a call cut short has arguments that are not JSON
+                note = f"the reply was cut at {TOOL_REPLY_TOKENS} tokens"
+                outcome.notes.append(note)
+                outcome.trouble = "length"
+                await ctx.emit({"type": "observation", "step": task.id, "agent": self.name, "content": note})
+                return
+            calls = [(c.id, Action(tool=c.name, args=_arguments(c.arguments))) for c in out.tool_calls]
+            if not calls:
+                action = _text_action(out.text)
+                if action.tool is None:
+                    outcome.text = (action.final or "").strip()
+                    return
+                # No call, but a JSON action written as text (a model unaware of its tools): used.
+                await ctx.emit(
+                    {"type": "note", "step": task.id, "agent": self.name, "note": "read a tool call from the text"}
+                )
+                calls = [(f"text_{len(outcome.results)}", action)]
+                messages.append(Message("assistant", out.text))
+            else:
+                messages.append(Message("assistant", out.text, tool_calls=tuple(out.tool_calls)))
+            for call_id, action in calls:
+                key = (action.tool or "", json.dumps(action.args, sort_keys=True, default=str))
+                if key in done:  # the same call again: nothing new would come of it
+                    note = f"{action.tool} was called again with the same arguments: the step ends here"
+                    await ctx.emit({"type": "note", "step": task.id, "agent": self.name, "note": note})
+                    return
+                result = await self._call(task, ctx, by_name, action)
                 outcome.results.append(result)
-                messages.append({"role": "tool", "tool_call_id": call.id, "content": result.observation})
+                if result.ok:
+                    done.append(key)
+                if call_id.startswith("text_"):
+                    messages.append(Message("user", f"Observation from {result.tool}: {result.observation}"))
+                else:
+                    messages.append(Message("tool", result.observation, name=result.tool, tool_call_id=call_id))
 
     async def fallback(self, task: Task, ctx: RunContext, outcome: StepOutcome) -> StepOutcome:
         return outcome
@@ -458,3 +596,26 @@ class Agent:
 
     def to_dict(self) -> dict[str, Any]:
         return {**self.profile.to_dict(), "description": self.description, "tools": [t.name for t in self.tools]}
+
+
+NATIVE_HINT = "Call the tools to do the task; when you are done, answer in plain text."
+
+
+def _arguments(text: str) -> Any:
+    """A call's arguments as the object they encode (the trace shows them so), else the text itself."""
+    try:
+        value = json.loads(text or "{}")
+    except json.JSONDecodeError:
+        return text
+    return value if isinstance(value, dict) else text
+
+
+def _text_action(text: str) -> Action:
+    """A text answer where tools were offered: a final answer, unless it is a JSON action."""
+    stripped = text.strip()
+    if stripped.startswith(("{", "```")):
+        try:
+            return parse_action(stripped)
+        except ActionParseError:
+            pass
+    return Action(final=stripped)

@@ -1,6 +1,11 @@
 """The built-in agents: planner, data analyst, chart maker, knowledge researcher, code runner, report
 writer and reviewer. Each uses the model first and has a model-free way to finish its job, so a
-weak model still ends with a report (the trace says which steps fell back, and why)."""
+weak model still ends with a report (the trace says which steps fell back, and why).
+
+When the model enforces JSON schemas, the planner asks for its plan under a schema whose agent names
+are the team's (``plan_schema``) and the reviewer for its verdict under ``review_schema``: the answer
+then always parses, and a fallback is left for answers cut at ``max_tokens`` or plans that break the
+team's rules. Other models get the same prompts and the tolerant parsers."""
 
 from __future__ import annotations
 
@@ -10,13 +15,21 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from datapilot.agents._agent import Agent, AgentProfile, RunContext, StepOutcome, TableArtifact, Task
+from datapilot.agents._agent import (
+    JSON_SCHEMA,
+    Agent,
+    AgentProfile,
+    RunContext,
+    StepOutcome,
+    TableArtifact,
+    Task,
+)
 from datapilot.agents._resources import CodeResource, DataResource, KnowledgeResource
 from datapilot.agents._sandbox import CodeRunner
 from datapilot.agents._tools import Registry, Tool, ToolResult
 from datapilot.core.config import AgentSettings
 from datapilot.core.errors import DataPilotError
-from datapilot.core.types import Message
+from datapilot.core.types import Message, ResponseFormat
 from datapilot.text2sql import repair_json
 
 # --- what a team is built from --------------------------------------------------------------------------------
@@ -119,6 +132,9 @@ class AnalystAgent(Agent):
     def _tables(self, ctx: RunContext, task: Task) -> list[str]:
         return [t.id for t in ctx.workspace.tables.values() if t.step == task.id]
 
+    def has_result(self, task: Task, ctx: RunContext, outcome: StepOutcome) -> bool:
+        return bool(self._tables(ctx, task))
+
     async def fallback(self, task: Task, ctx: RunContext, outcome: StepOutcome) -> StepOutcome:
         if not self._tables(ctx, task):
             outcome.fallback = "text2sql"
@@ -193,6 +209,9 @@ class ChartAgent(Agent):
         )
         return await super().run(task, ctx, f"Tables:\n{tables or '(none)'}" + (f"\n{context}" if context else ""))
 
+    def has_result(self, task: Task, ctx: RunContext, outcome: StepOutcome) -> bool:
+        return any(c.step == task.id for c in ctx.workspace.charts)
+
     async def fallback(self, task: Task, ctx: RunContext, outcome: StepOutcome) -> StepOutcome:
         mine = [c for c in ctx.workspace.charts if c.step == task.id]
         if not mine:
@@ -236,6 +255,9 @@ class ResearcherAgent(Agent):
 
     def tools_for(self, ctx: RunContext, task: Task) -> list[Tool]:
         return [*self.knowledge.tools(ctx, task), *self.tools]
+
+    def has_result(self, task: Task, ctx: RunContext, outcome: StepOutcome) -> bool:
+        return any(c.get("step") == task.id for c in ctx.workspace.passages)
 
     async def fallback(self, task: Task, ctx: RunContext, outcome: StepOutcome) -> StepOutcome:
         mine = [c for c in ctx.workspace.passages if c.get("step") == task.id]
@@ -355,7 +377,7 @@ class ReporterAgent(Agent):
 
     async def run(self, task: Task, ctx: RunContext, context: str = "") -> StepOutcome:
         outcome = StepOutcome(task.id, self.name)
-        summary = ""
+        summary, why = "", "budget"
         if not ctx.budget.exhausted:
             messages = [
                 Message("system", self.profile.describe() + "\n\nReply with the summary only, in plain text."),
@@ -367,6 +389,7 @@ class ReporterAgent(Agent):
                 )
             reply = await ctx.complete(self.name, task.id, messages, max_tokens=160)
             summary = usable_text(reply or "")
+            why = "model_failed" if reply is None else "unusable"
             if summary and not grounded(summary, f"{ctx.trace.goal}\n{context}\n{_table_words(ctx)}"):
                 await ctx.emit(
                     {
@@ -376,9 +399,9 @@ class ReporterAgent(Agent):
                         "note": "the model's summary does not use the findings: summarising them instead",
                     }
                 )
-                summary = ""
+                summary, why = "", "ungrounded"
         if not summary:
-            outcome.fallback = "findings"
+            outcome.fallback, outcome.fallback_reason = "findings", why
             summary = default_summary(ctx)
         ctx.workspace.report = compose_report(ctx, summary)
         outcome.text = summary
@@ -534,6 +557,55 @@ def parse_plan(text: str) -> list[dict[str, Any]]:
     return steps
 
 
+TASK_CHARS = 240  # a step's task: a sentence, not an essay (bounds what a constrained model writes)
+NOTES_CHARS = 200
+
+
+def plan_schema(members: dict[str, Agent], max_steps: int) -> dict[str, Any]:
+    """The JSON schema of a plan for this team: agent names are an enum of its members."""
+    step = {
+        "type": "object",
+        "properties": {
+            "agent": {"enum": list(members)},
+            "task": {"type": "string", "minLength": 1, "maxLength": TASK_CHARS},
+            "after": {"type": "array", "items": {"type": "integer", "minimum": 1}, "maxItems": max_steps},
+        },
+        "required": ["agent", "task"],
+    }
+    return {
+        "type": "object",
+        "properties": {"steps": {"type": "array", "items": step, "minItems": 1, "maxItems": max_steps}},
+        "required": ["steps"],
+    }
+
+
+def plan_tokens(max_steps: int) -> int:
+    """Room for the longest plan ``plan_schema`` admits, with tasks of short words (a TASK_CHARS task
+    is about 40 tokens of English; 80 leaves room for other scripts), dependencies and punctuation."""
+    return 48 + (TASK_CHARS // 2 + 40) * max_steps
+
+
+@dataclass
+class Plan:
+    """The steps of a run and where they came from: ``model``, ``fallback`` (the default plan) or
+    ``given``; whether the model was asked under a schema, and why its plan was not used."""
+
+    steps: list[Task]
+    source: str
+    notes: list[str] = field(default_factory=list)
+    structured: bool = False
+    fallback_reason: str | None = None  # unreadable, length, invalid, model_failed, budget
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "source": self.source,
+            "notes": self.notes,
+            "structured": self.structured,
+            "fallback_reason": self.fallback_reason if self.source == "fallback" else None,
+            "steps": [t.to_dict() for t in self.steps],
+        }
+
+
 class PlannerAgent(Agent):
     def __init__(self) -> None:
         super().__init__(
@@ -545,36 +617,44 @@ class PlannerAgent(Agent):
             )
         )
 
-    async def plan(self, goal: str, ctx: RunContext, members: dict[str, Agent]) -> tuple[list[Task], str, list[str]]:
-        """The steps for ``goal``, where they came from (``model`` or ``fallback``), and notes."""
+    async def plan(self, goal: str, ctx: RunContext, members: dict[str, Agent]) -> Plan:
+        """The steps for ``goal`` (the default plan when the model's cannot be used), and why."""
         notes: list[str] = []
         roster = "\n".join(f"- {n}: {a.description}" for n, a in members.items())
         memories = await ctx.remember(goal, self.name)
         system = f"{self.profile.describe()}\n\nAgents:\n{roster}\n\n{PLAN_FORMAT}"
         if memories:
             system += "\n\nRelevant past findings:\n" + "\n".join(f"- {m.text}" for m in memories)
-        example = (
-            'Example: {"steps": [{"agent": "analyst", "task": "total sales per month"}, '
-            '{"agent": "chart", "task": "chart the monthly sales", "after": [1]}, '
-            '{"agent": "reporter", "task": "write the report", "after": [1, 2]}]}'
-        )
+        example = "Example: " + json.dumps({"steps": [t.to_plan() for t in default_plan(goal, members)]})
         messages = [Message("system", system + "\n\n" + example), Message("user", f"Goal: {goal}")]
         for m in messages:
             await ctx.emit({"type": "message", "step": None, "agent": self.name, "role": m.role, "content": m.content})
+        fmt = None
+        if JSON_SCHEMA in await ctx.capabilities():
+            fmt = ResponseFormat("json_schema", plan_schema(members, ctx.settings.max_steps), "plan")
+        room = plan_tokens(ctx.settings.max_steps) if fmt is not None else None
         raw: list[dict[str, Any]] | None = None
+        reason: str | None = None
         for attempt in range(ctx.settings.max_parse_retries + 1):
             if ctx.budget.exhausted:
                 notes.append("the token budget is spent")
+                reason = reason or "budget"
                 break
-            reply = await ctx.complete(self.name, None, messages)
-            if reply is None:
+            out = await ctx.ask(self.name, None, messages, room, response_format=fmt)
+            if out is None:
                 notes.append("the model failed")
+                reason = "model_failed"
                 break
+            reply = out.text
             try:
                 raw = parse_plan(reply)
+                if out.finish_reason == "length":
+                    notes.append(f"the plan was cut at {out.usage.completion_tokens} tokens: its readable steps kept")
                 break
             except ValueError as exc:
-                notes.append(f"unreadable plan: {exc}")
+                reason = "length" if out.finish_reason == "length" else "unreadable"
+                cut = f" (cut at {out.usage.completion_tokens} tokens)" if reason == "length" else ""
+                notes.append(f"unreadable plan{cut}: {exc}")
                 if attempt < ctx.settings.max_parse_retries:
                     fix = f"That plan could not be read: {exc}. {PLAN_FORMAT}"
                     messages += [Message("assistant", reply), Message("user", fix)]
@@ -591,13 +671,12 @@ class PlannerAgent(Agent):
         steps: list[Task] = []
         if raw is not None:
             steps = self._validated(raw, members, notes, ctx.settings.max_steps)
-        source = "model"
+            if not steps:
+                reason = "invalid"
+                notes.append("the plan has no step for an agent on the team other than the reporter")
         if not steps:
-            source = "fallback"
-            steps = default_plan(goal, members)
-        else:
-            steps = normalise_plan(steps, members, notes)
-        return steps, source, notes
+            return Plan(default_plan(goal, members), "fallback", notes, fmt is not None, reason or "invalid")
+        return Plan(normalise_plan(steps, members, notes), "model", notes, fmt is not None)
 
     def _validated(
         self, raw: list[dict[str, Any]], members: dict[str, Agent], notes: list[str], max_steps: int
@@ -636,12 +715,22 @@ def default_plan(goal: str, members: dict[str, Agent]) -> list[Task]:
     return steps
 
 
+TABLE_USERS = ("chart", "coder")  # agents that work on the tables analysts make
+
+
 def normalise_plan(steps: list[Task], members: dict[str, Agent], notes: list[str]) -> list[Task]:
-    """Renumber 1..n; add a chart step after the first analysis and a final reporter step when missing."""
-    mapping = {t.id: i for i, t in enumerate(steps, 1)}
-    out = [Task(mapping[t.id], t.agent, t.task, [mapping[d] for d in t.depends_on]) for t in steps]
-    reporters = [t for t in out if t.agent == "reporter"]
-    out = [t for t in out if t.agent != "reporter"]
+    """Reporter steps set aside and the rest renumbered 1..n; a chart or code step with no dependencies
+    waits for the analyses before it (it works on their tables); a chart step after the first analysis
+    and one final reporter step (after every other step) added when missing."""
+    reporters = [t for t in steps if t.agent == "reporter"]
+    kept = [t for t in steps if t.agent != "reporter"]
+    mapping = {t.id: i for i, t in enumerate(kept, 1)}
+    out = [Task(mapping[t.id], t.agent, t.task, [mapping[d] for d in t.depends_on if d in mapping]) for t in kept]
+    for t in out:
+        if t.agent in TABLE_USERS and not t.depends_on:
+            t.depends_on = [p.id for p in out if p.id < t.id and p.agent == "analyst"]
+            if t.depends_on:
+                notes.append(f"step {t.id} ({t.agent}) waits for step(s) {', '.join(map(str, t.depends_on))}")
     analyst = next((t for t in out if t.agent == "analyst"), None)
     if analyst is not None and "chart" in members and not any(t.agent == "chart" for t in out):
         out.append(Task(len(out) + 1, "chart", f"chart the results of step {analyst.id}", [analyst.id]))
@@ -661,6 +750,8 @@ class Review:
     notes: str
     redo: list[int]
     source: str  # "model" or "checks"
+    structured: bool = False  # the model was asked under ``review_schema``
+    fallback_reason: str | None = None  # why the model's verdict was not used: budget, model_failed, length...
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -669,10 +760,27 @@ class Review:
             "notes": self.notes,
             "redo": self.redo,
             "source": self.source,
+            "structured": self.structured,
+            "fallback_reason": self.fallback_reason,
         }
 
 
 REVIEW_FORMAT = 'Reply with JSON only: {"approve": true or false, "notes": "why", "redo": [STEP NUMBERS TO REDO]}'
+REVIEW_TOKENS = 96  # the free-text verdict
+STRUCTURED_REVIEW_TOKENS = 160  # room for the longest verdict ``review_schema`` admits
+
+
+def review_schema(ids: list[int]) -> dict[str, Any]:
+    """The JSON schema of a verdict: steps to redo are an enum of the plan's step numbers."""
+    return {
+        "type": "object",
+        "properties": {
+            "approve": {"type": "boolean"},
+            "notes": {"type": "string", "maxLength": NOTES_CHARS},
+            "redo": {"type": "array", "items": {"enum": ids}, "maxItems": len(ids)},
+        },
+        "required": ["approve", "notes"],
+    }
 
 
 class ReviewerAgent(Agent):
@@ -692,7 +800,9 @@ class ReviewerAgent(Agent):
             problems.append("no report was written")
         checks = "; ".join(problems) or "every step succeeded"
         if ctx.budget.exhausted:
-            return Review(round_, not failed, checks + " (budget spent: no model review)", failed, "checks")
+            return Review(
+                round_, not failed, checks + " (budget spent: no model review)", failed, "checks", False, "budget"
+            )
         results = "\n".join(
             f"{t.id}. {t.agent}: {t.task} -> {'ok' if outcomes.get(t.id) and outcomes[t.id].ok else 'failed'}: "
             f"{(outcomes[t.id].summary() if t.id in outcomes else 'not run')[:300]}"
@@ -704,15 +814,25 @@ class ReviewerAgent(Agent):
         ]
         for m in messages:
             await ctx.emit({"type": "message", "step": None, "agent": self.name, "role": m.role, "content": m.content})
-        reply = await ctx.complete(self.name, None, messages, max_tokens=96)
-        verdict = _read_review(reply or "", {t.id for t in steps})
+        fmt = None
+        if JSON_SCHEMA in await ctx.capabilities():
+            fmt = ResponseFormat("json_schema", review_schema([t.id for t in steps]), "review")
+        room = STRUCTURED_REVIEW_TOKENS if fmt is not None else REVIEW_TOKENS
+        out = await ctx.ask(self.name, None, messages, room, response_format=fmt)
+        verdict = _read_review(out.text if out is not None else "", {t.id for t in steps})
         if verdict is None:
-            return Review(round_, not failed, checks + " (the model's review was unreadable)", failed, "checks")
+            reason = "model_failed" if out is None else "length" if out.finish_reason == "length" else "unreadable"
+            why = {"model_failed": "failed", "length": "cut at max_tokens", "unreadable": "unreadable"}[reason]
+            notes = f"{checks} (the model's review was {why})"
+            return Review(round_, not failed, notes, failed, "checks", fmt is not None, reason)
         approve, notes, redo = verdict
+        if approve and redo:  # a verdict against itself: approval stands, only failed steps run again
+            redo = []
+            notes = (notes + " (approved: the steps named to redo are ignored)").strip()
         redo = sorted(set(redo) | set(failed))
         if not approve and not redo:
             approve, notes = True, (notes + " (nothing named to redo)").strip()
-        return Review(round_, approve and not failed, f"{checks}. {notes}".strip(), redo, "model")
+        return Review(round_, approve and not failed, f"{checks}. {notes}".strip(), redo, "model", fmt is not None)
 
     def judge(self, outcome: StepOutcome, ctx: RunContext) -> bool:
         return True

@@ -1,5 +1,6 @@
 """OpenAI ``tools`` over HTTP: an ``LLMClient`` for any OpenAI-compatible endpoint that also speaks
-native tool calls (``ToolCaller``), so agents skip the JSON action format there.
+native tool calls (``ToolCaller``), so agents skip the JSON action format there. ``generate`` sends a
+request's ``tools``, ``tool_choice`` and ``response_format`` as they are and reads the calls back.
 
 Tests drive it with an ``httpx.MockTransport``; nothing here reaches the network by itself.
 """
@@ -14,7 +15,18 @@ import httpx
 
 from datapilot.agents._agent import ToolCall, ToolReply
 from datapilot.core.errors import UpstreamError
-from datapilot.core.types import FinishReason, ModelChunk, ModelInfo, ModelOutput, ModelRequest, SamplingParams, Usage
+from datapilot.core.types import (
+    FinishReason,
+    Message,
+    ModelChunk,
+    ModelInfo,
+    ModelOutput,
+    ModelRequest,
+    SamplingParams,
+    ToolCallDelta,
+    Usage,
+)
+from datapilot.core.types import ToolCall as CoreToolCall
 
 
 def _params(params: SamplingParams) -> dict[str, Any]:
@@ -24,6 +36,20 @@ def _params(params: SamplingParams) -> dict[str, Any]:
     if params.stop:
         body["stop"] = params.stop
     return body
+
+
+def _message(m: Message) -> dict[str, Any]:
+    out: dict[str, Any] = {"role": m.role, "content": m.content}
+    if m.tool_calls:
+        out["content"] = m.content or None
+        out["tool_calls"] = [c.to_dict() for c in m.tool_calls]
+    if m.tool_call_id is not None:
+        out["tool_call_id"] = m.tool_call_id
+    return out
+
+
+def _finish(reason: Any) -> FinishReason:
+    return reason if reason in ("length", "tool_calls") else "stop"
 
 
 class OpenAIToolsClient:
@@ -70,23 +96,40 @@ class OpenAIToolsClient:
         )
 
     async def generate(self, request: ModelRequest) -> ModelOutput:
-        messages = [{"role": m.role, "content": m.content} for m in request.messages or []]
+        messages = [_message(m) for m in request.messages or []]
         if request.messages is None:
             messages = [{"role": "user", "content": request.prompt or ""}]
-        data = await self._post({"model": request.model, "messages": messages, **_params(request.params)})
+        body: dict[str, Any] = {"model": request.model, "messages": messages, **_params(request.params)}
+        if request.tools:
+            body["tools"] = [t.to_dict() for t in request.tools]
+            if request.tool_choice in ("none", "auto", "required"):
+                body["tool_choice"] = request.tool_choice
+            else:
+                body["tool_choice"] = {"type": "function", "function": {"name": request.tool_choice}}
+            if not request.parallel_tool_calls:  # sent only when off: OpenAI's default is on
+                body["parallel_tool_calls"] = False
+        if request.response_format is not None and request.response_format.type != "text":
+            body["response_format"] = request.response_format.to_dict()
+        data = await self._post(body)
         choice = data["choices"][0]
+        message = choice["message"]
         usage = data.get("usage") or {}
-        finish: FinishReason = "length" if choice.get("finish_reason") == "length" else "stop"
+        calls = [
+            CoreToolCall(c.get("id", f"call_{i}"), c["function"]["name"], c["function"].get("arguments") or "{}")
+            for i, c in enumerate(message.get("tool_calls") or [])
+        ]
         return ModelOutput(
-            choice["message"].get("content") or "",
-            finish,
+            message.get("content") or "",
+            _finish(choice.get("finish_reason")),
             Usage(int(usage.get("prompt_tokens", 0)), int(usage.get("completion_tokens", 0))),
             request.model,
+            tool_calls=calls,
         )
 
     async def stream(self, request: ModelRequest) -> AsyncIterator[ModelChunk]:
         out = await self.generate(request)
-        yield ModelChunk(out.text, finish_reason=out.finish_reason, usage=out.usage)
+        deltas = [ToolCallDelta(i, c.id, c.name, c.arguments) for i, c in enumerate(out.tool_calls)]
+        yield ModelChunk(out.text, finish_reason=out.finish_reason, usage=out.usage, tool_calls=deltas or None)
 
     async def models(self) -> list[ModelInfo]:
         try:

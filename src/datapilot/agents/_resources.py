@@ -25,7 +25,7 @@ from datapilot.agents._sandbox import CodeRunner
 from datapilot.agents._tools import Tool, ToolOutput
 from datapilot.agents._trace import request_key
 from datapilot.core.errors import DataPilotError, InvalidRequestError
-from datapilot.core.types import ModelChunk, ModelInfo, ModelOutput, ModelRequest
+from datapilot.core.types import ModelChunk, ModelInfo, ModelOutput, ModelRequest, ToolCallDelta
 from datapilot.datasource import Connector, QueryResult, TableInfo
 from datapilot.text2sql import SchemaLinker, SQLAnswer, Text2SQL, Text2SQLOptions, transpile
 
@@ -75,14 +75,18 @@ class MeteredClient:
                 "content": out.text,
                 "key": request_key(request),
                 "usage": out.usage.to_dict(),
+                "finish_reason": out.finish_reason,
                 "via": "tool",
+                **({"structured": "json_schema"} if request.wants_json else {}),
+                **({"tool_calls": [c.to_dict() for c in out.tool_calls]} if out.tool_calls else {}),
             }
         )
         return out
 
     async def stream(self, request: ModelRequest) -> AsyncIterator[ModelChunk]:
         out = await self.generate(request)
-        yield ModelChunk(out.text, finish_reason=out.finish_reason, usage=out.usage)
+        deltas = [ToolCallDelta(i, c.id, c.name, c.arguments) for i, c in enumerate(out.tool_calls)]
+        yield ModelChunk(out.text, finish_reason=out.finish_reason, usage=out.usage, tool_calls=deltas or None)
 
     async def models(self) -> list[ModelInfo]:
         return await self.ctx.llm.models()
@@ -176,7 +180,8 @@ class DataResource:
             table = await self.add_table(ctx, question, answer.result, task.id)
             return ToolOutput(f"SQL: {answer.sql}\n{_table_text(table)}", {"table": table.id, "sql": answer.sql})
 
-        return [Tool.from_function(f) for f in (list_tables, run_sql, ask_data)]
+        # The surest tool first: a model shown its tools by example tends to call the first one.
+        return [Tool.from_function(f) for f in (ask_data, run_sql, list_tables)]
 
     def chart_tools(self, ctx: RunContext, task: Task) -> list[Tool]:
         async def make_chart(table: str = "", kind: str = "", title: str = "") -> ToolOutput:

@@ -2,6 +2,10 @@
 ones at the same time), a reviewer checks the results against the goal and may send failed steps
 back, within the run's budget of rounds and tokens. The report writer's markdown is the answer.
 
+When the model enforces JSON schemas and tool calls (its ``capabilities``), the planner and reviewer
+ask through a schema and the agents through ``tools``; ``structured=False`` keeps every call on the
+tolerant free-text path. The ``start`` record lists the capabilities the run used.
+
 ``Team.run`` streams the run's trace records as they happen; ``Team.result`` runs to the end.
 """
 
@@ -17,6 +21,7 @@ from datapilot.agents._builtin import (
     AGENTS,
     TOOLS,
     AgentSpec,
+    Plan,
     PlannerAgent,
     ReviewerAgent,
     TeamResources,
@@ -65,6 +70,7 @@ class Team:
         reviewer: ReviewerAgent | None = None,
         memory: LongTermMemory | None = None,
         native_tools: bool = True,
+        structured: bool = True,
     ) -> None:
         if not members:
             raise InvalidRequestError("a team needs at least one agent", param="agents")
@@ -74,6 +80,7 @@ class Team:
         self.reviewer = reviewer or ReviewerAgent()
         self.memory = memory
         self.native_tools = native_tools
+        self.structured = structured
 
     async def run(
         self, goal: str, *, plan: list[dict[str, Any]] | str | None = None, trace: Trace | None = None
@@ -93,6 +100,7 @@ class Team:
             memory=self.memory,
             sink=queue.put,
             native_tools=self.native_tools,
+            structured=self.structured,
         )
 
         async def main() -> None:
@@ -144,6 +152,7 @@ class Team:
                 "model": self.model,
                 "agents": list(self.members),
                 "budget": ctx.budget.to_dict(),
+                "capabilities": sorted(await ctx.capabilities()),
             }
         )
         if given is not None:
@@ -163,10 +172,11 @@ class Team:
             )
             if not steps:
                 raise InvalidRequestError("the given plan has no step for an agent on the team", param="plan")
-            source = "given"
+            plan = Plan(steps, "given", notes)
         else:
-            steps, source, notes = await self.planner.plan(goal, ctx, self.members)
-        await ctx.emit({"type": "plan", "source": source, "notes": notes, "steps": [t.to_dict() for t in steps]})
+            plan = await self.planner.plan(goal, ctx, self.members)
+        steps = plan.steps
+        await ctx.emit({"type": "plan", **plan.to_dict()})
         outcomes: dict[int, StepOutcome] = {}
         todo = list(steps)
         review_notes = ""
@@ -284,6 +294,7 @@ def build_team(
     tool_registry: Registry[Tool] | None = None,
     memory: LongTermMemory | None = None,
     native_tools: bool = True,
+    structured: bool = True,
 ) -> Team:
     """A team of agents named in ``registry`` (default: every one the resources allow), each given
     the extra ``tools`` named in ``tool_registry``. Unknown names are refused, never imported."""
@@ -313,4 +324,12 @@ def build_team(
         reporter = registry.get("reporter").factory(resources)
         if reporter is not None:
             members["reporter"] = reporter
-    return Team(llm, model, members, settings=resources.settings, memory=memory, native_tools=native_tools)
+    return Team(
+        llm,
+        model,
+        members,
+        settings=resources.settings,
+        memory=memory,
+        native_tools=native_tools,
+        structured=structured,
+    )

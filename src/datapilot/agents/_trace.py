@@ -2,8 +2,13 @@
 
 The events a run streams are its trace records, so what a UI showed and what was stored are the same.
 ``Trace.replay`` gives the records back in order; ``ReplayClient`` answers each model request with the
-reply recorded for it, so running the same team again over a saved trace repeats the run exactly,
-without a model.
+reply recorded for it (text, tool calls and how it ended), and says the model has the capabilities the
+run used, so running the same team again over a saved trace repeats the run exactly, without a model.
+
+Whether a step used the structured path and why it still fell back is on its record: ``plan`` and
+``review`` records and ``step_done`` carry ``structured`` and ``fallback_reason``; a model reply's
+``message`` record carries ``structured`` (``json_schema`` or ``tools``), ``finish_reason`` and any
+``tool_calls``.
 """
 
 from __future__ import annotations
@@ -20,7 +25,16 @@ from typing import Any
 
 from datapilot.core.client import collect
 from datapilot.core.errors import InvalidRequestError
-from datapilot.core.types import ModelChunk, ModelInfo, ModelOutput, ModelRequest, Usage
+from datapilot.core.types import (
+    FinishReason,
+    ModelChunk,
+    ModelInfo,
+    ModelOutput,
+    ModelRequest,
+    ToolCall,
+    ToolCallDelta,
+    Usage,
+)
 
 TRACE_VERSION = 1
 
@@ -28,7 +42,14 @@ TRACE_VERSION = 1
 def request_key(request: ModelRequest) -> str:
     """Identifies a model request by what the model sees (model, messages or prompt), not by its id."""
     if request.messages is not None:
-        body: Any = [[m.role, m.content] for m in request.messages]
+        # Tool calls and the ids tool results answer are part of what the model sees; kept out of the
+        # key when absent, so keys of traces saved before tool calls stay the same.
+        body: Any = [
+            [m.role, m.content]
+            + ([[[c.name, c.arguments] for c in m.tool_calls]] if m.tool_calls else [])
+            + ([m.tool_call_id] if m.tool_call_id else [])
+            for m in request.messages
+        ]
     else:
         body = request.prompt
     raw = json.dumps([request.model, body], ensure_ascii=False, sort_keys=True)
@@ -69,6 +90,26 @@ class Trace:
                 used = Usage(int(usage.get("prompt_tokens", 0)), int(usage.get("completion_tokens", 0)))
                 out[r["key"]].append((r["content"], used))
         return dict(out)
+
+    def model_outputs(self) -> dict[str, list[ModelOutput]]:
+        """Recorded model outputs (text, tool calls, finish reason and usage) by request key, in order."""
+        out: dict[str, list[ModelOutput]] = defaultdict(list)
+        for r in self.replay("message"):
+            if r.get("role") == "assistant" and r.get("key"):
+                usage = r.get("usage") or {}
+                used = Usage(int(usage.get("prompt_tokens", 0)), int(usage.get("completion_tokens", 0)))
+                calls = [
+                    ToolCall(c["id"], c["function"]["name"], c["function"]["arguments"])
+                    for c in r.get("tool_calls") or []
+                ]
+                finish: FinishReason = r.get("finish_reason") or ("tool_calls" if calls else "stop")
+                out[r["key"]].append(ModelOutput(r["content"], finish, used, tool_calls=calls))
+        return dict(out)
+
+    def capabilities(self) -> frozenset[str]:
+        """The structured capabilities the run used (its ``start`` record), for replaying it."""
+        start = next(self.replay("start"), None)
+        return frozenset((start or {}).get("capabilities", ()))
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -154,11 +195,14 @@ class ReplayClient:
     """An ``LLMClient`` that answers from a trace: each request gets the next reply recorded for it."""
 
     def __init__(self, trace: Trace, model: str = "replay") -> None:
-        self._replies = {k: deque(v) for k, v in trace.model_replies().items()}
+        self._outputs = {k: deque(v) for k, v in trace.model_outputs().items()}
+        self._capabilities = trace.capabilities()
         self.model = model
+        start = next(trace.replay("start"), None)
+        self._names = list(dict.fromkeys([model, *([start["model"]] if start and start.get("model") else [])]))
 
-    def _next(self, request: ModelRequest) -> tuple[str, Usage]:
-        queue = self._replies.get(request_key(request))
+    def _next(self, request: ModelRequest) -> ModelOutput:
+        queue = self._outputs.get(request_key(request))
         if not queue:
             raise InvalidRequestError("the trace has no recorded reply for this request: the run diverged")
         return queue.popleft()
@@ -167,8 +211,10 @@ class ReplayClient:
         return await collect(self.stream(request), request.model)
 
     async def stream(self, request: ModelRequest) -> AsyncIterator[ModelChunk]:
-        text, usage = self._next(request)
-        yield ModelChunk(text, finish_reason="stop", usage=usage)
+        out = self._next(request)
+        deltas = [ToolCallDelta(i, c.id, c.name, c.arguments) for i, c in enumerate(out.tool_calls)]
+        yield ModelChunk(out.text, finish_reason=out.finish_reason, usage=out.usage, tool_calls=deltas or None)
 
     async def models(self) -> list[ModelInfo]:
-        return [ModelInfo(self.model, "replay", frozenset({"chat"}))]
+        """This client's name and the recorded run's model, with the capabilities the run used."""
+        return [ModelInfo(n, "replay", frozenset({"chat"}) | self._capabilities) for n in self._names]

@@ -83,7 +83,10 @@ async def agent_team(
     memory: LongTermMemory | None = None,
     registry: Registry[AgentSpec] | None = None,
     tool_registry: Registry[Tool] | None = None,
+    structured: bool = True,
 ) -> Team:
+    """The team for ``request``; ``structured=False`` keeps its model calls on the free-text path even
+    when the model enforces JSON schemas and tool calls."""
     if not request.goal or not request.goal.strip():
         raise InvalidRequestError("the goal is empty", param="goal")
     source = request.datasource or ctx.settings.default_source
@@ -104,6 +107,7 @@ async def agent_team(
         registry=registry,
         tool_registry=tool_registry,
         memory=memory,
+        structured=structured,
     )
 
 

@@ -10,6 +10,8 @@ can print them as they come:
 * ``{"type": "error", "error": {...}}`` and finally ``{"type": "done", "answer": {...}}``.
 
 Every model call goes through the ``LLMClient`` in the context: in the server, the cache-aware one.
+A scene that wants a JSON answer asks for it under a JSON schema (``response_format``) when the model
+lists ``json_schema`` in its capabilities, and reads other models' answers with the tolerant parsers.
 """
 
 from __future__ import annotations
@@ -24,8 +26,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 from datapilot.apps._charts import choose_chart, vega_lite
 from datapilot.core.client import LLMClient
 from datapilot.core.config import DataSettings
-from datapilot.core.errors import DataPilotError, InvalidRequestError
-from datapilot.core.types import Message, ModelRequest, SamplingParams
+from datapilot.core.errors import ContextLengthExceededError, DataPilotError, InvalidRequestError
+from datapilot.core.types import Message, ModelRequest, ResponseFormat, SamplingParams
 from datapilot.datasource import Connector, DataSources, QueryResult, TableInfo, jsonable
 from datapilot.text2sql import (
     SchemaLinker,
@@ -138,14 +140,34 @@ def _result_text(result: QueryResult) -> str:
 
 
 async def _stream_text(
-    ctx: ChatContext, model: str, messages: list[Message], max_tokens: int = 80
+    ctx: ChatContext,
+    model: str,
+    messages: list[Message],
+    max_tokens: int = 80,
+    response_format: ResponseFormat | None = None,
+    finish: list[str] | None = None,
 ) -> AsyncIterator[str]:
+    """The answer's text as it streams; ``finish`` (when given) receives how the answer ended."""
     request = ModelRequest(
-        model=model, messages=messages, params=SamplingParams(max_tokens=max_tokens, temperature=0.2)
+        model=model,
+        messages=messages,
+        params=SamplingParams(max_tokens=max_tokens, temperature=0.2),
+        response_format=response_format,
     )
     async for chunk in ctx.llm.stream(request):
         if chunk.text:
             yield chunk.text
+        if chunk.finish_reason is not None and finish is not None:
+            finish.append(chunk.finish_reason)
+
+
+async def model_supports(ctx: ChatContext, model: str, capability: str) -> bool:
+    """Whether ``model`` lists ``capability`` (``json_schema``, ``tools``...); False when unknown."""
+    try:
+        infos = await ctx.llm.models()
+    except DataPilotError:
+        return False
+    return any(m.name == model and capability in m.capabilities for m in infos)
 
 
 def summary_of(result: QueryResult) -> str:
@@ -339,22 +361,69 @@ DASHBOARD_SYSTEM = (
     'else: [{{"title": "...", "sql": "<one read-only {dialect} SELECT>", "chart": "bar|line|pie|scatter|table"}}]. '
     "Use only the tables and columns in the schema."
 )
+# The same request where the answer is held to DASHBOARD_SCHEMA (an object: the root of a JSON schema answer).
+DASHBOARD_SYSTEM_JSON = (
+    "You are a data analyst building a dashboard. Reply with a JSON object holding 2 to 4 analyses: "
+    '{{"analyses": [{{"title": "...", "sql": "<one read-only {dialect} SELECT>", '
+    '"chart": "bar|line|pie|scatter|table"}}]}}. Use only the tables and columns in the schema.'
+)
+DASHBOARD_SCHEMA: dict[str, object] = {
+    "type": "object",
+    "properties": {
+        "analyses": {
+            "type": "array",
+            "minItems": 1,
+            "maxItems": 4,
+            "items": {
+                "type": "object",
+                "properties": {
+                    "title": {"type": "string", "minLength": 1, "maxLength": 80},
+                    "sql": {"type": "string", "minLength": 1, "maxLength": 600},
+                    "chart": {"enum": ["bar", "line", "pie", "scatter", "table"]},
+                },
+                "required": ["title", "sql", "chart"],
+            },
+        }
+    },
+    "required": ["analyses"],
+}
+# Four analyses at their longest under DASHBOARD_SCHEMA, with room to spare: cut JSON is no plan.
+DASHBOARD_TOKENS = 1000
+DASHBOARD_TEXT_TOKENS = 600
 
 
 async def dashboard_scene(ctx: ChatContext, request: SceneRequest) -> AsyncIterator[Event]:
     """``dashboard``: one request, several analyses (title, SQL, chart each), rendered together.
 
-    The model is asked for a JSON plan of analyses (repaired when malformed). When the plan yields
-    nothing runnable, the request is split into its sub-questions, each answered by text-to-SQL.
+    The model is asked for a JSON plan of analyses: under ``DASHBOARD_SCHEMA`` when it enforces JSON
+    schemas, else as text (repaired when malformed). When the plan yields nothing runnable, the request
+    is split into its sub-questions, each answered by text-to-SQL; the ``fallback`` step says why.
     """
     source = _source(ctx, request)
     model = _model(ctx, request)
     connector = await ctx.sources.connector(source)
     tables = await ctx.linker(source).select(request.question, await connector.schema())
-    yield {"type": "step", "name": "plan", "datasource": source, "tables": [t.name for t in tables]}
+    structured = await model_supports(ctx, model, "json_schema")
+    yield {
+        "type": "step",
+        "name": "plan",
+        "datasource": source,
+        "tables": [t.name for t in tables],
+        "structured": structured,
+    }
     messages = sql_chat_messages(request.question, tables, connector.dialect)
-    messages[0] = Message("system", DASHBOARD_SYSTEM.format(dialect=connector.dialect))
-    plan_text = "".join([t async for t in _stream_text(ctx, model, messages, max_tokens=600)])
+    system = DASHBOARD_SYSTEM_JSON if structured else DASHBOARD_SYSTEM
+    messages[0] = Message("system", system.format(dialect=connector.dialect))
+    fmt = ResponseFormat("json_schema", DASHBOARD_SCHEMA, "dashboard") if structured else None
+    room = DASHBOARD_TOKENS if structured else DASHBOARD_TEXT_TOKENS
+    finish: list[str] = []
+    try:
+        plan_text = "".join([t async for t in _stream_text(ctx, model, messages, room, fmt, finish)])
+    except ContextLengthExceededError:
+        if room <= DASHBOARD_TEXT_TOKENS:
+            raise
+        # The schema's room did not fit this model's context next to the schema: the usual room does.
+        plan_text = "".join([t async for t in _stream_text(ctx, model, messages, DASHBOARD_TEXT_TOKENS, fmt, finish)])
     planned = parse_answer_list(plan_text)
     analyses: list[dict[str, Any]] = []
     for i, item in enumerate(planned[:6]):
@@ -370,7 +439,15 @@ async def dashboard_scene(ctx: ChatContext, request: SceneRequest) -> AsyncItera
         analyses.append(entry)
         yield {"type": "analysis", "index": i, **entry}
     if not any("table" in a for a in analyses):
-        yield {"type": "step", "name": "fallback", "reason": "the plan had no runnable analysis"}
+        cut = finish[-1:] == ["length"]
+        cause = "length" if cut and not planned else "unreadable" if not planned else "invalid"
+        yield {
+            "type": "step",
+            "name": "fallback",
+            "reason": "the plan was cut at max_tokens" if cause == "length" else "the plan had no runnable analysis",
+            "cause": cause,
+            "structured": structured,
+        }
         for q in split_questions(request.question) or [request.question]:
             pipeline = Text2SQL(ctx.llm, model, connector, linker=ctx.linker(source), options=ctx.options())
             answer = await pipeline.answer(q)
