@@ -73,10 +73,12 @@ async def test_data_scene_streams_sql_table_chart_and_answer(tmp_path: Path, scr
             "db_qa", ChatContext(qa, "qa", sources, DataSettings()), SceneRequest("How are orders related?")
         )
         assert "orders" in {t["name"] for t in answer["tables"]} and answer["text"]
-        plan = await scripted(['[{"title": "Orders by status", "sql": "SELECT status, COUNT(*) AS n FROM orders '
-                               'GROUP BY status", "chart": "pie"}, {title: "Orders per month", sql: "SELECT '
-                               'substr(order_date, 1, 7) AS month, COUNT(*) AS n FROM orders GROUP BY 1",},'
-                               ' {"title": "Bad", "sql": "DROP TABLE orders"}]'], name="plan")  # fmt: skip
+        # The scripted model enforces JSON schemas, so the scene asks for its plan under DASHBOARD_SCHEMA.
+        plan = await scripted(['{"analyses": [{"title": "Orders by status", "sql": "SELECT status, COUNT(*) AS n '
+                               'FROM orders GROUP BY status", "chart": "pie"}, {"title": "Orders per month", "sql": '
+                               '"SELECT substr(order_date, 1, 7) AS month, COUNT(*) AS n FROM orders GROUP BY 1", '
+                               '"chart": "line"}, {"title": "Bad", "sql": "DROP TABLE orders", "chart": "table"}]}'],
+                              name="plan")  # fmt: skip
         board = await chat(
             "dashboard", ChatContext(plan, "plan", sources, DataSettings()), SceneRequest("Order overview")
         )
