@@ -85,6 +85,7 @@ async def test_plans_reviews_and_tool_calls_are_asked_for_under_schemas(scripted
     assert [t.name for t in first.tools] == ["ask_data", "run_sql", "list_tables"]
     assert not first.parallel_tool_calls  # one call a turn
     assert first.tools[1].parameters["required"] == ["sql"]
+    assert first.tools[0].parameters["properties"]["question"] == {"type": "string", "minLength": 1}  # type: ignore[index]
     assert first.tool_choice == "required" and second.tool_choice == "auto"  # a table exists: it may answer
     called = second.messages[-2]  # type: ignore[index]
     answer = second.messages[-1]  # type: ignore[index]

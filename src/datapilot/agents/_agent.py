@@ -17,6 +17,7 @@ and the long-term memory.
 
 from __future__ import annotations
 
+import copy
 import json
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
@@ -544,7 +545,7 @@ class Agent:
                 return
             # A tool without arguments that has answered would only answer the same again.
             offered = [t for t in tools if t.parameters().get("properties") or (t.name, "{}") not in done]
-            specs = [ToolSpec(t.name, t.description, t.parameters()) for t in offered or tools]
+            specs = [tool_spec(t) for t in offered or tools]
             choice = "auto" if self.has_result(task, ctx, outcome) else "required"
             out = await ctx.ask(
                 self.name, task.id, messages, TOOL_REPLY_TOKENS, tools=specs, tool_choice=choice, parallel=False
@@ -599,6 +600,17 @@ class Agent:
 
 
 NATIVE_HINT = "Call the tools to do the task; when you are done, answer in plain text."
+
+
+def tool_spec(tool: Tool) -> ToolSpec:
+    """A tool as a model is offered it: its JSON schema, with every required string at least one
+    character long (a small model held to a schema otherwise answers a question with "")."""
+    params = copy.deepcopy(tool.parameters())
+    for name in params.get("required", []):
+        prop = params.get("properties", {}).get(name)
+        if isinstance(prop, dict) and prop.get("type") == "string" and "minLength" not in prop:
+            prop["minLength"] = 1
+    return ToolSpec(tool.name, tool.description, params)
 
 
 def _arguments(text: str) -> Any:
