@@ -280,3 +280,21 @@ async def test_calls_that_cannot_give_anything_new_are_not_made_again(scripted: 
     assert len(of(events, "chart")) == 1  # the repeated call was not run
     assert any("called again with the same arguments" in str(e.get("note")) for e in of(events, "note"))
     assert all(s["fallback"] is None for s in of(events, "step_done"))
+
+
+async def test_a_question_about_something_else_is_refused(scripted: Scripted, context: Context) -> None:
+    """A small model held to the call's shape fills it with whatever it saw last (here, an example of
+    its prompt format): the tool refuses it, and the step falls back saying so."""
+    rules = [
+        HAPPY_RULES[0],
+        ["You are analyst", [call("ask_data", question="What is the capital of France?")]],
+        ["-- Question:|Question:", ["status, COUNT(*) AS n FROM orders GROUP BY status"]],
+        *HAPPY_RULES[2:],
+    ]
+    manager = await scripted(rules)
+    events = await events_of(context(manager), AgentSettings(max_turns=1))
+    refused = of(events, "tool_result")[0]
+    assert not refused["ok"] and "mentions nothing of the task" in refused["observation"]
+    analyst = of(events, "step_done")[0]
+    assert analyst["fallback"] == "text2sql" and analyst["fallback_reason"] == "tool_failed" and analyst["ok"]
+    assert of(events, "table")[0]["title"] == "orders per status"  # the fallback asked the task itself

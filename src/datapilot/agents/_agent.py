@@ -415,7 +415,8 @@ class Agent:
         return "\n\n".join(parts)
 
     def user_prompt(self, task: Task, context: str) -> str:
-        return f"Task: {task.task}" + (f"\n\nWhat the team found so far:\n{context}" if context else "")
+        """What the team found, then the task: the last thing a model reads is what it must do."""
+        return (f"What the team found so far:\n{context}\n\n" if context else "") + f"Task: {task.task}"
 
     def has_result(self, task: Task, ctx: RunContext, outcome: StepOutcome) -> bool:
         """Whether the step already has what its job needs: until then a model that takes ``tools``

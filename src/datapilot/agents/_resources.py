@@ -96,6 +96,28 @@ class Retriever(Protocol):
     async def retrieve(self, space: str, query: str, *, k: int | None = None) -> list[Any]: ...
 
 
+_WORD = re.compile(r"[^\W\d_]{4,}")
+_CJK = re.compile(r"[\u3040-\u30ff\u3400-\u9fff\uac00-\ud7af]+")
+_FILLER = frozenset({"what", "which", "when", "where", "with", "from", "that", "this", "does", "answer", "question"})
+
+
+def _terms(text: str) -> set[str]:
+    """Words of four letters or more (question words left out), and character pairs of CJK text."""
+    words = {w.lower() for w in _WORD.findall(_CJK.sub(" ", text))} - _FILLER
+    pairs = {run[i : i + 2] for run in _CJK.findall(text) for i in range(len(run) - 1)}
+    return words | pairs
+
+
+def related(text: str, source: str) -> bool:
+    """``text`` shares a word (or, in CJK text, a pair of characters) with ``source``; text too short
+    to have any must occur in ``source`` as it is."""
+    terms = _terms(text)
+    if terms:
+        return bool(terms & _terms(source))
+    short = text.strip().lower()
+    return len(short) >= 3 and short in source.lower()
+
+
 def _table_text(table: TableArtifact) -> str:
     r = table.result
     shape = f"{len(r.rows)} row(s){' (cut at the row limit)' if r.truncated else ''}"
@@ -173,6 +195,11 @@ class DataResource:
 
         async def ask_data(question: str) -> ToolOutput:
             """Answer a question about the data with text-to-SQL: writes, checks and runs the query."""
+            if not related(question, f"{task.task}\n{ctx.trace.goal}\n{await self.schema_text()}"):
+                # A small model held to the call's shape may fill it with a question from elsewhere.
+                raise InvalidRequestError(
+                    f"the question {question!r} mentions nothing of the task or the data: ask about the task"
+                )
             answer = await self.answer(question, ctx, agent, task.id)
             if answer.result is None:
                 error = answer.error.message if answer.error else "no query could be written"
