@@ -39,6 +39,10 @@ def text2sql(
     corrections: Annotated[
         int | None, typer.Option(help="max corrections per question [default: configured]", min=0)
     ] = None,
+    constrain: Annotated[
+        bool,
+        typer.Option("--constrain/--no-constrain", help="constrain the SQL by the schema's grammar when the model can"),
+    ] = True,
     as_json: Annotated[bool, typer.Option("--json", help="print the report as JSON")] = False,
     config: ConfigOpt = None,
     profile: ProfileOpt = None,
@@ -67,6 +71,7 @@ def text2sql(
         max_corrections=settings.data.max_corrections if corrections is None else corrections,
         row_limit=settings.data.row_limit,
         timeout_s=settings.data.timeout_s,
+        constrain=constrain,
     )
 
     async def run() -> Any:

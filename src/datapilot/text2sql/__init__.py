@@ -3,6 +3,9 @@
 * ``Text2SQL``: schema linking (``SchemaLinker``, embedding similarity on large schemas), a prompt
   with the dialect and examples, the model through any ``LLMClient``, tolerant SQL extraction,
   sqlglot transpilation, the read-only guard, execution, and a bounded correction loop.
+* ``sql_grammar`` / ``answer_grammar``: GBNF grammars for the SQL over the linked tables (only their
+  names and columns, one SELECT), alone or in the chat prompt's JSON answer, sent to models that
+  enforce grammars; ``table_aliases`` are the aliases they allow in joins.
 * ``extract_sql`` / ``parse_answer`` / ``repair_json``: SQL and structured answers out of fences,
   JSON (repaired when malformed) or prose.
 * ``evaluate`` and friends: execution accuracy on Spider-format questions; ``dev_set_path`` is the
@@ -24,6 +27,7 @@ from datapilot.text2sql._eval import (
     results_match,
 )
 from datapilot.text2sql._extract import ParsedAnswer, extract_sql, parse_answer, parse_answer_list, repair_json
+from datapilot.text2sql._grammar import answer_grammar, grammar_dialects, sql_grammar, table_aliases
 from datapilot.text2sql._linking import SchemaLinker
 from datapilot.text2sql._pipeline import Attempt, SQLAnswer, Text2SQL, Text2SQLOptions
 from datapilot.text2sql._prompt import Example, chat_messages, completion_prompt, schema_examples
@@ -47,6 +51,7 @@ __all__ = [
     "SchemaLinker",
     "Text2SQL",
     "Text2SQLOptions",
+    "answer_grammar",
     "chat_messages",
     "completion_prompt",
     "database_path",
@@ -55,11 +60,14 @@ __all__ = [
     "evaluate",
     "extract_sql",
     "gold_orders",
+    "grammar_dialects",
     "load_questions",
     "parse_answer",
     "parse_answer_list",
     "repair_json",
     "results_match",
     "schema_examples",
+    "sql_grammar",
+    "table_aliases",
     "transpile",
 ]

@@ -3,6 +3,12 @@
 A database error (or SQL that does not parse) goes back to the model with the failed query, at most
 ``max_corrections`` times. A statement the guard refuses as a write is never retried: the answer
 reports the refusal and nothing reaches the database.
+
+When the model enforces grammars (``"grammar"`` in its capabilities) the SQL it writes is constrained
+by a grammar built from the linked tables: only their names, only their columns, one SELECT
+(``sql_grammar`` after the completion prompt's open SELECT, ``answer_grammar`` for the chat prompt's
+JSON answer). A dialect the grammar cannot express, or a model that refuses the grammar, leaves
+generation unconstrained, with the correction loop as before.
 """
 
 from __future__ import annotations
@@ -14,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from datapilot.core.client import LLMClient
-from datapilot.core.errors import DataPilotError
+from datapilot.core.errors import DataPilotError, InvalidRequestError
 from datapilot.core.types import Message, ModelRequest, SamplingParams
 from datapilot.datasource import (
     Connector,
@@ -27,8 +33,10 @@ from datapilot.datasource import (
     check_read_only,
 )
 from datapilot.text2sql._extract import extract_sql, parse_answer
+from datapilot.text2sql._grammar import answer_grammar, sql_grammar
 from datapilot.text2sql._linking import SchemaLinker
 from datapilot.text2sql._prompt import (
+    CHART_TYPES,
     COMPLETION_STOPS,
     Example,
     chat_correction,
@@ -39,6 +47,8 @@ from datapilot.text2sql._prompt import (
 from datapilot.text2sql._transpile import transpile
 
 log = logging.getLogger("datapilot.text2sql")
+
+GRAMMAR_CAPABILITY = "grammar"  # what a model that enforces GBNF grammars lists in its capabilities
 
 PromptStyle = Literal["completion", "chat"]
 
@@ -51,9 +61,16 @@ class Attempt:
     sql: str | None
     error: str | None = None
     code: str | None = None
+    constrained: bool = False  # generated under the schema's grammar
 
     def to_dict(self) -> dict[str, Any]:
-        return {"raw": self.raw, "sql": self.sql, "error": self.error, "code": self.code}
+        return {
+            "raw": self.raw,
+            "sql": self.sql,
+            "error": self.error,
+            "code": self.code,
+            "constrained": self.constrained,
+        }
 
 
 @dataclass(slots=True)
@@ -96,6 +113,7 @@ class Text2SQLOptions:
     temperature: float = 0.0
     source_dialect: str | None = None  # the dialect the model writes, when it is not the database's
     examples: list[Example] | None = None  # default: written from the schema
+    constrain: bool = True  # constrain the SQL by the linked schema's grammar when the model can
 
 
 class Text2SQL:
@@ -114,6 +132,8 @@ class Text2SQL:
         self.linker = linker or SchemaLinker()
         self.options = options or Text2SQLOptions()
         self._schema: list[TableInfo] | None = None
+        self._grammars: bool | None = None  # whether the model enforces grammars, asked once
+        self._grammar_texts: dict[tuple[str, ...], str | None] = {}  # linked tables -> their grammar
 
     async def schema(self) -> list[TableInfo]:
         if self._schema is None:
@@ -141,9 +161,12 @@ class Text2SQL:
                 prompt = chat_messages(question, tables, dialect, opts.examples)
             else:
                 prompt = completion_prompt(question, tables, dialect, opts.examples)
+            grammar = await self._grammar(tables, dialect)
             for round_ in range(opts.max_corrections + 1):
-                raw = await self._ask(prompt)
+                raw, constrained = await self._ask(prompt, grammar)
+                grammar = grammar if constrained else None
                 attempt = self._read(raw)
+                attempt.constrained = constrained
                 answer.attempts.append(attempt)
                 if attempt.sql is not None:
                     try:
@@ -183,17 +206,52 @@ class Text2SQL:
                 if parsed is not None:
                     answer.thoughts, answer.chart = parsed.thoughts, parsed.chart
 
-    async def _ask(self, prompt: str | list[Message]) -> str:
+    async def _grammar(self, tables: list[TableInfo], dialect: str) -> str | None:
+        """The grammar for this question's answer, or ``None`` when generation stays unconstrained."""
+        if not self.options.constrain or not await self._enforces_grammars():
+            return None
+        key = tuple(t.name for t in tables)
+        if key not in self._grammar_texts:
+            dialect = self.options.source_dialect or dialect  # the grammar is for the SQL the model writes
+            if self.options.style == "chat":
+                grammar = answer_grammar(tables, dialect, CHART_TYPES)
+            else:  # the prompt ends with "SELECT"; its stop strings end generation after the statement
+                grammar = sql_grammar(tables, dialect, prefix="SELECT", open_end=True)
+            self._grammar_texts[key] = grammar
+        return self._grammar_texts[key]
+
+    async def _enforces_grammars(self) -> bool:
+        if self._grammars is None:
+            try:
+                infos = await self.llm.models()
+            except DataPilotError as exc:
+                log.warning("could not list models (%s): SQL generation stays unconstrained", exc.message)
+                infos = []
+            self._grammars = any(i.name == self.model and GRAMMAR_CAPABILITY in i.capabilities for i in infos)
+        return self._grammars
+
+    async def _ask(self, prompt: str | list[Message], grammar: str | None = None) -> tuple[str, bool]:
+        """The model's answer, and whether ``grammar`` constrained it."""
         opts = self.options
         # Greedy and unseeded: llama.cpp then reuses the cached schema prefix across questions.
         params = SamplingParams(max_tokens=opts.max_tokens, temperature=opts.temperature, repeat_penalty=1.0)
         if isinstance(prompt, str):
             params.stop = list(COMPLETION_STOPS)
-            request = ModelRequest(model=self.model, prompt=prompt, params=params)
+            request = ModelRequest(model=self.model, prompt=prompt, params=params, grammar=grammar)
         else:
-            request = ModelRequest(model=self.model, messages=prompt, params=params)
-        out = await self.llm.generate(request)
-        return out.text
+            request = ModelRequest(model=self.model, messages=prompt, params=params, grammar=grammar)
+        try:
+            out = await self.llm.generate(request)
+        except InvalidRequestError as exc:
+            if grammar is None or exc.param != "grammar":
+                raise
+            # A grammar the model's server refuses must not cost the answer: ask again without it.
+            log.warning("the model refused the SQL grammar (%s): generating unconstrained", exc.message)
+            self._grammars = False
+            request.grammar = None
+            out = await self.llm.generate(request)
+            return out.text, False
+        return out.text, grammar is not None
 
     def _read(self, raw: str) -> Attempt:
         prefix = "SELECT " if self.options.style == "completion" else ""

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from datapilot.core.types import Message
 from datapilot.datasource import TableInfo
+from datapilot.text2sql._grammar import table_aliases
 
 DIALECT_NAMES = {
     "sqlite": "SQLite",
@@ -66,21 +67,24 @@ def schema_examples(tables: list[TableInfo], limit: int = 4) -> list[Example]:
             out.append(Example(f"What is the average {c.name} of {t.name}?", f"SELECT AVG({c.name}) FROM {t.name}"))
             break
     by_name = {t.name: t for t in tables}
+    # The aliases the SQL grammar allows in joins: examples that use them teach the model to.
+    aliases = table_aliases(tables)
     for t in tables:  # a join along a foreign key, filtered on a sample value
         for fk in t.foreign_keys:
             ref = by_name.get(fk.ref_table)
-            if ref is None or len(fk.columns) != 1:
+            if ref is None or ref is t or len(fk.columns) != 1:
                 continue
             shown = next((c for c in ref.columns if _is_text(c.type) and c.samples), None)
             own = next((c for c in t.columns if not c.primary_key and c.name not in fk.columns), None)
             if shown is None or own is None:
                 continue
             value = str(shown.samples[0]).replace("'", "''")
+            a, b = aliases[t.name], aliases[ref.name]
             out.append(
                 Example(
                     f"List the {own.name} of {t.name} whose {ref.name} {shown.name} is {value}.",
-                    f"SELECT t.{own.name} FROM {t.name} AS t JOIN {ref.name} AS r ON t.{fk.columns[0]} = "
-                    f"r.{fk.ref_columns[0]} WHERE r.{shown.name} = '{value}'",
+                    f"SELECT {a}.{own.name} FROM {t.name} AS {a} JOIN {ref.name} AS {b} ON {a}.{fk.columns[0]} = "
+                    f"{b}.{fk.ref_columns[0]} WHERE {b}.{shown.name} = '{value}'",
                 )
             )
             return out[:limit]
