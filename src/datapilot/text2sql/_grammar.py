@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from datapilot.datasource import TableInfo
+from datapilot.models.structured import gbnf_literal as literal
 
 # Words that cannot be bare identifiers (or aliases) in some dialect: names like these are quoted.
 RESERVED = frozenset(
@@ -120,26 +121,6 @@ _DIALECTS["mariadb"] = _DIALECTS["mysql"]
 def grammar_dialects() -> list[str]:
     """The dialects ``sql_grammar`` can write a grammar for."""
     return sorted(_DIALECTS)
-
-
-def literal(text: str) -> str:
-    """``text`` as a GBNF string literal."""
-    out = ['"']
-    for ch in text:
-        if ch in '"\\':
-            out.append("\\" + ch)
-        elif ch == "\n":
-            out.append("\\n")
-        elif ch == "\r":
-            out.append("\\r")
-        elif ch == "\t":
-            out.append("\\t")
-        elif ord(ch) < 0x20 or ord(ch) == 0x7F:
-            out.append(f"\\x{ord(ch):02X}")
-        else:
-            out.append(ch)
-    out.append('"')
-    return "".join(out)
 
 
 def _alt(options: Iterable[str]) -> str:

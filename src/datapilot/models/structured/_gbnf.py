@@ -405,6 +405,26 @@ def _check_left_recursion(rules: dict[str, Expr], param: str) -> None:
             visit(name, [name])
 
 
+def gbnf_literal(text: str) -> str:
+    """A GBNF string literal matching exactly ``text``."""
+    out = ['"']
+    for ch in text:
+        if ch in '"\\':
+            out.append("\\" + ch)
+        elif ch == "\n":
+            out.append("\\n")
+        elif ch == "\r":
+            out.append("\\r")
+        elif ch == "\t":
+            out.append("\\t")
+        elif ord(ch) < 0x20 or ord(ch) == 0x7F:
+            out.append(f"\\x{ord(ch):02X}")
+        else:
+            out.append(ch)
+    out.append('"')
+    return "".join(out)
+
+
 def parse_gbnf(text: str, *, param: str = "grammar") -> dict[str, Expr]:
     """The rules of a GBNF grammar by name; raises ``GrammarError`` (a 400) saying where it is wrong."""
     parser = _Parser(text, param)

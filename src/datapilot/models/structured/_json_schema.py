@@ -22,7 +22,7 @@ from jsonschema.protocols import Validator
 from jsonschema.validators import validator_for
 
 from datapilot.core.errors import InvalidRequestError
-from datapilot.models.structured._gbnf import MAX_REPEAT, GrammarError, parse_gbnf, reachable
+from datapilot.models.structured._gbnf import MAX_REPEAT, GrammarError, gbnf_literal, parse_gbnf, reachable
 
 # Keywords that only describe: accepted anywhere, never enforced.
 _ANNOTATIONS = frozenset(
@@ -310,25 +310,7 @@ class GBNFBuilder:
         self._base = "value"
         self._merging: list[str] = []
 
-    @staticmethod
-    def literal(text: str) -> str:
-        """A GBNF string literal matching exactly ``text``."""
-        out = ['"']
-        for ch in text:
-            if ch in '"\\':
-                out.append("\\" + ch)
-            elif ch == "\n":
-                out.append("\\n")
-            elif ch == "\r":
-                out.append("\\r")
-            elif ch == "\t":
-                out.append("\\t")
-            elif ord(ch) < 0x20 or ord(ch) == 0x7F:
-                out.append(f"\\x{ord(ch):02X}")
-            else:
-                out.append(ch)
-        out.append('"')
-        return "".join(out)
+    literal = staticmethod(gbnf_literal)
 
     def _unique(self, name: str) -> str:
         base = _rule_name(name)
