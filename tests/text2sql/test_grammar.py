@@ -119,10 +119,13 @@ ADMITTED = [
     "SELECT AVG(n) FROM (SELECT COUNT(*) AS n FROM order_items GROUP BY order_id) AS t",
     'SELECT "name" FROM "regions"',
     "SELECT ROUND(AVG(salary), 2), MAX(hire_date) FROM employees WHERE title LIKE '%Manager%'",
-    "SELECT city FROM customers\nWHERE region_id IN (1, 2)",
+    "SELECT city FROM customers UNION SELECT name FROM suppliers",
+    "SELECT city FROM customers WHERE city = 'a' AND city = 'b' AND city = 'c' AND city = 'd'",
 ]
 
 REFUSED = [
+    "SELECT city FROM customers\nWHERE region_id IN (1, 2)",  # one line: a small model breaking lines rambles
+    "SELECT city FROM customers WHERE city = 'a' AND city = 'b' AND city = 'c' AND city = 'd' AND city = 'e'",
     "SELECT COUNT(*) FROM clients",  # no such table
     "SELECT customer_name FROM customers",  # no such column
     "SELECT salary FROM customers",  # a column of a table the query does not read

@@ -18,6 +18,7 @@ from datapilot.datasource import (
 )
 from datapilot.text2sql import (
     SchemaLinker,
+    SQLAnswer,
     Text2SQL,
     Text2SQLOptions,
     completion_prompt,
@@ -27,6 +28,8 @@ from datapilot.text2sql import (
     repair_json,
     transpile,
 )
+from datapilot.text2sql._eval import run_sqlite
+from datapilot.text2sql._shots import example_pool, pick_examples
 from tests.text2sql.conftest import ScriptedFactory
 
 
@@ -49,7 +52,7 @@ def test_sql_is_extracted_from_fences_json_and_prose(text: str, expected: str | 
 
 def test_a_completion_continues_the_open_select() -> None:
     assert extract_sql(" name, price FROM products ORDER BY price", prefix="SELECT ") == (
-        "SELECT  name, price FROM products ORDER BY price"
+        "SELECT name, price FROM products ORDER BY price"
     )
     # A model that restarts the query is read from its own SELECT.
     assert extract_sql("SELECT COUNT(*) FROM orders", prefix="SELECT ") == "SELECT COUNT(*) FROM orders"
@@ -231,3 +234,80 @@ async def test_files_load_with_clean_column_names(tmp_path: Path, sources: DataS
     )
     assert result.rows == [("Coffee", 28.0), ("Tea", 25.0)]
     assert (await connector.run("SELECT pop_m FROM cities WHERE city = 'Rome'")).rows == [(2.8,)]
+
+
+async def test_candidates_are_decided_by_execution(sample_db: Path, scripted: ScriptedFactory) -> None:
+    """Three candidates: the greedy one disagrees with the two sampled ones, which agree on their
+    result though their SQL differs; the larger group wins, the vote says how far they agreed."""
+    connector = SQLAlchemyConnector(f"sqlite:///{sample_db}")
+    requests = []
+    manager = await scripted([
+        "COUNT(*) FROM customers WHERE 0",
+        "COUNT(*) FROM customers",
+        "COUNT(customer_id) AS n FROM customers",
+    ])  # fmt: skip
+    generate = manager.generate
+
+    async def spy(request):  # type: ignore[no-untyped-def]
+        requests.append(request)
+        return await generate(request)
+
+    manager.generate = spy  # type: ignore[method-assign]
+    try:
+        options = Text2SQLOptions(candidates=3, max_corrections=0)
+        pipeline = Text2SQL(manager, "s", connector, options=options)
+        answer = SQLAnswer("How many customers are there?")
+        events = [e async for e in pipeline.steps(answer.question, answer)]
+        assert answer.ok and answer.sql == "SELECT COUNT(*) FROM customers"
+        assert answer.result is not None and answer.result.rows[0][0] > 0
+        assert answer.confidence == pytest.approx(2 / 3)
+        assert answer.vote["groups"] == [2, 1] and answer.vote["executed"] == 3
+        assert [e["candidate"] for e in events if e["type"] == "attempt"] == [0, 1, 2]
+        assert [e["type"] for e in events][-2:] == ["vote", "sql"]
+        # The first candidate is greedy and unseeded (llama.cpp reuses the prompt's cache); the
+        # others sample, each with its own seed.
+        assert [(r.params.temperature, r.params.seed) for r in requests] == [(0.0, None), (0.7, 1), (0.7, 2)]
+        assert answer.to_dict()["vote"]["agreement"] == round(2 / 3, 4)
+    finally:
+        await connector.close()
+
+
+async def test_a_tie_goes_to_rows_over_nothing_then_to_the_greedy_answer(
+    sample_db: Path, scripted: ScriptedFactory
+) -> None:
+    connector = SQLAlchemyConnector(f"sqlite:///{sample_db}")
+    try:
+        options = Text2SQLOptions(candidates=3, max_corrections=0)
+        empty_first = await scripted(["name FROM products WHERE 0", "name FROM products", "nme FROM products"])
+        answer = await Text2SQL(empty_first, "s", connector, options=options).answer("product names?")
+        assert answer.sql == "SELECT name FROM products" and answer.confidence == pytest.approx(1 / 3)
+        assert [a.code for a in answer.attempts] == [None, None, "query_failed"]
+
+        two_results = await scripted(["name FROM products", "category FROM products", "DROP"], name="s2")
+        answer = await Text2SQL(two_results, "s2", connector, options=options).answer("product names?")
+        assert answer.sql == "SELECT name FROM products"  # the greedy candidate's group
+
+        nothing = await scripted(["nme FROM products", "I do not know", "nme FROM prods"], name="s3")
+        answer = await Text2SQL(nothing, "s3", connector, options=options).answer("product names?")
+        assert not answer.ok and answer.confidence == 0.0 and answer.vote["executed"] == 0
+        assert answer.error is not None and answer.sql == "SELECT nme FROM products"
+    finally:
+        await connector.close()
+
+
+async def test_examples_are_picked_for_the_question_from_the_schemas_pool(sample_db: Path) -> None:
+    connector = SQLAlchemyConnector(f"sqlite:///{sample_db}")
+    try:
+        tables = await connector.schema()
+    finally:
+        await connector.close()
+    pool = example_pool(tables, "sqlite")
+    for shot in pool:  # every pooled example runs on the database it was written from
+        assert run_sqlite(sample_db, shot.example.sql) is not None, shot.example.sql
+    never = pick_examples("Which suppliers have never supplied a product?", pool, k=4)
+    assert len(never) == 4 and "NOT IN" in never[-1].sql and "suppliers" in never[-1].sql  # the closest last
+    per_region = pick_examples("How many customers are there in each region?", pool, k=3)
+    assert any("GROUP BY" in e.sql and "regions" in e.sql and "customers" in e.sql for e in per_region)
+    chinese = pick_examples("每个类别有多少种产品?", pool, k=3)
+    assert any("\u4e00" <= ch <= "\u9fff" for ch in chinese[-1].question) and "GROUP BY" in chinese[-1].sql
+    assert len({e.sql for e in chinese}) == 3  # never the same SQL twice

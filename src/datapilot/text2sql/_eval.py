@@ -90,7 +90,8 @@ def gold_orders(sql: str) -> bool:
     return tree.args.get("order") is not None
 
 
-def _norm(v: Any) -> Any:
+def normalise_value(v: Any) -> Any:
+    """A value as results compare it: 3 == 3.0, floats to 4 places, booleans as 0/1, bytes as hex."""
     if isinstance(v, bool):
         return int(v)
     if isinstance(v, int | float):
@@ -102,7 +103,7 @@ def _norm(v: Any) -> Any:
 
 
 def _rows(rows: Iterable[Iterable[Any]]) -> list[tuple[Any, ...]]:
-    return [tuple(_norm(v) for v in r) for r in rows]
+    return [tuple(normalise_value(v) for v in r) for r in rows]
 
 
 def results_match(pred: list[tuple[Any, ...]], gold: list[tuple[Any, ...]], ordered: bool) -> bool:

@@ -87,7 +87,10 @@ def extract_sql(text: str, *, prefix: str = "", dialect: str | None = None) -> s
         if parsed.sql:
             return parsed.sql
     if prefix:
-        candidate = _strip_statement(prefix + text.split("\n\n")[0])
+        continued = text.split("\n\n")[0]
+        if prefix[-1:].isspace():
+            continued = continued.lstrip(" ")  # "SELECT " + " COUNT(*)" is one space
+        candidate = _strip_statement(prefix + continued)
         if _parses(candidate, dialect):
             return candidate
     return _prose_sql(text)

@@ -17,8 +17,9 @@ are quoted the dialect's way. Keywords are upper case.
 Not expressible (the model must write it another way): correlated subqueries, references to a select
 item's alias outside the select list, joins of more than ``max_join`` tables, window functions, CTEs.
 
-Whitespace between tokens is one space or one newline and lists and expressions are bounded, so a
-small model cannot loop on blanks or repeat itself for ever. A dialect the grammar does not know gets
+Whitespace between tokens is one space (the prompts' examples are one line each: a small model that
+starts breaking lines writes one token per line and rambles), and lists and expressions are bounded,
+so a small model cannot loop on blanks or repeat itself for ever. A dialect the grammar does not know gets
 ``None``: the caller stays unconstrained.
 """
 
@@ -54,7 +55,7 @@ _EXTRACT_FIELDS = ("YEAR", "QUARTER", "MONTH", "WEEK", "DAY", "HOUR", "MINUTE", 
 MAX_ITEMS = 6  # select items: a small model repeating columns stops here (Spider gold: at most 5)
 # llama.cpp follows every scope that fits the text so far: each costs time at every token.
 MAX_SCOPES = 48
-MAX_OPERATORS = 12  # binary operators and predicates in one expression (outside parentheses)
+MAX_OPERATORS = 8  # operators in one expression outside parentheses ("a = 1 AND b = 2" is 3): a chain ends
 
 
 @dataclass(frozen=True, slots=True)
@@ -325,9 +326,8 @@ class _Builder:
 
     def common(self) -> None:
         kw = self.kw
-        newline = literal("\\n") if self.in_json else literal("\n")  # escaped inside a JSON string
-        self.rule("sp", f'" " | {newline}')
-        self.rule("osp", f'(" " | {newline})?')
+        self.rule("sp", '" "')
+        self.rule("osp", '" "?')
         self.rule("int", "[0-9] [0-9]{0,11}")
         self.rule("num", 'int ("." [0-9]{1,8})?')
         if self.in_json:  # no quote, backslash or control character: nothing to escape
@@ -423,7 +423,7 @@ class _Builder:
         self.rule(f"{p}-item", f'"*" | {p}-expr (sp {kw("AS")} sp calias)?')
         self.rule(f"{p}-ord", f"{p}-expr (sp {_alt([kw('ASC'), kw('DESC')])})?")
         order_by = f'(sp {kw("ORDER BY")} sp {p}-ord (osp "," osp {p}-ord){{0,3}})?'
-        self.rule(f"{p}-tail", f"{order_by} (sp limit)? | (sp setop sp select)+")
+        self.rule(f"{p}-tail", f"{order_by} (sp limit)? | sp setop sp select")
         self.rule(
             f"{p}-q",
             f'({kw("DISTINCT")} sp)? {p}-item (osp "," osp {p}-item){{0,{MAX_ITEMS - 1}}} sp {kw("FROM")} sp {p}-from '

@@ -13,8 +13,10 @@ generation unconstrained, with the correction loop as before.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
+from collections import Counter
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -32,6 +34,7 @@ from datapilot.datasource import (
     UnsafeSQLError,
     check_read_only,
 )
+from datapilot.text2sql._eval import normalise_value as _norm
 from datapilot.text2sql._extract import extract_sql, parse_answer
 from datapilot.text2sql._grammar import answer_grammar, sql_grammar
 from datapilot.text2sql._linking import SchemaLinker
@@ -44,6 +47,7 @@ from datapilot.text2sql._prompt import (
     completion_correction,
     completion_prompt,
 )
+from datapilot.text2sql._shots import Shot, example_pool, pick_examples
 from datapilot.text2sql._transpile import transpile
 
 log = logging.getLogger("datapilot.text2sql")
@@ -62,9 +66,11 @@ class Attempt:
     error: str | None = None
     code: str | None = None
     constrained: bool = False  # generated under the schema's grammar
+    candidate: int = 0  # which candidate it belongs to (0: the greedy one)
 
     def to_dict(self) -> dict[str, Any]:
         return {
+            "candidate": self.candidate,
             "raw": self.raw,
             "sql": self.sql,
             "error": self.error,
@@ -84,6 +90,8 @@ class SQLAnswer:
     attempts: list[Attempt] = field(default_factory=list)
     error: DataPilotError | None = None
     elapsed_ms: float = 0.0
+    confidence: float = 0.0  # the share of candidates whose result agrees with the answer's
+    vote: dict[str, Any] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -98,6 +106,8 @@ class SQLAnswer:
             "chart": self.chart,
             "tables": self.tables,
             "attempts": [a.to_dict() for a in self.attempts],
+            "confidence": round(self.confidence, 4),
+            "vote": self.vote,
             "error": self.error.to_dict()["error"] if self.error else None,
             "elapsed_ms": round(self.elapsed_ms, 2),
         }
@@ -114,6 +124,25 @@ class Text2SQLOptions:
     source_dialect: str | None = None  # the dialect the model writes, when it is not the database's
     examples: list[Example] | None = None  # default: written from the schema
     constrain: bool = True  # constrain the SQL by the linked schema's grammar when the model can
+    shots: int = 4  # worked examples in the prompt, picked for the question from a pool over the schema
+    pick_examples: bool = True  # False: the fixed examples written from the schema (schema_examples)
+    candidates: int = 1  # answers written per question; execution decides among them
+    sample_temperature: float = 0.7  # for the candidates after the first, greedy one
+
+
+@dataclass(slots=True)
+class _Candidate:
+    index: int
+    attempts: list[Attempt] = field(default_factory=list)
+    sql: str | None = None
+    result: QueryResult | None = None
+    error: DataPilotError | None = None
+
+
+def _signature(result: QueryResult) -> tuple[Any, ...]:
+    """What two results share when they agree: their rows as a multiset, values compared loosely."""
+    rows = Counter(tuple(_norm(v) for v in row) for row in result.rows)
+    return (len(result.columns), tuple(sorted(rows.items(), key=repr)))
 
 
 class Text2SQL:
@@ -134,6 +163,7 @@ class Text2SQL:
         self._schema: list[TableInfo] | None = None
         self._grammars: bool | None = None  # whether the model enforces grammars, asked once
         self._grammar_texts: dict[tuple[str, ...], str | None] = {}  # linked tables -> their grammar
+        self._pools: dict[tuple[str, ...], list[Shot]] = {}  # linked tables -> their example pool
 
     async def schema(self) -> list[TableInfo]:
         if self._schema is None:
@@ -148,7 +178,8 @@ class Text2SQL:
 
     async def steps(self, question: str, answer: SQLAnswer) -> AsyncIterator[dict[str, Any]]:
         """Run the pipeline, filling ``answer`` and yielding progress events as it goes:
-        ``{"type": "tables"}``, ``{"type": "attempt"}`` (one per model answer), ``{"type": "sql"}``."""
+        ``{"type": "tables"}``, ``{"type": "attempt"}`` (one per model answer, with its candidate),
+        ``{"type": "vote"}`` (several candidates: which result won) and ``{"type": "sql"}``."""
         started = time.perf_counter()
         opts = self.options
         try:
@@ -156,55 +187,121 @@ class Text2SQL:
             answer.tables = [t.name for t in tables]
             yield {"type": "tables", "tables": answer.tables}
             dialect = self.connector.dialect
+            examples = self._examples(question, tables, dialect)
             prompt: str | list[Message]
             if opts.style == "chat":
-                prompt = chat_messages(question, tables, dialect, opts.examples)
+                prompt = chat_messages(question, tables, dialect, examples)
             else:
-                prompt = completion_prompt(question, tables, dialect, opts.examples)
+                prompt = completion_prompt(question, tables, dialect, examples)
             grammar = await self._grammar(tables, dialect)
-            for round_ in range(opts.max_corrections + 1):
-                raw, constrained = await self._ask(prompt, grammar)
-                grammar = grammar if constrained else None
-                attempt = self._read(raw)
-                attempt.constrained = constrained
-                answer.attempts.append(attempt)
-                if attempt.sql is not None:
-                    try:
-                        check_read_only(attempt.sql, dialect)
-                        result = await self.connector.run(attempt.sql, opts.row_limit, opts.timeout_s)
-                    except UnsafeSQLError as exc:
-                        attempt.error, attempt.code = exc.message, exc.code
-                        answer.sql, answer.error = attempt.sql, exc
-                        yield {"type": "attempt", "round": round_, **attempt.to_dict()}
-                        return  # a write is never retried
-                    except QueryTimeoutError as exc:
-                        attempt.error, attempt.code = exc.message, exc.code
-                        answer.sql, answer.error = attempt.sql, exc
-                        yield {"type": "attempt", "round": round_, **attempt.to_dict()}
-                        return
-                    except (SQLSyntaxError, QueryError) as exc:
-                        attempt.error, attempt.code = exc.message, exc.code
-                        answer.sql, answer.error = attempt.sql, exc
-                    else:
-                        answer.sql, answer.result, answer.error = attempt.sql, result, None
-                        yield {"type": "attempt", "round": round_, **attempt.to_dict()}
-                        yield {"type": "sql", "sql": attempt.sql}
-                        return
-                else:
-                    attempt.error, attempt.code = "no SQL found in the model's answer", "no_sql"
-                    answer.error = SQLSyntaxError("the model's answer contained no SQL query", code="no_sql")
-                yield {"type": "attempt", "round": round_, **attempt.to_dict()}
-                if isinstance(prompt, str):
-                    prompt = completion_correction(prompt, attempt.sql or raw.strip() or "SELECT", attempt.error)
-                else:
-                    prompt = chat_correction(prompt, raw, attempt.error)
+            n = max(1, opts.candidates)
+            if n == 1:
+                found = [_Candidate(0)]
+                async for event in self._solve(found[0], prompt, grammar, dialect):
+                    yield event
+            else:
+                # Candidate 0 is the greedy answer; the others sample. They run concurrently through
+                # the serving layer (which batches or queues them) and their events follow in order.
+                found = [_Candidate(i) for i in range(n)]
+                batches = await asyncio.gather(*(self._collect(c, prompt, grammar, dialect) for c in found))
+                for events in batches:
+                    for event in events:
+                        yield event
+            self._settle(answer, found)
+            if n > 1:
+                yield {"type": "vote", **answer.vote}
+            if answer.ok:
+                yield {"type": "sql", "sql": answer.sql}
         finally:
             answer.elapsed_ms = (time.perf_counter() - started) * 1000
             if answer.attempts:
-                last = answer.attempts[-1]
+                # The chosen candidate's answer (its last attempt) carries the thoughts and chart.
+                last = next((a for a in reversed(answer.attempts) if a.sql == answer.sql), answer.attempts[-1])
                 parsed = parse_answer(last.raw) if self.options.style == "chat" else None
                 if parsed is not None:
                     answer.thoughts, answer.chart = parsed.thoughts, parsed.chart
+
+    async def _collect(
+        self, cand: _Candidate, prompt: str | list[Message], grammar: str | None, dialect: str
+    ) -> list[dict[str, Any]]:
+        return [event async for event in self._solve(cand, prompt, grammar, dialect)]
+
+    async def _solve(
+        self, cand: _Candidate, prompt: str | list[Message], grammar: str | None, dialect: str
+    ) -> AsyncIterator[dict[str, Any]]:
+        """One candidate: ask, read, guard, run; a failed query goes back to the model with the
+        database's error, at most ``max_corrections`` times. A write is never retried."""
+        opts = self.options
+        for round_ in range(opts.max_corrections + 1):
+            sampled = cand.index > 0
+            raw, constrained = await self._ask(prompt, grammar, seed=cand.index if sampled else None)
+            grammar = grammar if constrained else None
+            attempt = self._read(raw)
+            attempt.constrained, attempt.candidate = constrained, cand.index
+            cand.attempts.append(attempt)
+            event = {"type": "attempt", "round": round_, "candidate": cand.index}
+            if attempt.sql is None:
+                attempt.error, attempt.code = "no SQL found in the model's answer", "no_sql"
+                cand.sql, cand.error = None, SQLSyntaxError("the model's answer contained no SQL query", code="no_sql")
+            else:
+                cand.sql = attempt.sql
+                try:
+                    check_read_only(attempt.sql, dialect)
+                    cand.result = await self.connector.run(attempt.sql, opts.row_limit, opts.timeout_s)
+                    cand.error = None
+                except (UnsafeSQLError, QueryTimeoutError) as exc:  # never retried
+                    attempt.error, attempt.code, cand.error = exc.message, exc.code, exc
+                    yield {**event, **attempt.to_dict()}
+                    return
+                except (SQLSyntaxError, QueryError) as exc:
+                    attempt.error, attempt.code, cand.error = exc.message, exc.code, exc
+                else:
+                    yield {**event, **attempt.to_dict()}
+                    return
+            yield {**event, **attempt.to_dict()}
+            if isinstance(prompt, str):
+                prompt = completion_correction(prompt, attempt.sql or raw.strip() or "SELECT", attempt.error or "")
+            else:
+                prompt = chat_correction(prompt, raw, attempt.error or "")
+
+    def _settle(self, answer: SQLAnswer, found: list[_Candidate]) -> None:
+        """The answer from the candidates: the largest group of those whose results agree (ties: a
+        result with rows over an empty one, then the group holding the earliest candidate, the greedy
+        answer first). Without any result, the first candidate's error (a refused write first)."""
+        for c in found:
+            answer.attempts.extend(c.attempts)
+        groups: dict[tuple[Any, ...], list[_Candidate]] = {}
+        for c in found:
+            if c.result is not None:
+                groups.setdefault(_signature(c.result), []).append(c)
+        if groups:
+            best = max(groups.values(), key=lambda g: (len(g), bool(g[0].result and g[0].result.rows), -g[0].index))
+            winner = best[0]
+            answer.sql, answer.result, answer.error = winner.sql, winner.result, None
+            answer.confidence = len(best) / len(found)
+        else:
+            failed = next((c for c in found if isinstance(c.error, UnsafeSQLError)), found[0])
+            answer.sql, answer.error = failed.sql, failed.error
+            answer.confidence = 0.0
+        answer.vote = {
+            "candidates": len(found),
+            "executed": sum(len(g) for g in groups.values()),
+            "groups": sorted((len(g) for g in groups.values()), reverse=True),
+            "agreement": round(answer.confidence, 4),
+            "chosen": None if not groups else answer.sql,
+        }
+
+    def _examples(self, question: str, tables: list[TableInfo], dialect: str) -> list[Example] | None:
+        """The worked examples for this question: the caller's, else the closest of the schema's pool
+        (``None``: the prompt writes its fixed ones)."""
+        opts = self.options
+        if opts.examples is not None or not opts.pick_examples:
+            return opts.examples
+        key = tuple(t.name for t in tables)
+        pool = self._pools.get(key)
+        if pool is None:
+            pool = self._pools[key] = example_pool(tables, opts.source_dialect or dialect)
+        return pick_examples(question, pool, opts.shots) or None
 
     async def _grammar(self, tables: list[TableInfo], dialect: str) -> str | None:
         """The grammar for this question's answer, or ``None`` when generation stays unconstrained."""
@@ -230,11 +327,14 @@ class Text2SQL:
             self._grammars = any(i.name == self.model and GRAMMAR_CAPABILITY in i.capabilities for i in infos)
         return self._grammars
 
-    async def _ask(self, prompt: str | list[Message], grammar: str | None = None) -> tuple[str, bool]:
-        """The model's answer, and whether ``grammar`` constrained it."""
+    async def _ask(
+        self, prompt: str | list[Message], grammar: str | None = None, *, seed: int | None = None
+    ) -> tuple[str, bool]:
+        """The model's answer, and whether ``grammar`` constrained it; ``seed``: a sampled candidate."""
         opts = self.options
         # Greedy and unseeded: llama.cpp then reuses the cached schema prefix across questions.
-        params = SamplingParams(max_tokens=opts.max_tokens, temperature=opts.temperature, repeat_penalty=1.0)
+        temperature = opts.temperature if seed is None else max(opts.temperature, opts.sample_temperature)
+        params = SamplingParams(max_tokens=opts.max_tokens, temperature=temperature, repeat_penalty=1.0, seed=seed)
         if isinstance(prompt, str):
             params.stop = list(COMPLETION_STOPS)
             request = ModelRequest(model=self.model, prompt=prompt, params=params, grammar=grammar)
