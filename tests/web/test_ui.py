@@ -150,6 +150,26 @@ def test_data_question_shows_sql_table_and_chart(ui_server: ServerProcess, open_
     w.assert_clean()
 
 
+def test_thumbs_up_keeps_a_data_answer_as_a_verified_example(ui_server: ServerProcess, open_page: PageFactory) -> None:
+    w = open_page(ui_server)
+    open_chat(w, mode="data", model="sqlbot")
+    question = f"How many customers are in each segment? ({uuid.uuid4().hex[:6]})"
+    send(w, question)
+    wait_answers(w, 1)
+    msg = w.page.locator("[data-testid=assistant-message]").first
+    msg.get_by_role("button", name="Right: save as a verified example").click()
+    msg.locator("[data-testid=feedback-status]", has_text="saved as a verified example").wait_for()
+    assert msg.locator("[data-testid=feedback-up]").get_attribute("aria-pressed") == "true"
+    assert msg.locator("[data-testid=feedback-down]").is_disabled()
+    kept = httpx.get(f"{ui_server.url}/api/datasources/sample/examples", params={"verified": "true"}, timeout=10)
+    assert any(e["question"] == question and "GROUP BY segment" in e["sql"] for e in kept.json()["data"])
+    w.shot("chat-data-feedback")
+    w.page.reload()  # the rating is kept with the answer
+    wait_answers(w, 1)
+    assert w.page.locator("[data-testid=feedback-up][aria-pressed=true]").count() == 1
+    w.assert_clean()
+
+
 def test_agent_mode_appears_only_when_served_and_renders_its_events(
     ui_server: ServerProcess, open_page: PageFactory
 ) -> None:

@@ -1,8 +1,8 @@
-"""Progress display for model preparation and loading."""
+"""Progress display for model preparation and loading, and for jobs of counted steps."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from rich.console import Console
@@ -27,5 +27,25 @@ def model_progress(console: Console, names: list[str]) -> Iterator[LoadProgress]
 
         def update(name: str, step: str, done: int, total: int) -> None:
             progress.update(tasks[name], description=step, completed=done, total=total or None)
+
+        yield update
+
+
+@contextmanager
+def step_progress(console: Console, label: str) -> Iterator[Callable[[int, int, str], None]]:
+    """One bar for a job of counted steps: ``update(done, total, step)`` after each (columns read...)."""
+    columns = (
+        SpinnerColumn(),
+        TextColumn(f"[bold]{label}[/]"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TextColumn("[dim]{task.description}[/]"),
+        TimeElapsedColumn(),
+    )
+    with Progress(*columns, console=console, transient=True) as progress:
+        task = progress.add_task("", total=None)
+
+        def update(done: int, total: int, step: str) -> None:
+            progress.update(task, description=step, completed=done, total=total or None)
 
         yield update

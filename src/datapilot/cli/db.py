@@ -17,11 +17,13 @@ import typer
 from rich.table import Table
 
 from datapilot.cli._common import ConfigOpt, HomeOpt, ProfileOpt, out, settings_from
+from datapilot.cli.db_examples import examples_app
 from datapilot.core.config import Settings
 
 T = TypeVar("T")
 
 db_app = typer.Typer(help="Data sources: add, list, test, schema, remove, query.", no_args_is_help=True)
+db_app.add_typer(examples_app, name="examples")
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="print JSON")]
 
@@ -179,3 +181,47 @@ def remove(name: str, config: ConfigOpt = None, profile: ProfileOpt = None, home
 
     with_sources(settings_from(config, profile, home), work)
     out.print(f"removed {name}")
+
+
+@db_app.command("values")
+def values(
+    name: str,
+    question: Annotated[str | None, typer.Argument(help="a question: show the stored values it names")] = None,
+    k: Annotated[int, typer.Option("--k", "-k", min=1, help="hits at most")] = 5,
+    as_json: JsonOpt = False,
+    config: ConfigOpt = None,
+    profile: ProfileOpt = None,
+    home: HomeOpt = None,
+) -> None:
+    """Index a source's distinct text values (bounded, sampled); with QUESTION, the values it names."""
+    from rich.text import Text
+
+    from datapilot.cli._common import err
+    from datapilot.cli._progress import step_progress
+    from datapilot.text2sql import ValueIndex
+
+    async def work(sources: Any) -> ValueIndex:
+        connector = await sources.connector(name)
+        with step_progress(err, f"indexing {name}") as update:
+            return await ValueIndex.build(connector, progress=update)
+
+    index = with_sources(settings_from(config, profile, home), work)
+    hits = index.lookup(question, k) if question else []
+    if as_json:
+        body: dict[str, Any] = {"name": name, **index.summary()}
+        if question:
+            body |= {
+                "q": question,
+                "hits": [h.to_dict() for h in hits],
+                "hints": [h.condition(index.dialect) for h in hits],
+            }
+        out.print_json(json.dumps(body))
+        return
+    out.print(f"{name}: {index.values} values in {index.columns} columns ({index.rows_read} rows read)")
+    for skipped in index.skipped:
+        out.print(f"skipped {skipped}", style="dim", markup=False, highlight=False)
+    if question:
+        table = Table("score", "table", "column", "value", "matched")
+        for h in hits:
+            table.add_row(f"{h.score:.2f}", *(Text(v) for v in (h.table, h.column, h.value, h.matched)))
+        out.print(table if hits else "[dim]no stored value found in the question[/]")

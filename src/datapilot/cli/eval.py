@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Callable
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -17,17 +19,44 @@ from datapilot.core.errors import DataPilotError
 eval_app = typer.Typer(help="Evaluations.", no_args_is_help=True)
 
 
+class EvalSet(StrEnum):
+    """The shipped question sets: ``dev`` is tuned on, ``heldout`` never is."""
+
+    dev = "dev"
+    heldout = "heldout"
+
+
+def _shipped_set(name: EvalSet) -> tuple[Path, Callable[[Path], object]]:
+    """A shipped set's questions, and what builds its databases under a folder in Spider's layout."""
+    from datapilot.datasource import build_sample_database
+    from datapilot.text2sql import dev_set_path, ensure_heldout_database, heldout_set_path
+
+    sets: dict[EvalSet, tuple[Path, Callable[[Path], object]]] = {
+        # The sample database is rebuilt every run, as it always was; the clinic one only when missing or outdated.
+        EvalSet.dev: (dev_set_path(), lambda folder: build_sample_database(folder / "sample" / "sample.sqlite")),
+        EvalSet.heldout: (heldout_set_path(), ensure_heldout_database),
+    }
+    return sets[name]
+
+
 @eval_app.command("text2sql")
 def text2sql(
     questions: Annotated[
-        Path | None, typer.Option("--questions", "-q", help="Spider-format JSON [default: the shipped dev set]")
+        Path | None, typer.Option("--questions", "-q", help="Spider-format JSON [default: the questions of --set]")
     ] = None,
+    question_set: Annotated[
+        EvalSet,
+        typer.Option(
+            "--set",
+            help="shipped set: dev (the pipeline is tuned on it) or heldout (never tuned on; a clinic database)",
+        ),
+    ] = EvalSet.dev,
     db_dir: Annotated[
         Path | None,
         typer.Option(
             "--db-dir",
             help="folder of SQLite databases (DIR/db_id/db_id.sqlite or DIR/db_id.sqlite) "
-            "[default: the sample database, built under HOME/eval]",
+            "[default: the databases of --set, built under HOME/eval]",
         ),
     ] = None,
     model: Annotated[str | None, typer.Option("--model", "-m", help="chat model [default: the first one]")] = None,
@@ -51,17 +80,19 @@ def text2sql(
     """Generate SQL for each question and report execution accuracy (EX), overall and by difficulty."""
     from datapilot.cli._progress import model_progress
     from datapilot.cli.chat import chat_model_name
-    from datapilot.datasource import SQLAlchemyConnector, build_sample_database
+    from datapilot.datasource import SQLAlchemyConnector
     from datapilot.models.manager import ModelManager
-    from datapilot.text2sql import Question, Text2SQL, Text2SQLOptions, dev_set_path, evaluate, load_questions
+    from datapilot.text2sql import Question, Text2SQL, Text2SQLOptions, evaluate, load_questions
 
     settings = settings_from(config, profile, home)
-    items = load_questions(questions or dev_set_path())[:limit]
+    set_questions, build_databases = _shipped_set(question_set)
+    questions = questions or set_questions
+    items = load_questions(questions)[:limit]
     if not items:
         raise DataPilotError("no questions to evaluate")
     if db_dir is None:
         db_dir = settings.home / "eval"
-        build_sample_database(db_dir / "sample" / "sample.sqlite")
+        build_databases(db_dir)
     name = chat_model_name(settings, model)
     cfg = settings.model(name)
     if cfg is None:
@@ -113,7 +144,7 @@ def text2sql(
 
     report = asyncio.run(run())
     report.write_csv(output)
-    summary = {"model": name, "questions": str(questions or dev_set_path()), **report.to_dict(), "csv": str(output)}
+    summary = {"model": name, "questions": str(questions), **report.to_dict(), "csv": str(output)}
     if as_json:
         out.print_json(json.dumps(summary))
         return

@@ -223,7 +223,9 @@ def build_sample_database(path: str | Path) -> Path:
     return path
 
 
-def sample_is_current(path: Path) -> bool:
+def has_user_version(path: Path, version: int) -> bool:
+    """Whether the SQLite file at ``path`` exists, opens and carries ``PRAGMA user_version = version``
+    (how generated databases say which generator wrote them)."""
     if not path.is_file():
         return False
     try:
@@ -234,7 +236,11 @@ def sample_is_current(path: Path) -> bool:
             con.close()
     except sqlite3.Error:
         return False
-    return row is not None and int(row[0]) == SAMPLE_VERSION
+    return row is not None and int(row[0]) == version
+
+
+def sample_is_current(path: Path) -> bool:
+    return has_user_version(path, SAMPLE_VERSION)
 
 
 def ensure_sample_database(folder: Path) -> Path:

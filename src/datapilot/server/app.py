@@ -21,6 +21,7 @@ from datapilot.server.cache_api import CacheService, include_cache_routes
 from datapilot.server.chat_api import build_chat_router
 from datapilot.server.datasource_api import DataService, build_datasource_router
 from datapilot.server.errors import error_body, install_error_handlers
+from datapilot.server.examples_api import build_examples_router
 from datapilot.server.knowledge_api import KnowledgeService, build_knowledge_router
 from datapilot.server.metrics import ServingMetrics, build_metrics_router
 from datapilot.server.openai_api import build_router
@@ -134,6 +135,7 @@ def create_app(
     app.include_router(build_awel_router(), prefix="/api/v1/awel", tags=["awel"])
     app.include_router(build_knowledge_router(), prefix="/api/knowledge", tags=["knowledge"])
     app.include_router(build_datasource_router(), prefix="/api/datasources", tags=["data"])
+    app.include_router(build_examples_router(), prefix="/api/datasources", tags=["data"])
     app.include_router(build_chat_router(), prefix="/api", tags=["chat"])
     app.include_router(build_agents_router(), prefix="/api/agents", tags=["agents"])
     app.include_router(build_metrics_router(), prefix="/api", tags=["metrics"])

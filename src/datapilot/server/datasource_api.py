@@ -1,4 +1,5 @@
-"""``/api/datasources``: register, list, test, inspect and query data sources; upload files.
+"""``/api/datasources``: register, list, test, inspect and query data sources; upload files; the
+values a question names (``/{name}/values``: each source's value index, built in the background).
 
 Thin: pydantic bodies in, the ``DataService`` from app state does the work. Passwords go in and
 never come out: every answer shows ``"password": "***"`` at most.
@@ -6,9 +7,10 @@ never come out: every answer shows ``"password": "***"`` at most.
 
 from __future__ import annotations
 
+import functools
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel, Field, SecretStr
@@ -20,6 +22,9 @@ from datapilot.datasource import DataSourceConfig, DataSources
 from datapilot.server.openai_api import require_api_key
 from datapilot.server.state import services
 
+if TYPE_CHECKING:
+    from datapilot.text2sql import ExampleStore, ValueIndex, ValueIndexes
+
 
 @dataclass
 class DataService:
@@ -29,18 +34,28 @@ class DataService:
     llm: LLMClient
     sources: DataSources | None = None
     embedder: Any = None
+    examples: ExampleStore | None = None
+    values: ValueIndexes | None = None
     _chat_model: str | None = field(default=None, repr=False)
 
     async def start(self) -> None:
         from datapilot.cache import EmbedderContext, make_embedder
         from datapilot.core.client import EmbeddingClient
+        from datapilot.text2sql import ExampleStore, ValueIndexes
 
         self.sources = DataSources(self.settings.data, self.settings.home)
         local = self.llm if isinstance(self.llm, EmbeddingClient) else None
         # Built now, loaded on first use: only schemas over ``schema_top_k`` tables ever embed.
         self.embedder = make_embedder(self.settings.data.embedder, EmbedderContext(self.settings.home, local))
+        # Verified examples live next to the source definitions; their vectors embed on first ``similar``.
+        self.examples = ExampleStore(self.sources.store.url, embedder=self.embedder)
+        self.values = ValueIndexes()  # built per source in the background, on first use or when added
 
     async def close(self) -> None:
+        if self.values is not None:
+            await self.values.close()
+        if self.examples is not None:
+            self.examples.close()
         if self.sources is not None:
             await self.sources.close()
         close = getattr(self.embedder, "aclose", None)
@@ -51,6 +66,42 @@ class DataService:
         if self.sources is None:
             raise InvalidRequestError("data sources are not available on this server")
         return self.sources
+
+    def value_status(self, name: str, *, refresh: bool = False) -> dict[str, Any]:
+        """The status of source ``name``'s value index, starting its build the first time it is asked
+        for, or anew with ``refresh``. An unknown source is a 404."""
+        sources = self.require()
+        sources.get(name)
+        if self.values is None:
+            raise InvalidRequestError("value indexes are not available on this server")
+        opener = functools.partial(sources.connector, name)
+        return self.values.refresh(name, opener) if refresh else self.values.ensure(name, opener)
+
+    def value_index(self, name: str) -> ValueIndex | None:
+        """Source ``name``'s value index if it is ready, else ``None`` (a build is started; never waits)."""
+        self.value_status(name)
+        return self.values.get(name) if self.values is not None else None
+
+    def search_values(self, name: str, question: str, k: int) -> dict[str, Any]:
+        """The values of source ``name`` that ``question`` mentions; no hits while the index builds."""
+        index = self.value_index(name)
+        hits = index.lookup(question, k) if index is not None else []
+        return {
+            "name": name,
+            "q": question,
+            "state": self.value_status(name)["state"],
+            "hits": [h.to_dict() for h in hits],
+            "hints": [h.condition(index.dialect) for h in hits] if index is not None else [],
+        }
+
+    def index_values_anew(self, name: str) -> dict[str, Any]:
+        """Forget source ``name``'s value index (its definition just changed) and build it again."""
+        self.forget_values(name)
+        return self.value_status(name, refresh=True)
+
+    def forget_values(self, name: str) -> None:
+        if self.values is not None:
+            self.values.drop(name)
 
     async def chat_model(self, requested: str | None = None) -> str:
         """The model for the chat scenes: the request's, ``data.model``, else the first configured chat model."""
@@ -113,6 +164,7 @@ def build_datasource_router() -> APIRouter:
             body.model_dump(exclude={"test", "replace"}) | {"password": body.password}
         )
         added = await sources.add(config, test=body.test, replace=body.replace)
+        data_service(request).index_values_anew(added.name)
         return added.public()
 
     @router.post("/upload")
@@ -127,6 +179,7 @@ def build_datasource_router() -> APIRouter:
         if not data:
             raise InvalidRequestError("the request body (the file) is empty", param="file")
         added = await sources.add_upload(filename, data, name)
+        data_service(request).index_values_anew(added.name)
         connector = await sources.connector(added.name)
         from datapilot.apps import describe_columns
 
@@ -140,6 +193,10 @@ def build_datasource_router() -> APIRouter:
     @router.delete("/{name}")
     async def remove_source(name: str, request: Request) -> dict[str, Any]:
         await data_service(request).require().remove(name)
+        svc = data_service(request)
+        svc.forget_values(name)
+        if svc.examples is not None:  # a new source of the same name must not inherit its examples
+            svc.examples.forget_source(name)
         return {"name": name, "deleted": True}
 
     @router.post("/{name}/test")
@@ -161,6 +218,26 @@ def build_datasource_router() -> APIRouter:
         sources = data_service(request).require()
         connector = await sources.connector(name)
         return {"name": name, "dialect": connector.dialect, "tables": [t.to_dict() for t in await connector.schema()]}
+
+    @router.get("/{name}/values")
+    async def value_status(name: str, request: Request) -> dict[str, Any]:
+        """The value index's status (building, ready, failed); the first call starts its build."""
+        return data_service(request).value_status(name)
+
+    @router.post("/{name}/values/refresh")
+    async def refresh_values(name: str, request: Request) -> dict[str, Any]:
+        """Rebuild the value index in the background (the old one serves meanwhile); returns the status."""
+        return data_service(request).value_status(name, refresh=True)
+
+    @router.get("/{name}/values/search")
+    async def search_values(
+        name: str,
+        request: Request,
+        q: str = Query(..., min_length=1, max_length=2000, description="a question"),
+        k: int = Query(5, ge=1, le=100, description="hits at most"),
+    ) -> dict[str, Any]:
+        """The stored values the question mentions (none until the index is ready)."""
+        return data_service(request).search_values(name, q, k)
 
     @router.post("/{name}/query")
     async def query(name: str, body: QueryBody, request: Request) -> dict[str, Any]:

@@ -8,8 +8,18 @@
   enforce grammars; ``table_aliases`` are the aliases they allow in joins.
 * ``extract_sql`` / ``parse_answer`` / ``repair_json``: SQL and structured answers out of fences,
   JSON (repaired when malformed) or prose.
+* ``ExampleStore``: verified question -> SQL pairs per data source (added, rated up or down, imported
+  from JSON / Spider / CSV files), checked read-only and runnable before they are kept; ``similar``
+  finds the nearest for a new question with tables, columns and values masked (``mask_question``).
+  ``StoredExample.to_prompt`` gives the prompt's ``Example``.
+* ``ValueIndex`` / ``ValueHit`` / ``ValueIndexes``: value retrieval. Each data source's distinct text
+  values, indexed by character n-grams, so "Shanghai", "shanghai" or "上海" in a question come back as
+  hits and prompt hints (``customers.city = 'Shanghai'``); ``ValueIndexes`` builds one per source in
+  the background (``ValueIndexOptions`` bounds what is read).
 * ``evaluate`` and friends: execution accuracy on Spider-format questions; ``dev_set_path`` is the
-  project's dev set over the sample database.
+  project's dev set over the sample database, the one the pipeline is tuned on; ``heldout_set_path``
+  is the held-out set nobody tunes on, over a clinic database of another business that
+  ``build_heldout_database`` / ``ensure_heldout_database`` generate.
 """
 
 from pathlib import Path
@@ -26,12 +36,15 @@ from datapilot.text2sql._eval import (
     load_questions,
     results_match,
 )
+from datapilot.text2sql._examples import ExampleStore, StoredExample, mask_question
 from datapilot.text2sql._extract import ParsedAnswer, extract_sql, parse_answer, parse_answer_list, repair_json
 from datapilot.text2sql._grammar import answer_grammar, grammar_dialects, sql_grammar, table_aliases
+from datapilot.text2sql._heldout import HELDOUT_DB_ID, build_heldout_database, ensure_heldout_database
 from datapilot.text2sql._linking import SchemaLinker
 from datapilot.text2sql._pipeline import Attempt, SQLAnswer, Text2SQL, Text2SQLOptions
 from datapilot.text2sql._prompt import Example, chat_messages, completion_prompt, schema_examples
 from datapilot.text2sql._transpile import transpile
+from datapilot.text2sql._values import ValueHit, ValueIndex, ValueIndexes, ValueIndexOptions
 
 
 def dev_set_path() -> Path:
@@ -39,29 +52,46 @@ def dev_set_path() -> Path:
     return Path(__file__).parent / "data" / "dev.json"
 
 
+def heldout_set_path() -> Path:
+    """The held-out set: Spider-format questions (English and Chinese) over the clinic database
+    (``HELDOUT_DB_ID``), kept out of all tuning so that its figures measure generalisation."""
+    return Path(__file__).parent / "data" / "heldout.json"
+
+
 __all__ = [
+    "HELDOUT_DB_ID",
     "Attempt",
     "EvalReport",
     "Example",
+    "ExampleStore",
     "ParsedAnswer",
     "Prediction",
     "Predictor",
     "Question",
     "SQLAnswer",
     "SchemaLinker",
+    "StoredExample",
     "Text2SQL",
     "Text2SQLOptions",
+    "ValueHit",
+    "ValueIndex",
+    "ValueIndexOptions",
+    "ValueIndexes",
     "answer_grammar",
+    "build_heldout_database",
     "chat_messages",
     "completion_prompt",
     "database_path",
     "dev_set_path",
     "difficulty_of",
+    "ensure_heldout_database",
     "evaluate",
     "extract_sql",
     "gold_orders",
     "grammar_dialects",
+    "heldout_set_path",
     "load_questions",
+    "mask_question",
     "parse_answer",
     "parse_answer_list",
     "repair_json",

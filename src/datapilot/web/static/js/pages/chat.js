@@ -27,6 +27,11 @@ const SUGGESTIONS = {
   excel: ["Upload a CSV or Excel file, then ask about it."],
   agent: ["Find the top customers and explain the result."],
 };
+// Thumbs as line icons (an emoji needs a font that many machines lack).
+const THUMBS = {
+  up: '<svg viewBox="0 0 24 24" aria-hidden="true"><path d="M14 9V5a3 3 0 0 0-3-3l-4 9v11h11.28a2 2 0 0 0 2-1.7l1.38-9a2 2 0 0 0-2-2.3zM7 22H4a2 2 0 0 1-2-2v-7a2 2 0 0 1 2-2h3"></path></svg>',
+  down: '<svg viewBox="0 0 24 24" aria-hidden="true"><path d="M10 15v4a3 3 0 0 0 3 3l4-9V2H5.72a2 2 0 0 0-2 1.7l-1.38 9a2 2 0 0 0 2 2.3zm7-13h2.67A2.31 2.31 0 0 1 22 4v7a2.31 2.31 0 0 1-2.33 2H17"></path></svg>',
+};
 const KEEP_ROWS = 200; // rows of a table or chart kept in the browser's storage per message
 
 // ---- storage ---------------------------------------------------------------------------------------------
@@ -323,6 +328,48 @@ class AnswerView {
       if (answer.summary && this.lastTable && !this.text) this.appendText(answer.summary);
     }
     if (ev.citations) this.citations(ev.citations);
+    if (answer && typeof answer === "object" && answer.sql && answer.question && answer.datasource) this.feedback(answer);
+  }
+
+  /** Thumbs up / down on an answer's SQL: up keeps the pair as a verified example for the model, down as wrong. */
+  feedback(answer) {
+    if (this.feedbackBox) return;
+    const status = h("span", { class: "small muted", role: "status", "data-testid": "feedback-status" });
+    const choice = (rating, label) =>
+      h("button", { class: "icon-button feedback-button", type: "button", "aria-label": label, title: label, "aria-pressed": "false", "data-testid": `feedback-${rating}`, dataset: { rating }, html: THUMBS[rating] });
+    const buttons = [choice("up", "Right: save as a verified example"), choice("down", "Wrong: record this SQL as wrong")];
+    const show = (rating, message) => {
+      for (const b of buttons) {
+        b.setAttribute("aria-pressed", String(b.dataset.rating === rating));
+        b.disabled = true;
+      }
+      status.className = "small muted";
+      status.textContent = message;
+    };
+    const rate = async (rating) => {
+      for (const b of buttons) b.disabled = true;
+      status.textContent = "Saving\u2026";
+      try {
+        const saved = await api(`/api/datasources/${encodeURIComponent(answer.datasource)}/feedback`, {
+          method: "POST",
+          json: { question: answer.question, sql: answer.sql, rating },
+        });
+        this.msg.rating = rating;
+        show(rating, saved?.message || (rating === "up" ? "saved as a verified example" : "recorded as wrong"));
+        this.el.dispatchEvent(new CustomEvent("datapilot:rated", { bubbles: true }));
+      } catch (err) {
+        for (const b of buttons) b.disabled = false;
+        status.className = "small error-text";
+        status.textContent = err.message || String(err);
+      }
+    };
+    for (const b of buttons) b.addEventListener("click", () => rate(b.dataset.rating));
+    this.feedbackBox = h("div", { class: "feedback", "data-testid": "feedback" }, h("span", { class: "small muted" }, "Was this SQL right?"), buttons, status);
+    if (this.msg.rating) show(this.msg.rating, this.msg.rating === "up" ? "saved as a verified example" : "recorded as wrong");
+    // After the answer's text, not before it as other events go.
+    this.placeholder?.remove();
+    this.placeholder = null;
+    this.bubble.append(this.feedbackBox);
   }
 
   stopped() {
@@ -647,6 +694,7 @@ export async function render(root) {
       stick = messages.scrollHeight - messages.scrollTop - messages.clientHeight < 40;
     });
   for (const type of ["wheel", "touchmove", "keydown"]) messages.addEventListener(type, unstick, { passive: true });
+  messages.addEventListener("datapilot:rated", () => save(state)); // a rating is kept with its answer
 
   form.addEventListener("submit", (e) => {
     e.preventDefault();
