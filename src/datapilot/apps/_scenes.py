@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -30,6 +30,7 @@ from datapilot.core.errors import ContextLengthExceededError, DataPilotError, In
 from datapilot.core.types import Message, ModelRequest, ResponseFormat, SamplingParams
 from datapilot.datasource import Connector, DataSources, QueryResult, TableInfo, jsonable
 from datapilot.text2sql import (
+    Grounding,
     SchemaLinker,
     SQLAnswer,
     Text2SQL,
@@ -57,12 +58,18 @@ class ChatContext:
     sources: DataSources
     settings: DataSettings
     embedder: Embedder | None = None
-    _linkers: dict[str, SchemaLinker] = field(default_factory=dict)
+    # Kept by the server across requests (a linker keeps its schema vectors): one per source.
+    linkers: dict[str, SchemaLinker] = field(default_factory=dict)
+    # The source's value index and verified examples, when the server keeps them.
+    grounding: Callable[[str], Grounding | None] | None = None
 
     def linker(self, source: str) -> SchemaLinker:
-        if source not in self._linkers:
-            self._linkers[source] = SchemaLinker(self.embedder, self.settings.schema_top_k)
-        return self._linkers[source]
+        if source not in self.linkers:
+            self.linkers[source] = SchemaLinker(self.embedder, self.settings.schema_top_k)
+        return self.linkers[source]
+
+    def grounded(self, source: str) -> Grounding | None:
+        return self.grounding(source) if self.grounding is not None else None
 
     def options(self, **over: Any) -> Text2SQLOptions:
         return Text2SQLOptions(
@@ -191,15 +198,43 @@ async def _text2sql_events(
     ctx: ChatContext, connector: Connector, source: str, request: SceneRequest, model: str
 ) -> AsyncIterator[Event]:
     """question -> SQL -> table -> chart -> short answer; the SQLAnswer is attached to ``done``."""
-    pipeline = Text2SQL(ctx.llm, model, connector, linker=ctx.linker(source), options=ctx.options(style=request.style))
+    pipeline = Text2SQL(
+        ctx.llm,
+        model,
+        connector,
+        linker=ctx.linker(source),
+        options=ctx.options(style=request.style),
+        grounding=ctx.grounded(source),
+    )
     answer = SQLAnswer(request.question)
     yield {"type": "step", "name": "text2sql", "datasource": source, "model": model}
     async for ev in pipeline.steps(request.question, answer):
         if ev["type"] == "attempt":
-            yield {"type": "step", "name": "attempt", "round": ev["round"], "sql": ev["sql"], "error": ev["error"]}
+            yield {
+                "type": "step",
+                "name": "attempt",
+                "round": ev["round"],
+                "candidate": ev["candidate"],
+                "sql": ev["sql"],
+                "error": ev["error"],
+            }
         elif ev["type"] == "tables":
             yield {"type": "step", "name": "schema", "tables": ev["tables"]}
-    final: dict[str, Any] = {"question": request.question, "datasource": source, "sql": answer.sql, "text": ""}
+        elif ev["type"] == "values":
+            yield {"type": "step", "name": "values", "hits": ev["hits"]}
+        elif ev["type"] == "reuse":
+            yield {"type": "step", "name": "reuse", **{k: v for k, v in ev.items() if k != "type"}}
+        elif ev["type"] == "vote":
+            yield {"type": "step", "name": "vote", **{k: v for k, v in ev.items() if k != "type"}}
+    final: dict[str, Any] = {
+        "question": request.question,
+        "datasource": source,
+        "sql": answer.sql,
+        "text": "",
+        # How sure the pipeline is: candidates' agreement, or 1.0 for a verified SQL reused.
+        "confidence": round(answer.confidence, 4),
+        "reused": answer.reused.to_dict() if answer.reused else None,
+    }
     if answer.sql:
         yield {"type": "sql", "sql": answer.sql}
     if answer.result is None:

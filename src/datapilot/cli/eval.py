@@ -1,13 +1,15 @@
-"""``datapilot eval text2sql``: execution accuracy of a model on Spider-format questions."""
+"""``datapilot eval text2sql``: execution accuracy of a model on Spider-format questions, what its
+wrong answers got wrong, its time per question, and (``--ablation``) what each pipeline stage adds."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 from collections.abc import Callable
+from dataclasses import replace
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
@@ -15,6 +17,10 @@ from rich.table import Table
 
 from datapilot.cli._common import ConfigOpt, HomeOpt, ProfileOpt, err, out, settings_from
 from datapilot.core.errors import DataPilotError
+
+if TYPE_CHECKING:
+    from datapilot.core.config import Settings
+    from datapilot.text2sql import EvalReport, ExampleStore, Question, Text2SQLOptions
 
 eval_app = typer.Typer(help="Evaluations.", no_args_is_help=True)
 
@@ -37,6 +43,32 @@ def _shipped_set(name: EvalSet) -> tuple[Path, Callable[[Path], object]]:
         EvalSet.heldout: (heldout_set_path(), ensure_heldout_database),
     }
     return sets[name]
+
+
+# The pipeline's stages that --ablation switches off in turn: Text2SQLOptions' boolean fields. A stage
+# the installed pipeline lacks is skipped, so the command works with pipelines before and after it.
+STAGES = ("constrain", "pick_examples", "values", "verified")
+OPTIONAL_STAGES = ("values", "verified")  # newer than the others: set only where Text2SQLOptions has them
+ALL_ON = "all_on"
+
+
+def _ablation_runs(options: Text2SQLOptions) -> list[tuple[str, Text2SQLOptions]]:
+    """The runs of an ablation: the options as given, then each stage that is on switched off, then
+    one candidate instead of several."""
+    runs = [(ALL_ON, options)]
+    for stage in STAGES:
+        if getattr(options, stage, False):
+            off = replace(options)
+            setattr(off, stage, False)
+            runs.append((stage, off))
+    if options.candidates > 1:
+        runs.append(("candidates", replace(options, candidates=1)))
+    return runs
+
+
+def _stage_options(options: Text2SQLOptions) -> dict[str, Any]:
+    shown = ("style", "max_corrections", *STAGES, "candidates")
+    return {k: getattr(options, k) for k in shown if hasattr(options, k)}
 
 
 @eval_app.command("text2sql")
@@ -72,17 +104,63 @@ def text2sql(
         bool,
         typer.Option("--constrain/--no-constrain", help="constrain the SQL by the schema's grammar when the model can"),
     ] = True,
+    pick_examples: Annotated[
+        bool,
+        typer.Option(
+            "--pick-examples/--no-pick-examples",
+            help="worked examples picked for each question (off: the fixed examples written from the schema)",
+        ),
+    ] = True,
+    values: Annotated[
+        bool, typer.Option("--values/--no-values", help="hints on the real values a question names")
+    ] = True,
+    verified: Annotated[
+        bool, typer.Option("--verified/--no-verified", help="verified examples from the example store")
+    ] = True,
+    candidates: Annotated[
+        int | None,
+        typer.Option(help="answers written per question, execution deciding among them [default: 1]", min=1),
+    ] = None,
+    examples: Annotated[
+        Path | None,
+        typer.Option(
+            "--examples",
+            help="verified question -> SQL pairs (Spider JSON with db_id, JSON or CSV) shown to the model and "
+            "reused for repeated questions; never the questions evaluated",
+        ),
+    ] = None,
+    ablation: Annotated[
+        bool,
+        typer.Option(
+            "--ablation",
+            help="run the set once as configured, then once with each stage off in turn "
+            "(constrain, pick-examples, values, verified; one candidate when --candidates > 1), "
+            "and report each stage's effect on EX",
+        ),
+    ] = False,
+    png: Annotated[
+        Path | None, typer.Option("--png", help="write a chart: EX by difficulty and language, error classes")
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print the report as JSON")] = False,
     config: ConfigOpt = None,
     profile: ProfileOpt = None,
     home: HomeOpt = None,
 ) -> None:
-    """Generate SQL for each question and report execution accuracy (EX), overall and by difficulty."""
+    """Generate SQL for each question and report execution accuracy (EX) overall, by difficulty and by
+    language, the share that ran, a class for each wrong answer, and the time per question."""
     from datapilot.cli._progress import model_progress
     from datapilot.cli.chat import chat_model_name
     from datapilot.datasource import SQLAlchemyConnector
     from datapilot.models.manager import ModelManager
-    from datapilot.text2sql import Question, Text2SQL, Text2SQLOptions, evaluate, load_questions
+    from datapilot.text2sql import (
+        Grounding,
+        Text2SQL,
+        Text2SQLOptions,
+        ValueIndex,
+        evaluate,
+        load_questions,
+    )
+    from datapilot.text2sql._eval import ablation_rows, write_chart
 
     settings = settings_from(config, profile, home)
     set_questions, build_databases = _shipped_set(question_set)
@@ -103,21 +181,48 @@ def text2sql(
         row_limit=settings.data.row_limit,
         timeout_s=settings.data.timeout_s,
         constrain=constrain,
+        pick_examples=pick_examples,
     )
+    if candidates is not None:
+        options.candidates = candidates
+    for stage, on in zip(OPTIONAL_STAGES, (values, verified), strict=True):
+        if hasattr(options, stage):
+            setattr(options, stage, on)
+        elif not on:
+            err.print(f"[yellow]this pipeline has no {stage!r} stage: --no-{stage} changes nothing[/]")
+    runs = _ablation_runs(options) if ablation else [(ALL_ON, options)]
+    already_off = [s for s in STAGES if hasattr(options, s) and not getattr(options, s)]
+    base_label = "as configured" if already_off else "all on"
 
-    async def run() -> Any:
+    store = _example_store(examples, items, db_dir, settings) if examples is not None else None
+
+    async def run() -> list[tuple[str, EvalReport]]:
         manager = ModelManager([cfg], settings.home)
         connectors: dict[Path, SQLAlchemyConnector] = {}
-        pipelines: dict[Path, Text2SQL] = {}
         with model_progress(err, [cfg.name]) as loading:
             await manager.start(loading)
 
-        async def predict(q: Question, path: Path) -> tuple[str | None, int, str | None]:
-            if path not in pipelines:
-                connectors[path] = SQLAlchemyConnector(f"sqlite:///{path}")
-                pipelines[path] = Text2SQL(manager, name, connectors[path], options=options)
-            answer = await pipelines[path].answer(q.question)
-            return answer.sql, len(answer.attempts), answer.error.message if answer.error else None
+        indexes: dict[Path, ValueIndex] = {}  # each database's values, read once for every run
+
+        async def grounding(q: Question, path: Path) -> Grounding:
+            if path not in indexes:
+                indexes[path] = await ValueIndex.build(connectors[path])
+            return Grounding(q.db_id, values=indexes[path], examples=store)
+
+        def predictor(opts: Text2SQLOptions) -> Callable[[Question, Path], Any]:
+            pipelines: dict[Path, Text2SQL] = {}  # one per database, for this run's options
+
+            async def predict(q: Question, path: Path) -> tuple[str | None, int, str | None]:
+                if path not in connectors:
+                    connectors[path] = SQLAlchemyConnector(f"sqlite:///{path}")
+                if path not in pipelines:
+                    pipelines[path] = Text2SQL(
+                        manager, name, connectors[path], options=opts, grounding=await grounding(q, path)
+                    )
+                answer = await pipelines[path].answer(q.question)
+                return answer.sql, len(answer.attempts), answer.error.message if answer.error else None
+
+            return predict
 
         columns = (
             TextColumn("[bold]text2sql[/] {task.description}"),
@@ -126,31 +231,124 @@ def text2sql(
             TimeElapsedColumn(),
             TimeRemainingColumn(),
         )
+        reports: list[tuple[str, EvalReport]] = []
         try:
             with Progress(*columns, console=err) as progress:
-                task = progress.add_task("EX -", total=len(items))
-                seen = {"n": 0, "ok": 0}
+                for stage, opts in runs:
+                    label = "" if not ablation else (f"{base_label} · " if stage == ALL_ON else f"no {stage} · ")
+                    task = progress.add_task(f"{label}EX -", total=len(items))
+                    seen = {"n": 0, "ok": 0}
 
-                def step(p: Any) -> None:
-                    seen["n"] += 1
-                    seen["ok"] += int(p.correct)
-                    progress.update(task, advance=1, description=f"EX {seen['ok'] / seen['n']:.1%}")
+                    def step(p: Any, task: Any = task, label: str = label, seen: dict[str, int] = seen) -> None:
+                        seen["n"] += 1
+                        seen["ok"] += int(p.correct)
+                        progress.update(task, advance=1, description=f"{label}EX {seen['ok'] / seen['n']:.1%}")
 
-                return await evaluate(items, db_dir, predict, step)
+                    report = await evaluate(items, db_dir, predictor(opts), step, settings.data.timeout_s)
+                    reports.append((stage, report))
+            return reports
         finally:
             for c in connectors.values():
                 await c.close()
             await manager.close()
+            if store is not None:
+                store.close()
 
-    report = asyncio.run(run())
+    reports = asyncio.run(run())
+    report = reports[0][1]
+    rows = ablation_rows(reports) if ablation else []
     report.write_csv(output)
-    summary = {"model": name, "questions": str(questions), **report.to_dict(), "csv": str(output)}
+    if png is not None:
+        write_chart(png, report, rows)
+    summary: dict[str, Any] = {
+        "model": name,
+        "questions": str(questions),
+        "options": _stage_options(options),
+        **report.to_dict(),
+        "csv": str(output),
+    }
+    if png is not None:
+        summary["png"] = str(png)
+    if ablation:
+        summary["ablation"] = rows
     if as_json:
-        out.print_json(json.dumps(summary))
+        out.print_json(json.dumps(summary, ensure_ascii=False))
         return
-    table = Table("difficulty", "correct", "total", "EX")
+    _print_report(report, rows, base_label, already_off)
+    written = f"predictions written to {output}" + (f", chart to {png}" if png is not None else "")
+    out.print(f"model {name}; {written}")
+
+
+def _example_store(path: Path, items: list[Question], db_dir: Path, settings: Settings) -> ExampleStore:
+    """The verified examples of ``path`` in a store of their own (a temporary file), checked against
+    their databases; an example that repeats a question being evaluated is an error."""
+    import tempfile
+
+    from datapilot.cache import EmbedderContext, make_embedder
+    from datapilot.text2sql import ExampleStore, database_path
+    from datapilot.text2sql._examples import read_examples
+
+    asked = {q.question.strip().casefold() for q in items}
+    pairs = read_examples(path)
+    leaked = [p["question"] for p in pairs if str(p["question"]).strip().casefold() in asked]
+    if leaked:
+        raise DataPilotError(f"--examples holds {len(leaked)} question(s) being evaluated, e.g. {leaked[0]!r}")
+    folder = Path(tempfile.mkdtemp(prefix="datapilot-eval-examples-"))
+    store = ExampleStore.at_home(folder, embedder=make_embedder(settings.data.embedder, EmbedderContext(settings.home)))
+
+    async def fill() -> None:
+        from datapilot.datasource import SQLAlchemyConnector
+
+        by_db: dict[str, list[dict[str, Any]]] = {}
+        for p in pairs:
+            by_db.setdefault(str(p.get("db_id") or items[0].db_id), []).append(p)
+        for db_id, chunk in by_db.items():
+            connector = SQLAlchemyConnector(f"sqlite:///{database_path(db_dir, db_id)}")
+            try:
+                await store.import_examples(db_id, chunk, connector=connector)
+            finally:
+                await connector.close()
+
+    asyncio.run(fill())
+    err.print(f"{len(pairs)} verified example(s) from {path}")
+    return store
+
+
+def _print_report(report: EvalReport, ablation: list[dict[str, Any]], base_label: str, already_off: list[str]) -> None:
+    table = Table("", "correct", "total", "EX", title="execution accuracy")
     for difficulty, (correct, total, ex) in report.by_difficulty().items():
         table.add_row(difficulty, str(correct), str(total), f"{ex:.1%}")
+    table.add_section()
+    for language, (correct, total, ex) in report.by_language().items():
+        table.add_row(language, str(correct), str(total), f"{ex:.1%}")
+    table.add_section()
     table.add_row("[bold]all[/]", str(report.correct), str(report.total), f"[bold]{report.accuracy:.1%}[/]")
+    table.add_row("executable", str(report.executable), str(report.total), f"{report.executable_share:.1%}")
     out.print(table)
-    out.print(f"model {name}; predictions written to {output}")
+
+    wrong = report.total - report.correct
+    errors = Table("error class", "wrong", "share", title="wrong predictions")
+    for error_class, n in report.errors().items():
+        errors.add_row(error_class, str(n), f"{n / wrong:.0%}" if wrong else "-")
+    out.print(errors)
+
+    t = report.time_stats()
+    out.print(
+        f"time per question: median {t['median_s']:.2f} s, p90 {t['p90_s']:.2f} s, total {t['total_s']:.1f} s; "
+        f"model calls per question {t['mean_attempts']:.2f}"
+    )
+    if ablation:
+        caption = f"off in every run: {', '.join(already_off)}" if already_off else None
+        stages = Table(
+            "stage off", "EX", "executable", "median s/question", "ΔEX", title="stage effects", caption=caption
+        )
+        for row in ablation:
+            delta = "" if row["stage"] == ALL_ON else f"{row['delta_ex']:+.1%}"
+            stages.add_row(
+                f"({base_label})" if row["stage"] == ALL_ON else row["stage"],
+                f"{row['execution_accuracy']:.1%}",
+                f"{row['executable_share']:.1%}",
+                f"{row['median_s']:.2f}",
+                delta,
+            )
+        out.print(stages)

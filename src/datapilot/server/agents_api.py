@@ -127,7 +127,9 @@ async def run_agents(body: AgentRunBody, request: Request, scene: str | None = N
     svc = agent_service(request)
     data = data_service(request)
     model = await data.chat_model(body.model or svc.settings.agents.model)
-    ctx = ChatContext(_llm(request), model, data.require(), data.settings.data, data.embedder)
+    ctx = ChatContext(
+        _llm(request), model, data.require(), data.settings.data, data.embedder, data.linkers, data.grounding
+    )
     knowledge = getattr(services(request), "knowledge", None)
     run = AgentRunRequest(
         body.goal,

@@ -70,7 +70,9 @@ def build_chat_router() -> APIRouter:
             return await run_agents(goal, request, scene="agent")
         data = data_service(request)
         model = await data.chat_model(body.model)
-        ctx = ChatContext(_llm(request), model, data.require(), data.settings.data, data.embedder)
+        ctx = ChatContext(
+            _llm(request), model, data.require(), data.settings.data, data.embedder, data.linkers, data.grounding
+        )
         scene_request = SceneRequest(body.question, body.datasource, model, body.style)
         if not body.stream:
             try:

@@ -23,7 +23,7 @@ from datapilot.server.openai_api import require_api_key
 from datapilot.server.state import services
 
 if TYPE_CHECKING:
-    from datapilot.text2sql import ExampleStore, ValueIndex, ValueIndexes
+    from datapilot.text2sql import ExampleStore, Grounding, SchemaLinker, ValueIndex, ValueIndexes
 
 
 @dataclass
@@ -36,6 +36,7 @@ class DataService:
     embedder: Any = None
     examples: ExampleStore | None = None
     values: ValueIndexes | None = None
+    linkers: dict[str, SchemaLinker] = field(default_factory=dict)  # per source, vectors kept across requests
     _chat_model: str | None = field(default=None, repr=False)
 
     async def start(self) -> None:
@@ -77,6 +78,13 @@ class DataService:
         opener = functools.partial(sources.connector, name)
         return self.values.refresh(name, opener) if refresh else self.values.ensure(name, opener)
 
+    def grounding(self, name: str) -> Grounding:
+        """Source ``name``'s grounding for text-to-SQL: its value index once ready (a build starts on
+        first use; until it is done questions go without hints) and its verified examples."""
+        from datapilot.text2sql import Grounding
+
+        return Grounding(name, values=functools.partial(self.value_index, name), examples=self.examples)
+
     def value_index(self, name: str) -> ValueIndex | None:
         """Source ``name``'s value index if it is ready, else ``None`` (a build is started; never waits)."""
         self.value_status(name)
@@ -97,6 +105,7 @@ class DataService:
     def index_values_anew(self, name: str) -> dict[str, Any]:
         """Forget source ``name``'s value index (its definition just changed) and build it again."""
         self.forget_values(name)
+        self.linkers.pop(name, None)
         return self.value_status(name, refresh=True)
 
     def forget_values(self, name: str) -> None:

@@ -2,7 +2,12 @@
 
 * ``Text2SQL``: schema linking (``SchemaLinker``, embedding similarity on large schemas), a prompt
   with the dialect and examples, the model through any ``LLMClient``, tolerant SQL extraction,
-  sqlglot transpilation, the read-only guard, execution, and a bounded correction loop.
+  sqlglot transpilation, the read-only guard, execution, and a bounded correction loop. Worked
+  examples are picked for each question from a pool written over the schema; ``candidates`` > 1
+  writes several answers and lets execution decide (the answer's ``confidence`` is their agreement).
+* ``Grounding``: one source's value index and verified examples, for the pipeline: value hints in the
+  prompt, the nearest verified examples shown, and a repeated question answered with its verified
+  SQL (``Reuse``; a value swapped only when the index confirms it) without a model call.
 * ``sql_grammar`` / ``answer_grammar``: GBNF grammars for the SQL over the linked tables (only their
   names and columns, one SELECT), alone or in the chat prompt's JSON answer, sent to models that
   enforce grammars; ``table_aliases`` are the aliases they allow in joins.
@@ -39,6 +44,7 @@ from datapilot.text2sql._eval import (
 from datapilot.text2sql._examples import ExampleStore, StoredExample, mask_question
 from datapilot.text2sql._extract import ParsedAnswer, extract_sql, parse_answer, parse_answer_list, repair_json
 from datapilot.text2sql._grammar import answer_grammar, grammar_dialects, sql_grammar, table_aliases
+from datapilot.text2sql._grounding import Grounding, Reuse
 from datapilot.text2sql._heldout import HELDOUT_DB_ID, build_heldout_database, ensure_heldout_database
 from datapilot.text2sql._linking import SchemaLinker
 from datapilot.text2sql._pipeline import Attempt, SQLAnswer, Text2SQL, Text2SQLOptions
@@ -64,10 +70,12 @@ __all__ = [
     "EvalReport",
     "Example",
     "ExampleStore",
+    "Grounding",
     "ParsedAnswer",
     "Prediction",
     "Predictor",
     "Question",
+    "Reuse",
     "SQLAnswer",
     "SchemaLinker",
     "StoredExample",

@@ -37,6 +37,7 @@ from datapilot.datasource import (
 from datapilot.text2sql._eval import normalise_value as _norm
 from datapilot.text2sql._extract import extract_sql, parse_answer
 from datapilot.text2sql._grammar import answer_grammar, sql_grammar
+from datapilot.text2sql._grounding import Grounding, Reuse, reuse, verified_examples
 from datapilot.text2sql._linking import SchemaLinker
 from datapilot.text2sql._prompt import (
     CHART_TYPES,
@@ -90,8 +91,9 @@ class SQLAnswer:
     attempts: list[Attempt] = field(default_factory=list)
     error: DataPilotError | None = None
     elapsed_ms: float = 0.0
-    confidence: float = 0.0  # the share of candidates whose result agrees with the answer's
+    confidence: float = 0.0  # the share of candidates whose result agrees with the answer's (1: reused)
     vote: dict[str, Any] = field(default_factory=dict)
+    reused: Reuse | None = None  # the verified example whose SQL answered, without the model
 
     @property
     def ok(self) -> bool:
@@ -108,6 +110,7 @@ class SQLAnswer:
             "attempts": [a.to_dict() for a in self.attempts],
             "confidence": round(self.confidence, 4),
             "vote": self.vote,
+            "reused": self.reused.to_dict() if self.reused else None,
             "error": self.error.to_dict()["error"] if self.error else None,
             "elapsed_ms": round(self.elapsed_ms, 2),
         }
@@ -126,6 +129,10 @@ class Text2SQLOptions:
     constrain: bool = True  # constrain the SQL by the linked schema's grammar when the model can
     shots: int = 4  # worked examples in the prompt, picked for the question from a pool over the schema
     pick_examples: bool = True  # False: the fixed examples written from the schema (schema_examples)
+    values: bool = True  # hints on the real values a question names (needs a grounding with a value index)
+    verified: bool = True  # verified examples: shown to the model, and reused when a question repeats one
+    reuse_threshold: float = 0.85  # similarity of masked questions at which a verified SQL is reused
+    example_threshold: float = 0.5  # ... at which a verified example is shown to the model
     candidates: int = 1  # answers written per question; execution decides among them
     sample_temperature: float = 0.7  # for the candidates after the first, greedy one
 
@@ -156,8 +163,10 @@ class Text2SQL:
         *,
         linker: SchemaLinker | None = None,
         options: Text2SQLOptions | None = None,
+        grounding: Grounding | None = None,
     ) -> None:
         self.llm, self.model, self.connector = llm, model, connector
+        self.grounding = grounding
         self.linker = linker or SchemaLinker()
         self.options = options or Text2SQLOptions()
         self._schema: list[TableInfo] | None = None
@@ -178,21 +187,41 @@ class Text2SQL:
 
     async def steps(self, question: str, answer: SQLAnswer) -> AsyncIterator[dict[str, Any]]:
         """Run the pipeline, filling ``answer`` and yielding progress events as it goes:
-        ``{"type": "tables"}``, ``{"type": "attempt"}`` (one per model answer, with its candidate),
+        ``{"type": "values"}`` (the real values the question names), ``{"type": "reuse"}`` (a verified
+        example's SQL answered: nothing else follows but ``sql``), ``{"type": "tables"}``,
+        ``{"type": "attempt"}`` (one per model answer, with its candidate),
         ``{"type": "vote"}`` (several candidates: which result won) and ``{"type": "sql"}``."""
         started = time.perf_counter()
         opts = self.options
         try:
-            tables = await self.linker.select(question, await self.schema())
+            schema = await self.schema()
+            dialect = self.connector.dialect
+            g = self.grounding
+            hits = g.hits(question) if g is not None and opts.values else []
+            ranked = await g.ranked(question, schema) if g is not None and opts.verified else []
+            if hits:
+                yield {"type": "values", "hits": [h.to_dict() for h in hits]}
+            reused = reuse(question, ranked, hits, schema, threshold=opts.reuse_threshold, dialect=dialect)
+            if reused is not None and await self._reuse(reused, answer, dialect):
+                yield {"type": "reuse", **reused.to_dict()}
+                yield {"type": "sql", "sql": answer.sql}
+                return
+            tables = await self.linker.select(question, schema)
+            linked = {t.name for t in tables}
+            tables = [*tables, *(t for t in schema if t.name in {h.table for h in hits} - linked)]  # the values'
+
             answer.tables = [t.name for t in tables]
             yield {"type": "tables", "tables": answer.tables}
-            dialect = self.connector.dialect
             examples = self._examples(question, tables, dialect)
+            close = verified_examples(ranked, opts.example_threshold, k=2)
+            if close:  # the verified ones last, nearest the question
+                examples = [*(examples or [])[len(close) :], *close]
+            hint_lines = [h.condition(dialect) for h in hits]
             prompt: str | list[Message]
             if opts.style == "chat":
-                prompt = chat_messages(question, tables, dialect, examples)
+                prompt = chat_messages(question, tables, dialect, examples, hint_lines)
             else:
-                prompt = completion_prompt(question, tables, dialect, examples)
+                prompt = completion_prompt(question, tables, dialect, examples, hint_lines)
             grammar = await self._grammar(tables, dialect)
             n = max(1, opts.candidates)
             if n == 1:
@@ -290,6 +319,17 @@ class Text2SQL:
             "agreement": round(answer.confidence, 4),
             "chosen": None if not groups else answer.sql,
         }
+
+    async def _reuse(self, found: Reuse, answer: SQLAnswer, dialect: str) -> bool:
+        """Run a verified example's SQL for fresh data; ``False`` (generate instead) when it fails now."""
+        try:
+            check_read_only(found.sql, dialect)
+            result = await self.connector.run(found.sql, self.options.row_limit, self.options.timeout_s)
+        except DataPilotError as exc:
+            log.warning("verified SQL of example %s no longer runs (%s): generating", found.example_id, exc.message)
+            return False
+        answer.sql, answer.result, answer.error, answer.reused, answer.confidence = found.sql, result, None, found, 1.0
+        return True
 
     def _examples(self, question: str, tables: list[TableInfo], dialect: str) -> list[Example] | None:
         """The worked examples for this question: the caller's, else the closest of the schema's pool

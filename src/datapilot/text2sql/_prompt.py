@@ -96,9 +96,14 @@ def render_schema(tables: list[TableInfo], samples: bool = True) -> str:
 
 
 def completion_prompt(
-    question: str, tables: list[TableInfo], dialect: str, examples: list[Example] | None = None
+    question: str,
+    tables: list[TableInfo],
+    dialect: str,
+    examples: list[Example] | None = None,
+    hints: list[str] | None = None,
 ) -> str:
-    """A SQL file for the model to continue; it ends with ``SELECT`` (the answer's first word)."""
+    """A SQL file for the model to continue; it ends with ``SELECT`` (the answer's first word).
+    ``hints``: conditions on real values the question names (``customers.city = 'Shanghai'``)."""
     examples = schema_examples(tables) if examples is None else examples
     lines = [
         f"-- {DIALECT_NAMES.get(dialect, dialect)} database. Each question is answered by one read-only SQL query.",
@@ -108,6 +113,8 @@ def completion_prompt(
     ]
     for ex in examples:
         lines += [f"-- Question: {ex.question}", ex.sql.rstrip(";") + ";", ""]
+    if hints:
+        lines.append("-- Values in the next question: " + "; ".join(hints))
     lines += [f"-- Question: {question.strip()}", "SELECT"]
     return "\n".join(lines)
 
@@ -128,12 +135,17 @@ CHAT_SYSTEM = (
 
 
 def chat_messages(
-    question: str, tables: list[TableInfo], dialect: str, examples: list[Example] | None = None
+    question: str,
+    tables: list[TableInfo],
+    dialect: str,
+    examples: list[Example] | None = None,
+    hints: list[str] | None = None,
 ) -> list[Message]:
     examples = schema_examples(tables) if examples is None else examples
     system = CHAT_SYSTEM.format(dialect=DIALECT_NAMES.get(dialect, dialect), charts="|".join(CHART_TYPES))
     shots = "\n".join(f"Q: {e.question}\nSQL: {e.sql}" for e in examples)
-    user = f"Schema:\n{render_schema(tables)}\n\nExamples:\n{shots}\n\nQuestion: {question.strip()}"
+    values = f"\n\nValues the question names: {'; '.join(hints)}" if hints else ""
+    user = f"Schema:\n{render_schema(tables)}\n\nExamples:\n{shots}{values}\n\nQuestion: {question.strip()}"
     return [Message("system", system), Message("user", user)]
 
 

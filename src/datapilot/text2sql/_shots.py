@@ -28,7 +28,7 @@ CUES: dict[str, tuple[str, ...]] = {
     "min": ("lowest", "minimum", "smallest", "cheapest", "least", "最低", "最小", "最少", "最便宜"),
     "max": ("highest", "maximum", "largest", "most", "biggest", "最高", "最大", "最多", "最贵"),
     "top": ("top", "most", "highest", "largest", "first", "best", "前", "最"),
-    "filter": ("whose", "where", " with ", " is ", "为", "是"),
+    "filter": ("whose", "where", " with ", "为"),
     "join": ("their", " of each ", "给出", "的名称"),
     "none": ("never", "no ", "without", "not", "没有", "从未", "未"),
     "above": ("above", "more than the average", "higher than the average", "高于", "超过平均"),
@@ -263,7 +263,8 @@ def example_pool(tables: list[TableInfo], dialect: str) -> list[Shot]:
     return out
 
 
-def _shapes(question: str) -> set[str]:
+def question_shapes(question: str) -> set[str]:
+    """The shapes ``question``'s cue words ask for (``count``, ``group``, ``avg``, ``top`` ...)."""
     text = " " + question.lower() + " "
     found = {shape for shape, cues in CUES.items() if any(c in text for c in cues)}
     if _YEAR.search(question):
@@ -285,7 +286,7 @@ def _score(shot: Shot, shapes: set[str], words: set[str], chinese: bool) -> floa
 def pick_examples(question: str, pool: list[Shot], k: int = 4) -> list[Example]:
     """The ``k`` pooled examples closest to ``question`` (its shape cues and schema words), at most
     one per SQL and two per shape set, the closest last."""
-    shapes, words, chinese = _shapes(question), _words(question), _cjk(question)
+    shapes, words, chinese = question_shapes(question), _words(question), _cjk(question)
     ranked = sorted(pool, key=lambda s: -_score(s, shapes, words, chinese))
     chosen: list[Shot] = []
     sqls: set[str] = set()
