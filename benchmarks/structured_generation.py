@@ -207,7 +207,7 @@ def main() -> int:
         home = Path.home() / ".datapilot"
         server = start_server(Path(tmp), config, home, "structured-bench")
         try:
-            with OpenAI(base_url=server.v1, api_key="unused", max_retries=0, timeout=300) as client:
+            with OpenAI(base_url=server.v1, api_key="unused", max_retries=0, timeout=900) as client:
                 results = run(client, args)
         finally:
             server.stop()

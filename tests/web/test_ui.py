@@ -157,6 +157,7 @@ def test_thumbs_up_keeps_a_data_answer_as_a_verified_example(ui_server: ServerPr
     send(w, question)
     wait_answers(w, 1)
     msg = w.page.locator("[data-testid=assistant-message]").first
+    assert msg.locator("[data-testid=confidence]").inner_text().startswith("confidence 100%")  # one candidate
     msg.get_by_role("button", name="Right: save as a verified example").click()
     msg.locator("[data-testid=feedback-status]", has_text="saved as a verified example").wait_for()
     assert msg.locator("[data-testid=feedback-up]").get_attribute("aria-pressed") == "true"
@@ -167,6 +168,10 @@ def test_thumbs_up_keeps_a_data_answer_as_a_verified_example(ui_server: ServerPr
     w.page.reload()  # the rating is kept with the answer
     wait_answers(w, 1)
     assert w.page.locator("[data-testid=feedback-up][aria-pressed=true]").count() == 1
+    send(w, question)  # asked again: the verified SQL answers, and the answer says so
+    wait_answers(w, 2)
+    again = w.page.locator("[data-testid=assistant-message]").nth(1)
+    assert "verified SQL reused" in again.locator("[data-testid=confidence]").inner_text()
     w.assert_clean()
 
 

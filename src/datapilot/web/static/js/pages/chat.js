@@ -32,6 +32,14 @@ const THUMBS = {
   up: '<svg viewBox="0 0 24 24" aria-hidden="true"><path d="M14 9V5a3 3 0 0 0-3-3l-4 9v11h11.28a2 2 0 0 0 2-1.7l1.38-9a2 2 0 0 0-2-2.3zM7 22H4a2 2 0 0 1-2-2v-7a2 2 0 0 1 2-2h3"></path></svg>',
   down: '<svg viewBox="0 0 24 24" aria-hidden="true"><path d="M10 15v4a3 3 0 0 0 3 3l4-9V2H5.72a2 2 0 0 0-2 1.7l-1.38 9a2 2 0 0 0 2 2.3zm7-13h2.67A2.31 2.31 0 0 1 22 4v7a2.31 2.31 0 0 1-2.33 2H17"></path></svg>',
 };
+
+/** How sure the pipeline is: a verified SQL reused, or how many of its candidates agreed. */
+function confidenceNote(answer) {
+  let text = "";
+  if (answer.reused) text = `verified SQL reused (from "${answer.reused.question}")`;
+  else if (typeof answer.confidence === "number" && answer.confidence > 0) text = `confidence ${Math.round(answer.confidence * 100)}%`;
+  return text ? h("span", { class: "small muted", "data-testid": "confidence" }, text + " · ") : "";
+}
 const KEEP_ROWS = 200; // rows of a table or chart kept in the browser's storage per message
 
 // ---- storage ---------------------------------------------------------------------------------------------
@@ -364,7 +372,7 @@ class AnswerView {
       }
     };
     for (const b of buttons) b.addEventListener("click", () => rate(b.dataset.rating));
-    this.feedbackBox = h("div", { class: "feedback", "data-testid": "feedback" }, h("span", { class: "small muted" }, "Was this SQL right?"), buttons, status);
+    this.feedbackBox = h("div", { class: "feedback", "data-testid": "feedback" }, confidenceNote(answer), h("span", { class: "small muted" }, "Was this SQL right?"), buttons, status);
     if (this.msg.rating) show(this.msg.rating, this.msg.rating === "up" ? "saved as a verified example" : "recorded as wrong");
     // After the answer's text, not before it as other events go.
     this.placeholder?.remove();
