@@ -206,9 +206,7 @@ class Text2SQL:
                 yield {"type": "reuse", **reused.to_dict()}
                 yield {"type": "sql", "sql": answer.sql}
                 return
-            tables = await self.linker.select(question, schema)
-            linked = {t.name for t in tables}
-            tables = [*tables, *(t for t in schema if t.name in {h.table for h in hits} - linked)]  # the values'
+            tables = await self.linker.select(question, schema, must={h.table for h in hits})  # + the values'
 
             answer.tables = [t.name for t in tables]
             yield {"type": "tables", "tables": answer.tables}
