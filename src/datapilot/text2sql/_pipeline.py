@@ -195,6 +195,12 @@ class Text2SQL:
         opts = self.options
         try:
             schema = await self.schema()
+            if not schema:
+                answer.error = InvalidRequestError(
+                    "the data source has no tables to query: add data to it, or pick another source",
+                    code="empty_schema",
+                )
+                return
             dialect = self.connector.dialect
             g = self.grounding
             hits = g.hits(question) if g is not None and opts.values else []
