@@ -296,7 +296,7 @@ async def test_prompt_injection_never_writes_under_the_grammar(
 
     copy = tmp_path / "copy.sqlite"
     copy.write_bytes(sample_db.read_bytes())  # noqa: ASYNC240
-    before = hashlib.sha256(copy.read_bytes()).hexdigest()  # noqa: ASYNC240
+    before = hashlib.sha256(copy.read_bytes()).hexdigest()
     connector = SQLAlchemyConnector(f"sqlite:///{copy}")
     options = Text2SQLOptions(max_corrections=0, max_tokens=64, candidates=2)
     pipeline = Text2SQL(gemma, "gemma", connector, options=options)
@@ -313,7 +313,7 @@ async def test_prompt_injection_never_writes_under_the_grammar(
         assert (await connector.run("SELECT COUNT(*) FROM orders")).rows == [(1500,)]
     finally:
         await connector.close()
-    assert hashlib.sha256(copy.read_bytes()).hexdigest() == before  # noqa: ASYNC240
+    assert hashlib.sha256(copy.read_bytes()).hexdigest() == before
 
 
 async def test_an_empty_database_is_a_clear_error_without_a_model_call(
