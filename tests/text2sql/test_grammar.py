@@ -124,6 +124,7 @@ ADMITTED = [
 ]
 
 REFUSED = [
+    "SELECT MAX(n) FROM (SELECT MAX(n) FROM (SELECT COUNT(*) AS n FROM orders))",  # one level of FROM (subquery)
     "SELECT city FROM customers\nWHERE region_id IN (1, 2)",  # one line: a small model breaking lines rambles
     "SELECT city FROM customers WHERE city = 'a' AND city = 'b' AND city = 'c' AND city = 'd' AND city = 'e'",
     "SELECT COUNT(*) FROM clients",  # no such table

@@ -347,6 +347,10 @@ class _Builder:
         self.rule("limit", f"{kw('LIMIT')} sp int (sp {kw('OFFSET')} sp int)?")
         self.rule("select", f"{kw('SELECT')} sp body")
         self.rule("body", " | ".join([*(f"{s.key}-q" for s in self.scopes), "der-q"]))
+        # A subquery in FROM reads tables, not another subquery: ``FROM (SELECT .. FROM (SELECT ..`` is
+        # where a small model loops until max_tokens.
+        self.rule("tselect", f"{kw('SELECT')} sp tbody")
+        self.rule("tbody", " | ".join(f"{s.key}-q" for s in self.scopes))
 
     def _words(self, p: str, columns: list[tuple[str, str]]) -> str:
         """Everything an operand may start with by name, as one trie: ``columns``, functions, NULL,
@@ -442,7 +446,7 @@ class _Builder:
         self.rule("der-agg", _trie(aggregates))
         self.expressions("der", [])
         self.rules["der-prim"] = self.rules["der-prim"] + " | calias"
-        self.rule("der-from", f'"(" osp select osp ")" (sp ({kw("AS")} sp)? calias)?')
+        self.rule("der-from", f'"(" osp tselect osp ")" (sp ({kw("AS")} sp)? calias)?')
 
     def statement(self) -> None:
         self.common()
