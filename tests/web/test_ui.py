@@ -168,11 +168,16 @@ def test_thumbs_up_keeps_a_data_answer_as_a_verified_example(ui_server: ServerPr
     w.page.reload()  # the rating is kept with the answer
     wait_answers(w, 1)
     assert w.page.locator("[data-testid=feedback-up][aria-pressed=true]").count() == 1
-    send(w, question)  # asked again: the verified SQL answers, and the answer says so
-    wait_answers(w, 2)
-    again = w.page.locator("[data-testid=assistant-message]").nth(1)
-    assert "verified SQL reused" in again.locator("[data-testid=confidence]").inner_text()
-    w.assert_clean()
+    try:
+        send(w, question)  # asked again: the verified SQL answers, and the answer says so
+        wait_answers(w, 2)
+        again = w.page.locator("[data-testid=assistant-message]").nth(1)
+        assert "verified SQL reused" in again.locator("[data-testid=confidence]").inner_text()
+        w.assert_clean()
+    finally:  # the server is shared: its other tests ask this question without the example
+        for e in kept.json()["data"]:
+            if e["question"] == question:
+                httpx.delete(f"{ui_server.url}/api/datasources/sample/examples/{e['id']}", timeout=10)
 
 
 def test_agent_mode_appears_only_when_served_and_renders_its_events(
