@@ -125,7 +125,8 @@ STATUSES = ["delivered"] * 14 + ["shipped"] * 3 + ["cancelled"] * 2 + ["pending"
 TITLES = ["Sales Representative"] * 3 + ["Senior Sales Representative", "Account Manager"]
 
 
-def _date(rng: random.Random, start: dt.date, end: dt.date) -> str:
+def random_day(rng: random.Random, start: dt.date, end: dt.date) -> str:
+    """A day between ``start`` and ``end`` (both included), ISO-formatted."""
     return (start + dt.timedelta(days=rng.randrange((end - start).days + 1))).isoformat()
 
 
@@ -148,13 +149,13 @@ def build_sample_database(path: str | Path) -> Path:
             manager = eid
             employees.append(
                 (eid, rng.choice(FIRST), rng.choice(LAST), "Regional Manager", region_id, None,
-                 _date(rng, dt.date(2016, 1, 1), dt.date(2019, 12, 31)), float(rng.randrange(95, 130) * 1000))
+                 random_day(rng, dt.date(2016, 1, 1), dt.date(2019, 12, 31)), float(rng.randrange(95, 130) * 1000))
             )  # fmt: skip
             for _ in range(2 + region_id % 2):
                 eid += 1
                 employees.append(
                     (eid, rng.choice(FIRST), rng.choice(LAST), rng.choice(TITLES), region_id, manager,
-                     _date(rng, dt.date(2018, 1, 1), dt.date(2023, 6, 30)), float(rng.randrange(48, 90) * 1000))
+                     random_day(rng, dt.date(2018, 1, 1), dt.date(2023, 6, 30)), float(rng.randrange(48, 90) * 1000))
                 )  # fmt: skip
         # A star seller out-earns her manager (the kind of row a self-join question should find).
         star = list(employees[-1])
@@ -179,7 +180,7 @@ def build_sample_database(path: str | Path) -> Path:
             names.add(company)
             customers.append(
                 (cid, company, f"{rng.choice(FIRST)} {rng.choice(LAST)}", rng.choice(CITIES[region_id]), region_id,
-                 rng.choice(SEGMENTS), _date(rng, dt.date(2021, 1, 1), dt.date(2024, 6, 30)))
+                 rng.choice(SEGMENTS), random_day(rng, dt.date(2021, 1, 1), dt.date(2024, 6, 30)))
             )  # fmt: skip
         con.executemany("INSERT INTO customers VALUES (?, ?, ?, ?, ?, ?, ?)", customers)
         con.executemany("INSERT INTO suppliers VALUES (?, ?, ?)", SUPPLIERS)
@@ -203,7 +204,7 @@ def build_sample_database(path: str | Path) -> Path:
         for oid in range(1, 1501):
             cid = rng.randrange(1, 113)  # the newest customers (113-120) have not ordered yet
             start = max(dt.date(2023, 1, 1), dt.date.fromisoformat(str(signup[cid])))
-            day = _date(rng, start, dt.date(2024, 12, 31)) if start <= dt.date(2024, 12, 31) else "2024-12-31"
+            day = random_day(rng, start, dt.date(2024, 12, 31)) if start <= dt.date(2024, 12, 31) else "2024-12-31"
             status = "pending" if day >= "2024-12-20" else rng.choice(STATUSES)
             orders.append(
                 (oid, cid, rng.choice(reps_by_region[int(region_of[cid])]), day, status,

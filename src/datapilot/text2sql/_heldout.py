@@ -17,7 +17,7 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
-from datapilot.datasource._sample import has_user_version
+from datapilot.datasource._sample import has_user_version, random_day
 
 HELDOUT_DB_ID = "clinic"
 HELDOUT_VERSION = 1
@@ -149,10 +149,6 @@ STATUSES = ["completed"] * 16 + ["cancelled"] * 3 + ["no_show"] * 2
 TITLES = ["Resident", "Attending Physician", "Attending Physician", "Chief Physician"]
 
 
-def _date(rng: random.Random, start: dt.date, end: dt.date) -> str:
-    return (start + dt.timedelta(days=rng.randrange((end - start).days + 1))).isoformat()
-
-
 def build_heldout_database(path: str | Path) -> Path:
     """Write the held-out clinic database to ``path`` (replacing it) and return the path."""
     path = Path(path)
@@ -183,7 +179,7 @@ def build_heldout_database(path: str | Path) -> Path:
                     title = "Chief Physician" if k == 0 and clinic_id == 1 else rng.choice(TITLES)
                     doctors.append(
                         (len(doctors) + 1, *name, title, department_id, clinic_id,
-                         _date(rng, dt.date.fromisoformat(opened), dt.date(2022, 12, 31)),
+                         random_day(rng, dt.date.fromisoformat(opened), dt.date(2022, 12, 31)),
                          float(rng.randrange(lo, hi + 1, 5)))
                     )  # fmt: skip
         # A resident hired in the last weeks of the data: on the roster, no visits yet.
@@ -197,8 +193,8 @@ def build_heldout_database(path: str | Path) -> Path:
         for pid in range(1, 181):
             gender = rng.choice("FM")
             first = rng.choice(PATIENT_FIRST_F if gender == "F" else PATIENT_FIRST_M)
-            birth = _date(rng, dt.date(1940, 1, 1), dt.date(2021, 12, 31))
-            registered = _date(rng, max(dt.date(2019, 1, 1), dt.date.fromisoformat(birth)), dt.date(2024, 11, 30))
+            birth = random_day(rng, dt.date(1940, 1, 1), dt.date(2021, 12, 31))
+            registered = random_day(rng, max(dt.date(2019, 1, 1), dt.date.fromisoformat(birth)), dt.date(2024, 11, 30))
             patients.append(
                 (pid, first, rng.choice(PATIENT_LAST), gender, birth, rng.choice(PATIENT_CITIES), rng.choice(PLANS),
                  registered)
@@ -221,7 +217,7 @@ def build_heldout_database(path: str | Path) -> Path:
             choices = [d for d in seeing if d[5] == clinic and (d[4] == children_department) == (age_2024 < 14)]
             doctor = rng.choice(choices)
             start = max(dt.date(2023, 1, 1), dt.date.fromisoformat(str(patient[7])))
-            day = _date(rng, start, LAST_DAY)
+            day = random_day(rng, start, LAST_DAY)
             status = "scheduled" if day >= SCHEDULED_FROM.isoformat() else rng.choice(STATUSES)
             _, (_, complaints, categories, _) = departments[int(doctor[4]) - 1]
             fee = float(doctor[7]) if status == "completed" else 0.0

@@ -32,7 +32,7 @@ class Example:
 
 def _is_text(type_name: str) -> bool:
     t = type_name.upper()
-    return any(k in t for k in ("CHAR", "TEXT", "STRING", "VARCHAR"))
+    return any(k in t for k in ("CHAR", "TEXT", "STRING", "CLOB"))
 
 
 def _is_number(type_name: str) -> bool:

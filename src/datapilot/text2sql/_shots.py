@@ -17,7 +17,8 @@ from dataclasses import dataclass
 
 from datapilot.datasource import TableInfo
 from datapilot.text2sql._grammar import table_aliases
-from datapilot.text2sql._prompt import Example
+from datapilot.text2sql._linking import _words
+from datapilot.text2sql._prompt import Example, _is_number, _is_text
 
 # The shape of the SQL an example shows, and the words (English, Chinese) that ask for that shape.
 CUES: dict[str, tuple[str, ...]] = {
@@ -37,17 +38,7 @@ CUES: dict[str, tuple[str, ...]] = {
     "list": ("list", "show", "which", "what are", "列出", "哪些", "显示"),
 }
 
-_WORD = re.compile(r"[a-z]+|[\u4e00-\u9fff]")
 _YEAR = re.compile(r"\b(19|20)\d\d\b|(19|20)\d\d年")
-
-
-def _words(text: str) -> set[str]:
-    out = set()
-    for w in _WORD.findall(text.lower().replace("_", " ")):
-        out.add(w)
-        if len(w) > 3 and w.endswith("s"):
-            out.add(w[:-1])
-    return out
 
 
 @dataclass(slots=True, frozen=True)
@@ -57,14 +48,6 @@ class Shot:
     example: Example
     shapes: frozenset[str]
     words: frozenset[str]
-
-
-def _is_text(type_name: str) -> bool:
-    return any(k in type_name.upper() for k in ("CHAR", "TEXT", "STRING", "CLOB"))
-
-
-def _is_number(type_name: str) -> bool:
-    return any(k in type_name.upper() for k in ("INT", "REAL", "FLOAT", "DOUBLE", "NUMERIC", "DECIMAL"))
 
 
 def _is_date(name: str, type_name: str) -> bool:
