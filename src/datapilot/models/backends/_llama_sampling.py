@@ -84,7 +84,7 @@ class GuidedSampler:
         if dtype.itemsize != ctypes.sizeof(llama_cpp.llama_token_data):
             raise DataPilotError("llama_token_data has an unexpected layout in this llama-cpp-python")
         self._cur = np.zeros(self._n_vocab, dtype=dtype)
-        self._cur["id"] = np.arange(self._n_vocab, dtype=np.int32)
+        self._ids = np.arange(self._n_vocab, dtype=np.int32)
         self._few = np.zeros(_SCAN, dtype=dtype)
         self._one = (llama_cpp.llama_token_data * 1)()
         self._need = 1  # allowed candidates a tier must hold to decide like the whole vocabulary would
@@ -116,6 +116,9 @@ class GuidedSampler:
 
     def _array(self, logits: np.ndarray) -> Any:
         cur = self._cur
+        # The chain sorts the array in place (top-k, top-p): the ids are reset with the logits, or the
+        # next step's logits would land on another step's order of tokens.
+        cur["id"] = self._ids
         cur["logit"] = logits
         cur["p"] = 0.0
         lib = self._lib
