@@ -197,8 +197,13 @@ async def test_margin_rejects_ambiguous_probes(tmp_path: Path) -> None:
     async with SemanticCache(hash_settings(margin=0.2), tmp_path, embedders={"default": HashEmbedder()}) as cache:
         await cache.insert("m", chat("best pizza in town"), "A")
         await cache.insert("m", chat("best pizza in town ever"), "B")
-        result = await cache.query("m", chat("best pizza in town today"))
+        await cache.insert("m2", chat("best pizza in town"), "A")
+        await cache.insert("m2", chat("really best pizza in town"), "B")
+        result = await cache.query("m2", chat("best pizza in town today"))
         assert not result.hit and result.reason == "ambiguous"
+        # A rival the verifier would not serve ("ever" replaced by "today") is no second meaning of the
+        # probe: it does not make the probe ambiguous.
+        assert (await cache.query("m", chat("best pizza in town today"))).answer == "A"
         # a copy of the same question is not a rival
         await cache.insert("m", chat("cheapest flights to Rome"), "C")
         await cache.insert("m", chat("Cheapest flights to Rome."), "C2")

@@ -198,3 +198,30 @@ def test_completions_and_the_modelcache_api_share_the_cache(
     )
     out = httpx.post(f"{cache_server.url}/modelcache", json=body, timeout=30).json()
     assert out["errorCode"] == 0 and out["cacheHit"] is True and out["answer"] == "Mount Elbrus"
+
+
+def test_a_hit_names_its_entry_and_a_wrong_mark_on_it_makes_the_probe_miss(
+    cache_server: ServerProcess, make_client: Callable[..., OpenAI]
+) -> None:
+    client = make_client(cache_server.v1)
+    question, probe = "Which language is spoken in Brazil?", "which language is spoken in brazil"
+    _, headers = chat(client, question)
+    assert headers["x-datapilot-cache"] == "miss" and "x-datapilot-cache-id" not in headers
+    _, headers = eventually_hit(cache_server, question, lambda: chat(client, probe))
+    assert headers["x-datapilot-cache"] == "hit", headers
+    entries = httpx.get(f"{cache_server.url}/api/cache/entries", params={"model": "echo"}, timeout=30).json()["data"]
+    assert int(headers["x-datapilot-cache-id"]) == next(e["id"] for e in entries if e["question"] == question)
+    mark = httpx.post(
+        f"{cache_server.url}/api/cache/feedback",
+        json={
+            "model": "echo",
+            "id": int(headers["x-datapilot-cache-id"]),
+            "messages": [{"role": "system", "content": SYSTEM}, {"role": "user", "content": probe}],
+            "right": False,
+            "similarity": float(headers["x-datapilot-cache-similarity"]),
+        },
+        timeout=30,
+    )
+    assert mark.status_code == 200, mark.text
+    _, headers = chat(client, probe)
+    assert headers["x-datapilot-cache"] == "miss" and "x-datapilot-cache-id" not in headers

@@ -89,6 +89,31 @@ async def test_reopen_keeps_everything(prod_cache: SemanticCache, tmp_path: Path
         assert (await again.query("persist", chat("Where is the head office?"))).answer == "Zurich"
 
 
+async def test_feedback_is_kept_and_goes_with_its_entry(prod_cache: SemanticCache, tmp_path: Path) -> None:
+    scope = Scope("fb", "acme")
+    warranty = await prod_cache.insert(scope, chat("What is the warranty period?"), "two years")
+    returns = await prod_cache.insert(scope, chat("How do I return an item?"), "Within 30 days.")
+    await prod_cache.feedback(scope, warranty, chat("what is the warranty period"), False)
+    await prod_cache.feedback(scope, returns, chat("how do I return an item"), True, similarity=0.9)
+    assert (await prod_cache.query(scope, chat("What is the warranty period"))).reason == "feedback"
+    again = SemanticCache(prod_cache.settings, tmp_path / "other", embedders={"default": HashEmbedder()})
+    async with again:  # another process on the same stores reads the marks back
+        assert (await again.query(scope, chat("what is the warranty period!"))).reason == "feedback"
+        log = await again.feedback_log(scope)
+        assert [(r.entry_id, r.right, r.question) for r in log] == [
+            (returns, True, "How do I return an item?"),
+            (warranty, False, "What is the warranty period?"),
+        ]
+        assert await again.feedback_pairs(scope) == [
+            {"a": "What is the warranty period?", "b": "what is the warranty period", "label": 0},
+            {"a": "How do I return an item?", "b": "how do I return an item", "label": 1},
+        ]
+        assert await again.remove(scope, [warranty]) == 1
+        assert [r.entry_id for r in await again.feedback_log(scope)] == [returns]
+        assert await again.truncate(scope) == 1
+        assert await again.feedback_log(scope) == []
+
+
 def test_milvus_index_keeps_collections_apart(milvus_uri: str) -> None:
     import numpy as np
 

@@ -220,6 +220,10 @@ def test_cache_page_shows_the_hit_after_a_repeated_question(ui_server: ServerPro
     assert "You said: What is the capital of France?" in (
         w.page.locator("[data-testid=answer-text]").text_content() or ""
     )
+    # the cached answer carries thumbs: a wrong mark goes to the entry that answered
+    w.page.get_by_role("button", name="Wrong: the cached answer does not fit this question").click()
+    w.page.locator("[data-testid=cache-feedback-status]", has_text="marked wrong").wait_for()
+    assert w.page.locator("[data-testid=cache-feedback-down]").get_attribute("aria-pressed") == "true"
     w.shot("chat-cache-hit")
 
     w.goto("cache")
@@ -227,6 +231,13 @@ def test_cache_page_shows_the_hit_after_a_repeated_question(ui_server: ServerPro
     row.wait_for()
     assert w.page.locator("[data-testid=scope-row]", has_text="echo").count() == 1
     assert w.page.locator("[data-testid=hit-rate]").text_content() not in ("", "\u2013", "0%")
+    w.page.select_option("[data-testid=feedback-scope]", '["echo",""]')
+    mark = w.page.locator("[data-testid=feedback-row][data-right=false]", has_text=question).first
+    mark.wait_for()
+    assert "wrong" in (mark.text_content() or "")
+    export = w.page.get_attribute("[data-testid=feedback-export]", "href") or ""
+    pairs = [json.loads(line) for line in httpx.get(f"{ui_server.url}{export}", timeout=10).text.splitlines()]
+    assert {"a": question, "b": question, "label": 0} in pairs
     w.shot("cache-hit")
     w.assert_clean()
 

@@ -3,7 +3,8 @@
 Public API:
 
 * ``SemanticCache`` (async core) and ``SyncSemanticCache`` (blocking wrapper): ``insert``, ``query``,
-  ``remove``, ``truncate``, ``stats``, ``query_log``, per-scope ``policy``/``set_policy``.
+  ``remove``, ``truncate``, ``stats``, ``query_log``, per-scope ``policy``/``set_policy``, and feedback
+  on hits (``feedback``, ``feedback_log``, ``feedback_pairs``; see ``_feedback``).
 * ``Scope``: a model plus an optional tenant; scopes never see each other's entries.
 * ``CachedLLMClient``: any ``LLMClient`` with the cache in front (what the server uses).
 * Seams with their registries: ``Embedder`` (``register_embedder``), ``Reranker``
@@ -36,7 +37,7 @@ from datapilot.cache._rerank import (
     register_reranker,
 )
 from datapilot.cache._sql import SQLStore
-from datapilot.cache._types import CacheResult, Entry, LogRecord, Scope, Stats
+from datapilot.cache._types import CacheResult, Entry, FeedbackRecord, LogRecord, Scope, Stats
 
 __all__ = [
     "CacheDecision",
@@ -50,6 +51,7 @@ __all__ = [
     "EmbedderContext",
     "Entry",
     "FaissIndex",
+    "FeedbackRecord",
     "HashEmbedder",
     "LogRecord",
     "MilvusIndex",

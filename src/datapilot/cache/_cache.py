@@ -5,7 +5,8 @@ A lookup: embed the question (and the context, unless its embedding is cached) �
 index for the top-k → fetch the live rows → keep the first candidate that clears, in order, the cosine
 threshold (short or long), the parameters, the context (see ``_key``), the lexical guards, the
 ambiguity margin and, when configured, the reranker. Logging and hit counting go through a background
-writer, off the request path.
+writer, off the request path. Feedback on hits (``feedback``; see ``_feedback``) keeps an entry from
+answering probes like one marked wrong for it and gives it its own threshold, both held in memory.
 """
 
 from __future__ import annotations
@@ -25,15 +26,16 @@ from typing import Any, TypeVar
 import numpy as np
 
 from datapilot.cache._embed import Embedder, EmbedderContext, make_embedder
+from datapilot.cache._feedback import ScopeFeedback
 from datapilot.cache._guards import guard
 from datapilot.cache._index import FaissIndex, MilvusIndex, VectorIndex
-from datapilot.cache._key import CacheKey, key_for_messages, key_for_prompt, normalise
+from datapilot.cache._key import CacheKey, embedding_text, key_for_messages, key_for_prompt, normalise
 from datapilot.cache._rerank import Reranker, RerankerContext, make_reranker
 from datapilot.cache._sql import SQLStore, default_sqlite_url
-from datapilot.cache._types import CacheResult, Entry, LogRecord, NewEntry, Scope, Stats
+from datapilot.cache._types import CacheResult, Entry, FeedbackRecord, LogRecord, NewEntry, Scope, Stats
 from datapilot.core.client import EmbeddingClient
 from datapilot.core.config import CachePolicy, CacheSettings
-from datapilot.core.errors import ConfigError, InvalidRequestError
+from datapilot.core.errors import ConfigError, InvalidRequestError, NotFoundError
 
 T = TypeVar("T")
 ScopeLike = Scope | str | dict[str, Any]
@@ -146,6 +148,8 @@ class SemanticCache:
         # Embedded stores (faiss in memory, SQLite on local disk) answer a lookup in well under a
         # millisecond, less than a hop to a worker thread and back costs: they run on the event loop.
         self._inline_lookup = False
+        # Each scope's feedback, loaded on its first lookup or mark (see ``_feedback``).
+        self._feedback: dict[str, ScopeFeedback] = {}
 
     # lifecycle ---------------------------------------------------------------------------------------
 
@@ -287,7 +291,8 @@ class SemanticCache:
         embedder = self.embedder(policy.embedder)
         cache_key = (policy.embedder, key.context_hash)
         cached = self._context_vectors.get(cache_key) if key.context else None
-        texts = [key.question] if not key.context or cached is not None else [key.question, key.context]
+        question = embedding_text(key.question)
+        texts = [question] if not key.context or cached is not None else [question, embedding_text(key.context)]
         vectors = await embedder.embed(texts)
         if not key.context:
             return vectors[0], None
@@ -328,6 +333,8 @@ class SemanticCache:
         await self.open()
         policy = self.policy(s)
         qvec, cvec = await self._embed_key(policy, key)
+        if s.key not in self._feedback:
+            await self._run(self._feedback_sync, s.key)
         embedded = time.perf_counter()
         if self._inline_lookup and not self._index_busy():
             result, needs_rerank = self._lookup_sync(s.key, key, qvec, cvec, policy)
@@ -373,20 +380,28 @@ class SemanticCache:
         if not ids:
             return CacheResult(False, reason="empty"), None
         threshold = policy.threshold_long if len(key.question) > policy.long_text_chars else policy.threshold_short
+        marks = self._feedback.get(scope)
+        # Feedback may have lowered some entries' own thresholds: candidates down to the lowest are looked at.
+        floor = marks.floor(threshold, policy.target_precision) if marks is not None else threshold
         best = scores[0]
-        if best < threshold:
+        if best < floor:
             return CacheResult(False, similarity=best, reason="below_threshold"), None
         # Rows within the margin of the threshold are fetched too: they are the runners-up that make a
         # candidate ambiguous.
-        near = [(i, s) for i, s in zip(ids, scores, strict=True) if s >= threshold - policy.margin]
+        near = [(i, s) for i, s in zip(ids, scores, strict=True) if s >= floor - policy.margin]
         rows = self._fetch(scope, [i for i, _ in near], time.time())
         live = [(rows[i], s) for i, s in near if i in rows]
         reason = "expired"
         asked = normalise(key.question)
         for entry, sim in live:
-            if sim < threshold:
+            if sim < floor:
                 break
-            why = self._reject(key, cvec, entry, sim, policy)
+            why = (
+                marks.verdict(entry.id, sim, threshold, policy.target_precision, asked, qvec)
+                if marks is not None
+                else None
+            )
+            why = why or self._reject(key, cvec, entry, sim, policy)
             # The question asked again (case, spacing and end punctuation aside) is no near miss: neither
             # a close runner-up nor a reranker can make the stored answer to it the wrong one.
             mine = normalise(entry.question)
@@ -394,7 +409,15 @@ class SemanticCache:
             if why is None and policy.margin > 0 and not repeat:
                 # Another stored question (not a copy of this one) almost as close: the probe is ambiguous
                 # between two meanings, so answering with either is a coin toss.
-                others = (s for e, s in live if e.id != entry.id and normalise(e.question) != mine)
+                # Only runners-up the verifier would also serve count: one that differs from the probe in a
+                # key term is no second meaning of it.
+                others = (
+                    s
+                    for e, s in live
+                    if e.id != entry.id
+                    and normalise(e.question) != mine
+                    and self._reject(key, cvec, e, s, policy) is None
+                )
                 runner_up = max(others, default=-1.0)
                 if sim - runner_up < policy.margin:
                     why = "ambiguous"
@@ -434,6 +457,13 @@ class SemanticCache:
                 rows.popitem(last=False)
 
     def _forget(self, scope: str, ids: list[int] | None) -> None:
+        # The store deleted these entries' feedback with them (eviction, remove, truncate).
+        marks = self._feedback.get(scope)
+        if marks is not None:
+            if ids is None:
+                self._feedback.pop(scope, None)
+            else:
+                marks.forget(ids)
         with self._rows_lock:
             if ids is None:
                 self._rows.pop(scope, None)
@@ -458,7 +488,7 @@ class SemanticCache:
                 if policy.guards and guard(key.context, entry.context) is not None:
                     return "context"
         if policy.guards:
-            why = guard(key.question, entry.question)
+            why = guard(key.question, entry.question, substitutions=policy.substitutions)
             if why is not None:
                 return f"guard:{why}"
         return None
@@ -527,11 +557,12 @@ class SemanticCache:
         self, policy: CachePolicy, keys: list[CacheKey]
     ) -> list[tuple[np.ndarray, np.ndarray | None]]:
         embedder = self.embedder(policy.embedder)
-        questions = await embedder.embed([k.question for k in keys])
+        questions = await embedder.embed([embedding_text(k.question) for k in keys])
         contexts = sorted({k.context for k in keys if k.context})
         by_context: dict[str, np.ndarray] = {}
         if contexts:
-            by_context = dict(zip(contexts, await embedder.embed(contexts), strict=True))
+            vectors = await embedder.embed([embedding_text(c) for c in contexts])
+            by_context = dict(zip(contexts, vectors, strict=True))
         return [(questions[i], by_context.get(k.context) if k.context else None) for i, k in enumerate(keys)]
 
     def _scope_lock(self, scope: str) -> threading.Lock:
@@ -611,6 +642,110 @@ class SemanticCache:
         await self.open()
         return await self._run(self.store.register, s.key, None)
 
+    # feedback ----------------------------------------------------------------------------------------
+
+    def _load_feedback(self, scope: str) -> ScopeFeedback:
+        """The scope's feedback state, read from the store the first time. Call with the scope's lock held,
+        so no remove, truncate or eviction slips between the read and the state."""
+        state = self._feedback.get(scope)
+        if state is None:
+            state = ScopeFeedback(self.store.list_feedback(scope, None, newest_first=False, vectors=True))
+            self._feedback[scope] = state
+        return state
+
+    def _feedback_sync(self, scope: str) -> ScopeFeedback:
+        with self._scope_lock(scope):
+            return self._load_feedback(scope)
+
+    async def feedback(
+        self,
+        scope: ScopeLike,
+        entry_id: int,
+        messages: Any,
+        right: bool,
+        *,
+        prompt: str | None = None,
+        similarity: float | None = None,
+    ) -> FeedbackRecord:
+        """Mark the hit of entry ``entry_id`` on the probe ``messages`` (or a completion ``prompt``) right or
+        wrong. The mark is stored and counts at once for the entry (see ``_feedback``); the returned record
+        carries the entry's own threshold after it. ``similarity`` is the cosine the hit was served at (the
+        ``x-datapilot-cache-similarity`` header); without it, it is computed from the vectors.
+
+        An entry that is not in the scope raises ``NotFoundError``, bad input ``InvalidRequestError``;
+        neither stores anything."""
+        s = Scope.parse(scope)
+        if not isinstance(entry_id, int) or isinstance(entry_id, bool):
+            raise InvalidRequestError("id must be the integer id of a cached entry", param="id")
+        if not isinstance(right, bool):
+            raise InvalidRequestError("right must be true or false", param="right")
+        if similarity is not None and (
+            isinstance(similarity, bool)
+            or not isinstance(similarity, int | float)
+            or not -1.001 <= float(similarity) <= 1.001
+        ):
+            raise InvalidRequestError("similarity must be a number between -1 and 1", param="similarity")
+        key = self._key(messages, prompt, "")
+        await self.open()
+        policy = self.policy(s)
+        found = await self._run(self.store.entry_with_vector, s.key, entry_id, time.time())
+        if found is None:
+            raise NotFoundError(f"no cached entry {entry_id} in the scope {s.to_dict()}", param="id")
+        entry, entry_vector = found
+        qvec, _ = await self._embed_key(policy, key)
+        if similarity is None:
+            if len(entry_vector) != len(qvec):
+                raise InvalidRequestError("the entry was embedded by another embedder: give the similarity")
+            similarity = float(np.dot(qvec, entry_vector))
+        base = policy.threshold_long if len(key.question) > policy.long_text_chars else policy.threshold_short
+        record = FeedbackRecord(
+            id=0,
+            scope=s.key,
+            entry_id=entry_id,
+            probe=key.question,
+            context_hash=key.context_hash,
+            similarity=float(similarity),
+            right=right,
+            created_at=time.time(),
+            question=entry.question,
+            vector=np.asarray(qvec, dtype=np.float32),
+        )
+
+        def run() -> FeedbackRecord:
+            with self._scope_lock(s.key):
+                state = self._load_feedback(s.key)
+                stored = self.store.insert_feedback(record)
+                if stored is None:  # removed since it was read
+                    raise NotFoundError(f"no cached entry {entry_id} in the scope {s.to_dict()}", param="id")
+                record.id = stored
+                record.entry_threshold = state.add(record, base, policy.target_precision)
+            return record
+
+        return await self._run(run)
+
+    async def feedback_log(self, scope: ScopeLike, limit: int = 100, offset: int = 0) -> list[FeedbackRecord]:
+        """A scope's marks, newest first, each with the question its hit was served under."""
+        s = Scope.parse(scope)
+        await self.open()
+        return await self._run(self.store.list_feedback, s.key, limit, offset)
+
+    async def feedback_pairs(self, scope: ScopeLike) -> list[dict[str, Any]]:
+        """Every mark of a scope, oldest first, as a labelled pair ``{"a": stored question, "b": probe,
+        "label": 1 | 0}``: the shape of the repository's pair files (benchmarks, reranker training)."""
+        s = Scope.parse(scope)
+        await self.open()
+        records = await self._run(lambda: self.store.list_feedback(s.key, None, newest_first=False))
+        return [r.pair() for r in records]
+
+    def entry_threshold(self, scope: ScopeLike, entry_id: int, long: bool = False) -> float:
+        """The threshold a lookup applies to this entry now: the scope's (short or ``long``), or the
+        entry's own once feedback moved it (only as far as this process has loaded the scope's marks)."""
+        s = Scope.parse(scope)
+        policy = self.policy(s)
+        base = policy.threshold_long if long else policy.threshold_short
+        state = self._feedback.get(s.key)
+        return base if state is None else state.threshold(entry_id, base, policy.target_precision)
+
     # reading -----------------------------------------------------------------------------------------
 
     async def stats(self, scope: ScopeLike, window: int = 10_000) -> Stats:
@@ -689,6 +824,15 @@ class SyncSemanticCache:
 
     def stats(self, scope: ScopeLike) -> Stats:
         return self._call(self.cache.stats(scope))
+
+    def feedback(self, scope: ScopeLike, entry_id: int, messages: Any, right: bool, **kw: Any) -> FeedbackRecord:
+        return self._call(self.cache.feedback(scope, entry_id, messages, right, **kw))
+
+    def feedback_log(self, scope: ScopeLike, limit: int = 100, offset: int = 0) -> list[FeedbackRecord]:
+        return self._call(self.cache.feedback_log(scope, limit, offset))
+
+    def feedback_pairs(self, scope: ScopeLike) -> list[dict[str, Any]]:
+        return self._call(self.cache.feedback_pairs(scope))
 
     def close(self) -> None:
         self._call(self.cache.close())

@@ -7,11 +7,16 @@ They run only on the few candidates above the cosine threshold, so they cost mic
 from __future__ import annotations
 
 import re
+import unicodedata
 from dataclasses import dataclass
 from functools import lru_cache
 
+from datapilot.cache._key import normalise
+from datapilot.cache._verify import key_term_difference
+
 _WORD = re.compile(r"\w+(?:'\w+)?", re.UNICODE)
 _ORIG_WORD = re.compile(r"\w+(?:'\w+)?", re.UNICODE)
+_POSSESSIVE = re.compile(r"'s$", re.IGNORECASE)  # "Canada's capital" names Canada
 
 STOPWORDS = frozenset(
     """a an the is are was were be been being am do does did doing have has had having i me my we our you
@@ -121,7 +126,7 @@ class Parsed:
 
 @lru_cache(maxsize=65536)
 def parse(text: str) -> Parsed:
-    original = _ORIG_WORD.findall(text)
+    original = [_POSSESSIVE.sub("", w) for w in _ORIG_WORD.findall(text)]
     words = tuple(w.lower() for w in original)
     numbers = frozenset(_NUMBER_WORDS.get(w, w) for w in words if any(c.isdigit() for c in w) or w in _NUMBER_WORDS)
     caps = frozenset(
@@ -148,9 +153,11 @@ def _reordered(a: Parsed, b: Parsed) -> bool:
     return seq_a != seq_b and sorted(seq_a) == sorted(seq_b)
 
 
-def guard(query: str, candidate: str) -> str | None:
+def guard(query: str, candidate: str, *, substitutions: bool = True) -> str | None:
     """The reason ``candidate`` must not answer ``query`` although they embed close, or ``None``."""
-    a, b = parse(query), parse(candidate)
+    if normalise(query) == normalise(candidate):
+        return None  # the same question typed differently: nothing differs
+    a, b = parse(unicodedata.normalize("NFKC", query)), parse(unicodedata.normalize("NFKC", candidate))
     if a.numbers != b.numbers:
         return "numbers"
     if (a.negations % 2) != (b.negations % 2):
@@ -161,4 +168,4 @@ def guard(query: str, candidate: str) -> str | None:
         return "direction"
     if _reordered(a, b):
         return "direction"
-    return None
+    return key_term_difference(query, candidate, substitutions=substitutions)

@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -29,7 +30,20 @@ from datapilot.core.errors import InvalidRequestError
 from datapilot.core.types import ROLES, Message
 
 _SPACE = re.compile(r"\s+")
-_TRAILING_PUNCT = re.compile(r"[\s.!?;:,\u3002\uff01\uff1f]+$")
+_TRAILING_PUNCT = re.compile(r"[\s.!?;:,~\u3002\uff01\uff1f\u2026]+$")
+# CJK ideographs, kana, hangul and CJK punctuation: no spaces are written between them and Latin text
+# in careful Chinese typing, and some users add them; both are the same question.
+_CJK = "\u2e80-\u2fff\u3000-\u303f\u3040-\u30ff\u3100-\u312f\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff"
+_CJK_SPACE = re.compile(rf"(?<=[{_CJK}])\s+|\s+(?=[{_CJK}])")
+# Quotes, title marks (书名号) and brackets that wrap a title or a term change nothing asked.
+_WRAPPERS = re.compile(
+    r"[\"'`\u2018\u2019\u201a\u201b\u201c\u201d\u201e\u201f\u300a\u300b\u3008\u3009\u300c\u300d\u300e\u300f\u3010\u3011\u2039\u203a\u00ab\u00bb]"
+)
+# Punctuation NFKC leaves full-width, folded to its ASCII twin.
+_FOLD = str.maketrans(
+    {"\u3002": ".", "\u3001": ",", "\uff61": ".", "\uff64": ",", "\u2014": "-", "\u2013": "-", "\u301c": "~"}
+)
+_PUNCT_RUN = re.compile(r"([!?.,;:~])[!?.,;:~]+")
 
 
 @dataclass(slots=True, frozen=True)
@@ -44,7 +58,22 @@ class CacheKey:
 
 
 def normalise(text: str) -> str:
-    return _TRAILING_PUNCT.sub("", _SPACE.sub(" ", text).strip().lower())
+    """The question as typed, without the variation of typing: Unicode NFKC (full-width letters, digits
+    and punctuation become ASCII), case, quotes and title marks, spaces next to CJK text, runs of
+    punctuation ("？？", "?!") and the end punctuation. Two texts equal under it are the same question:
+    the cache answers them alike, whatever their embeddings say, and embeds this form."""
+    text = unicodedata.normalize("NFKC", text).translate(_FOLD).lower()
+    text = _WRAPPERS.sub("", text)
+    text = _CJK_SPACE.sub("", _SPACE.sub(" ", text).strip())
+    text = _PUNCT_RUN.sub(r"\1", text)
+    return _TRAILING_PUNCT.sub("", text).strip()
+
+
+def embedding_text(text: str) -> str:
+    """What the cache embeds for a question or a context: its normalised lines, so that typing
+    variation never moves a vector (the raw text when nothing but punctuation is left)."""
+    lines = [normalise(line) for line in text.split("\n")]
+    return "\n".join(line for line in lines if line) or text.strip()
 
 
 def context_fingerprint(context: str) -> str:
@@ -91,9 +120,7 @@ def key_for_messages(messages: Any, params_key: str = "") -> CacheKey:
     if not question.strip():
         raise InvalidRequestError("the last user message is empty")
     others = msgs[:last_user] + msgs[last_user + 1 :]
-    context = "\n".join(
-        f"{m.role}: {_SPACE.sub(' ', _turn_text(m)).strip()}" for m in others if _turn_text(m).strip()
-    )
+    context = "\n".join(f"{m.role}: {_SPACE.sub(' ', _turn_text(m)).strip()}" for m in others if _turn_text(m).strip())
     return CacheKey(question, context, params_key)
 
 

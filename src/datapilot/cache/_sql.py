@@ -1,9 +1,11 @@
-"""The scalar store: entries, per-scope settings and the query log, in any SQLAlchemy database.
+"""The scalar store: entries, per-scope settings, the query log and feedback, in any SQLAlchemy database.
 
 SQLite (WAL) is the embedded default; PostgreSQL and MySQL/MariaDB are the production ones. The
 entries table also keeps each entry's vector, so it is the source of truth: a vector index can always
 be rebuilt from it, which is how the store recovers from a crash between the SQL commit and the index.
-Every multi-row write is one transaction: a batch with a bad row writes nothing.
+Every multi-row write is one transaction: a batch with a bad row writes nothing. Feedback rows belong
+to their entry: whatever deletes an entry (remove, truncate, eviction) deletes its feedback in the same
+transaction.
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import Engine
 
-from datapilot.cache._types import Entry, LogRecord, NewEntry
+from datapilot.cache._types import Entry, FeedbackRecord, LogRecord, NewEntry
 
 metadata = MetaData()
 _ID = BigInteger().with_variant(Integer(), "sqlite")  # SQLite autoincrements only INTEGER PRIMARY KEY
@@ -89,6 +91,24 @@ query_log = Table(
     Column("entry_id", BigInteger, nullable=True),
     Column("created_at", Float, nullable=False),
     Index("ix_dp_cache_query_log_scope_id", "scope", "id"),
+)
+
+# Marks on hits (see ``_feedback``). The probe's vector is kept like an entry's, so the in-memory state
+# that lookups consult is rebuilt from this table alone. "is_right", not "right": RIGHT is reserved SQL.
+feedback = Table(
+    "dp_cache_feedback",
+    metadata,
+    Column("id", _ID, primary_key=True, autoincrement=True),
+    Column("scope", String(512), nullable=False),
+    Column("entry_id", BigInteger, nullable=False),
+    Column("probe", Text, nullable=False),
+    Column("context_hash", String(64), nullable=False),
+    Column("similarity", Float, nullable=False),
+    Column("is_right", Boolean, nullable=False),
+    Column("embedding", LargeBinary, nullable=False),
+    Column("created_at", Float, nullable=False),
+    Index("ix_dp_cache_feedback_scope_id", "scope", "id"),
+    Index("ix_dp_cache_feedback_entry", "entry_id"),
 )
 
 _ENTRY_COLUMNS = [
@@ -233,6 +253,19 @@ class SQLStore:
             rows = conn.execute(stmt).all()
         return {int(r[0]): _entry(r, with_context_vector=True) for r in rows}
 
+    def entry_with_vector(self, scope: str, entry_id: int, now: float) -> tuple[Entry, np.ndarray] | None:
+        """One live entry of ``scope`` and its question's vector; None if there is none."""
+        stmt = select(*_ENTRY_COLUMNS, entries.c.embedding).where(
+            entries.c.scope == scope,
+            entries.c.id == entry_id,
+            (entries.c.expires_at.is_(None)) | (entries.c.expires_at > now),
+        )
+        with self.engine.connect() as conn:
+            row = conn.execute(stmt).first()
+        if row is None:
+            return None
+        return _entry(row, with_context_vector=True), np.frombuffer(row[-1], dtype=np.float32)
+
     def list_entries(self, scope: str, limit: int = 100, offset: int = 0) -> list[Entry]:
         stmt = (
             select(*_ENTRY_COLUMNS).where(entries.c.scope == scope).order_by(entries.c.id).limit(limit).offset(offset)
@@ -250,10 +283,12 @@ class SQLStore:
             ]
             if found:
                 conn.execute(delete(entries).where(entries.c.scope == scope, entries.c.id.in_(found)))
+                _delete_feedback(conn, found)
         return found
 
     def truncate(self, scope: str) -> int:
         with self._write_lock, self.engine.begin() as conn:
+            conn.execute(delete(feedback).where(feedback.c.scope == scope))
             return int(conn.execute(delete(entries).where(entries.c.scope == scope)).rowcount or 0)
 
     def count(self, scope: str) -> int:
@@ -304,6 +339,7 @@ class SQLStore:
             ]
             if expired:
                 conn.execute(delete(entries).where(entries.c.scope == scope, entries.c.id.in_(expired)))
+                _delete_feedback(conn, expired)
             n = int(conn.execute(select(func.count()).where(entries.c.scope == scope)).scalar_one())
             excess = n - max_entries
             if excess <= 0:
@@ -318,6 +354,7 @@ class SQLStore:
             ]
             for i in range(0, len(victims), 500):
                 conn.execute(delete(entries).where(entries.c.id.in_(victims[i : i + 500])))
+            _delete_feedback(conn, victims)
         return expired + victims
 
     def record_hits(self, hits: list[tuple[int, float]]) -> None:
@@ -398,6 +435,68 @@ class SQLStore:
     def truncate_log(self, scope: str) -> None:
         with self._write_lock, self.engine.begin() as conn:
             conn.execute(delete(query_log).where(query_log.c.scope == scope))
+
+    # feedback ----------------------------------------------------------------------------------------
+
+    def insert_feedback(self, record: FeedbackRecord) -> int | None:
+        """Store a mark; None (and nothing stored) when its entry is gone from the scope meanwhile."""
+        values = {
+            "scope": record.scope,
+            "entry_id": record.entry_id,
+            "probe": record.probe,
+            "context_hash": record.context_hash,
+            "similarity": record.similarity,
+            "is_right": record.right,
+            "embedding": _blob(record.vector),
+            "created_at": record.created_at,
+        }
+        with self._write_lock, self.engine.begin() as conn:
+            alive = conn.execute(
+                select(entries.c.id).where(entries.c.scope == record.scope, entries.c.id == record.entry_id)
+            ).first()
+            if alive is None:
+                return None
+            key = conn.execute(insert(feedback), values).inserted_primary_key
+            assert key is not None
+            return int(key[0])
+
+    def list_feedback(
+        self, scope: str, limit: int | None = 100, offset: int = 0, *, newest_first: bool = True, vectors: bool = False
+    ) -> list[FeedbackRecord]:
+        """A scope's marks with the question each hit was served under (``limit=None``: all of them)."""
+        f = feedback.c
+        columns = [f.id, f.scope, f.entry_id, f.probe, f.context_hash, f.similarity, f.is_right, f.created_at]
+        stmt = (
+            select(*columns, entries.c.question, *([f.embedding] if vectors else []))
+            .select_from(feedback.outerjoin(entries, entries.c.id == f.entry_id))
+            .where(f.scope == scope)
+            .order_by(f.id.desc() if newest_first else f.id)
+            .offset(offset)
+        )
+        if limit is not None:
+            stmt = stmt.limit(limit)
+        with self.engine.connect() as conn:
+            rows = conn.execute(stmt).all()
+        return [
+            FeedbackRecord(
+                id=int(r[0]),
+                scope=r[1],
+                entry_id=int(r[2]),
+                probe=r[3],
+                context_hash=r[4],
+                similarity=float(r[5]),
+                right=bool(r[6]),
+                created_at=float(r[7]),
+                question=r[8] or "",
+                vector=_vec(r[9]) if vectors else None,
+            )
+            for r in rows
+        ]
+
+
+def _delete_feedback(conn: Any, entry_ids: list[int]) -> None:
+    for i in range(0, len(entry_ids), 500):
+        conn.execute(delete(feedback).where(feedback.c.entry_id.in_(entry_ids[i : i + 500])))
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _: Any) -> None:

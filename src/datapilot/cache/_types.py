@@ -158,6 +158,45 @@ class LogRecord:
 
 
 @dataclass(slots=True)
+class FeedbackRecord:
+    """A person's (or a client's) mark on one cache hit: was ``entry_id``'s answer right for ``probe``?
+
+    ``question`` is the stored question the hit was served under; ``entry_threshold`` the entry's own
+    threshold once this mark counted (only on the record ``SemanticCache.feedback`` returns)."""
+
+    id: int
+    scope: str
+    entry_id: int
+    probe: str
+    context_hash: str
+    similarity: float
+    right: bool
+    created_at: float
+    question: str = ""
+    entry_threshold: float | None = None
+    vector: Any = field(default=None, repr=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "id": self.id,
+            "scope": Scope.from_key(self.scope).to_dict(),
+            "entry_id": self.entry_id,
+            "probe": self.probe,
+            "question": self.question,
+            "similarity": round(self.similarity, 6),
+            "right": self.right,
+            "created_at": self.created_at,
+        }
+        if self.entry_threshold is not None:
+            out["entry_threshold"] = round(self.entry_threshold, 6)
+        return out
+
+    def pair(self) -> dict[str, Any]:
+        """The mark as a labelled question pair, in the shape of the repository's pair files."""
+        return {"a": self.question, "b": self.probe, "label": 1 if self.right else 0}
+
+
+@dataclass(slots=True)
 class Stats:
     scope: dict[str, str]
     entries: int

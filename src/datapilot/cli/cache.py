@@ -304,6 +304,61 @@ SweepOpt = Annotated[str | None, typer.Option("--thresholds", help="comma-separa
 BaseOpt = Annotated[bool, typer.Option("--baseline/--no-baseline", help="also sweep cosine only")]
 
 
+ChatOpt = Annotated[
+    Path | None,
+    typer.Option("--chat", help="chat pairs JSONL [default: the shipped benchmarks/data/cache_pairs_dev.jsonl]"),
+]
+OnlyChatOpt = Annotated[bool, typer.Option("--only-chat", help="the chat pairs only, not the QQP run")]
+
+
+def _score_row(label: str, d: dict[str, Any]) -> list[str]:
+    def f(v: float | None) -> str:
+        return "-" if v is None else f"{v:.3f}"
+
+    return [label, str(d["probes"]), str(d["hits"]), f(d["precision"]), f(d["recall"]), f(d["false_hit_rate"])]
+
+
+def chat_tables(report: dict[str, Any]) -> list[Table]:
+    """The chat benchmark as tables: at the scope's policy by language and by kind, and the sweep."""
+    cols = ("", "probes", "hits", "precision", "recall", "false-hit rate")
+    default = report["default"]
+    head = Table(*cols, title=f"{Path(report['data']).name}: {report['cases']} chat pairs, at the policy")
+    head.add_row(*_score_row("all", default))
+    for lang, d in default["by_lang"].items():
+        head.add_row(*_score_row(lang, d))
+    kinds = Table(*cols, title="by kind and language")
+    for name, d in default["by_kind"].items():
+        kinds.add_row(*_score_row(name, d))
+    sweep = Table("threshold", "precision", "recall", "en P / R", "zh P / R", title="threshold sweep")
+    for row in report["sweep"]:
+        langs = row["by_lang"]
+
+        def pr(lang: str, langs: dict[str, Any] = langs) -> str:
+            d = langs.get(lang)
+            return "-" if d is None else f"{d['precision'] or 0:.3f} / {d['recall'] or 0:.3f}"
+
+        sweep.add_row(row["label"], f"{row['precision'] or 0:.3f}", f"{row['recall'] or 0:.3f}", pr("en"), pr("zh"))
+    return [head, kinds, sweep]
+
+
+def _chat_bench(chat: Path | None, as_json: bool, config: Path | None, profile: str | None) -> dict[str, Any]:
+    from datapilot.cache._chatbench import default_chat_file, run_chat_bench
+
+    path = chat or default_chat_file()
+    if path is None or not path.is_file():
+        raise DataPilotError("no chat pairs: pass --chat FILE.jsonl (see benchmarks/data/cache_pairs_dev.jsonl)")
+    settings = settings_from(config, profile)
+    report = asyncio.run(
+        run_chat_bench(path, settings=settings.cache, progress=lambda msg: err.print(f"[dim]{msg}[/]"))
+    ).to_dict()
+    if not as_json:
+        for table in chat_tables(report):
+            out.print(table)
+        reasons = ", ".join(f"{k} {v}" for k, v in report["default"]["miss_reasons"].items())
+        out.print(f"why probes that should hit missed: {reasons or 'none missed'}")
+    return report
+
+
 @bench_app.command("cache")
 def bench_cache(
     data: DataOpt = None,
@@ -313,12 +368,76 @@ def bench_cache(
     concurrency: ConcOpt = 32,
     thresholds: SweepOpt = None,
     baseline: BaseOpt = True,
+    chat: ChatOpt = None,
+    only_chat: OnlyChatOpt = False,
     as_json: JsonOpt = False,
     config: ConfigOpt = None,
     profile: ProfileOpt = None,
 ) -> None:
-    """Hit precision, recall, false hits and latency on a paraphrase set, for a sweep of thresholds."""
-    _bench(data, pairs, out_dir, fill, concurrency, thresholds, baseline, as_json, config, profile)
+    """Hit precision, recall, false hits and latency on a paraphrase set (QQP), for a sweep of thresholds,
+    and precision, recall and false hits by kind and language on bilingual chat pairs."""
+    if not only_chat:
+        _bench(data, pairs, out_dir, fill, concurrency, thresholds, baseline, as_json, config, profile)
+    report = _chat_bench(chat, as_json, config, profile)
+    if as_json:
+        out.print_json(json.dumps(report, ensure_ascii=False))
+
+
+@cache_app.command("calibrate")
+def calibrate_cmd(
+    pairs_file: Annotated[Path, typer.Option("--pairs", help="labelled pairs: chat pairs or a/b/label JSONL")],
+    target_precision: Annotated[
+        float, typer.Option("--target-precision", min=0.5, max=1.0, help="the hit precision to reach")
+    ] = 0.95,
+    model: Annotated[str | None, typer.Option("--model", "-m", help="apply to this scope's model")] = None,
+    tenant: TenantOpt = None,
+    apply: Annotated[bool, typer.Option("--apply", help="set the scope's thresholds to the one chosen")] = False,
+    url: ServerOpt = None,
+    as_json: JsonOpt = False,
+    config: ConfigOpt = None,
+    profile: ProfileOpt = None,
+    home: HomeOpt = None,
+) -> None:
+    """Choose a scope's cosine threshold from labelled pairs: the one with the most right hits whose
+    precision reaches --target-precision (the rest of the policy as configured); --apply sets it."""
+    from datapilot.cache._chatbench import calibrate
+
+    if not pairs_file.is_file():
+        raise DataPilotError(f"no such file: {pairs_file}")
+    if apply and not model:
+        raise DataPilotError("--apply needs --model: the scope whose thresholds to set")
+    settings = settings_from(config, profile, home)
+    result = asyncio.run(
+        calibrate(pairs_file, target_precision, settings=settings.cache, progress=lambda m: err.print(f"[dim]{m}[/]"))
+    )
+    data = result.to_dict()
+    if as_json:
+        out.print_json(json.dumps(data, ensure_ascii=False))
+    else:
+        table = Table("threshold", "hits", "precision", "recall", title=f"{pairs_file.name}: calibration sweep")
+        for row in data["sweep"]:
+            mark = " ←" if result.threshold is not None and float(row["threshold"]) == result.threshold else ""
+            table.add_row(
+                f"{row['threshold']}{mark}",
+                str(row["hits"]),
+                f"{row['precision'] or 0:.3f}",
+                f"{row['recall'] or 0:.3f}",
+            )
+        out.print(table)
+    if result.threshold is None:
+        raise DataPilotError(
+            f"no threshold reaches precision {target_precision} on {pairs_file.name}: lower --target-precision, "
+            "or give more pairs"
+        )
+    err.print(f"threshold {result.threshold:.2f} for precision ≥ {target_precision}")
+    if apply and model:
+        scope = {"model": model, **({"tenant": tenant} if tenant else {})}
+        values = {"threshold_short": result.threshold, "threshold_long": result.threshold}
+        if url:
+            _remote(url, "PUT", "settings", json={"scope": scope, "settings": values})
+        else:
+            _local(settings, lambda c: c.set_policy(scope, values))
+        err.print(f"set {scope}'s thresholds to {result.threshold:.2f}")
 
 
 cache_app.command("bench", help="The same as `datapilot bench cache`.")(bench_cache)

@@ -63,14 +63,15 @@ class ServerSettings(BaseModel):
 
 # Semantic cache defaults, tuned on QQP's dev half (shared/data/cache/qqp_dev.jsonl.gz) for the bundled
 # MiniLM with benchmarks/tune_cache_thresholds.py; never on the test half.
-DEFAULT_CACHE_THRESHOLD_SHORT = 0.85
-DEFAULT_CACHE_THRESHOLD_LONG = 0.88
+DEFAULT_CACHE_THRESHOLD_SHORT = 0.75
+DEFAULT_CACHE_THRESHOLD_LONG = 0.78
 DEFAULT_CACHE_MARGIN = 0.10
 DEFAULT_CACHE_LONG_TEXT_CHARS = 300
 DEFAULT_CACHE_CONTEXT_THRESHOLD = 0.90
 DEFAULT_CACHE_TOP_K = 8
 DEFAULT_CACHE_MAX_ENTRIES = 100_000
 DEFAULT_CACHE_MAX_TEMPERATURE = 0.7
+DEFAULT_CACHE_TARGET_PRECISION = 0.95
 
 
 class CacheEmbedderConfig(BaseModel):
@@ -117,13 +118,28 @@ class CachePolicy(BaseModel):
         le=2,
         description="a hit must beat the best other stored question by this much cosine, else it is ambiguous",
     )
-    guards: bool = Field(True, description="reject near misses: numbers, negation, entities, direction")
+    guards: bool = Field(
+        True,
+        description="reject near misses: numbers, versions, negation, names (places, languages, holidays...), "
+        "direction, and in Chinese a replaced term",
+    )
+    substitutions: bool = Field(
+        True,
+        description="with guards: also reject an English question that differs from the stored one by one "
+        "replaced word ('chicken thighs' / 'chicken breasts'); off keeps paraphrases that swap one synonym",
+    )
     reranker: str | None = Field(None, description="name of a reranker in cache.rerankers")
     top_k: int = Field(DEFAULT_CACHE_TOP_K, ge=1, le=100)
     ttl_s: float | None = Field(None, gt=0, description="entries expire this long after insertion")
     max_entries: int = Field(DEFAULT_CACHE_MAX_ENTRIES, ge=1)
     eviction: Literal["lru", "lfu"] = "lru"
     embedder: str = Field("default", description="name of an embedder in cache.embedders")
+    target_precision: float = Field(
+        DEFAULT_CACHE_TARGET_PRECISION,
+        ge=0.5,
+        le=1.0,
+        description="feedback moves each entry's own threshold until its marked hits are this often right",
+    )
 
 
 class CacheStoreConfig(BaseModel):

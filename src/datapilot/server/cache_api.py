@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -17,8 +18,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from fastapi import APIRouter, Depends, FastAPI, Query, Request
-from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field
+from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt
 
 from datapilot import __version__
 from datapilot.cache import CachedLLMClient, Scope, SemanticCache
@@ -31,6 +32,7 @@ log = logging.getLogger("datapilot.server")
 
 BYPASS_HEADER = "x-datapilot-cache"  # request: "bypass" (or "no-cache"); response: hit | miss | bypass
 TENANT_HEADER = "x-datapilot-cache-tenant"
+ENTRY_HEADER = "x-datapilot-cache-id"  # response, on a hit: the entry that answered (for feedback)
 
 
 @dataclass
@@ -94,6 +96,8 @@ def serving_client(
         out = {BYPASS_HEADER: decision.status}
         if decision.similarity is not None:
             out["x-datapilot-cache-similarity"] = f"{decision.similarity:.4f}"
+        if decision.status == "hit" and decision.entry_id is not None:
+            out[ENTRY_HEADER] = str(decision.entry_id)
         return out
 
     return cached, headers
@@ -287,6 +291,21 @@ class SettingsIn(_In):
     settings: dict[str, Any]
 
 
+class FeedbackIn(_In):
+    """A mark on one hit: entry ``id`` answered the probe (``messages`` or ``prompt``) rightly or not."""
+
+    model: str = Field(min_length=1)
+    tenant: str | None = None
+    id: StrictInt
+    messages: list[MessageIn] | None = None
+    prompt: str | None = None
+    right: StrictBool
+    similarity: float | None = Field(None, ge=-1.001, le=1.001)
+
+
+_SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
+
+
 def _messages(messages: list[MessageIn] | None, prompt: str | None, param: str) -> tuple[Any, str | None]:
     if (messages is None) == (prompt is None):
         raise InvalidRequestError("give exactly one of messages or prompt", param=param)
@@ -354,6 +373,37 @@ def build_cache_router() -> APIRouter:
         cache: SemanticCache = Depends(_cache),
     ) -> dict[str, Any]:
         return {"data": [e.to_dict() for e in await cache.entries(Scope(model, tenant), limit, offset)]}
+
+    @router.post("/feedback")
+    async def feedback(body: FeedbackIn, cache: SemanticCache = Depends(_cache)) -> dict[str, Any]:
+        messages, prompt = _messages(body.messages, body.prompt, "messages")
+        record = await cache.feedback(
+            Scope(body.model, body.tenant), body.id, messages, body.right, prompt=prompt, similarity=body.similarity
+        )
+        return record.to_dict()
+
+    @router.get("/feedback")
+    async def feedback_log(
+        model: str = Query(min_length=1),
+        tenant: str | None = None,
+        limit: int = Query(100, ge=1, le=10_000),
+        offset: int = Query(0, ge=0),
+        cache: SemanticCache = Depends(_cache),
+    ) -> dict[str, Any]:
+        return {"data": [r.to_dict() for r in await cache.feedback_log(Scope(model, tenant), limit, offset)]}
+
+    @router.get("/feedback/export")
+    async def feedback_export(
+        model: str = Query(min_length=1), tenant: str | None = None, cache: SemanticCache = Depends(_cache)
+    ) -> Response:
+        pairs = await cache.feedback_pairs(Scope(model, tenant))
+        lines = "".join(json.dumps(p, ensure_ascii=False) + "\n" for p in pairs)
+        name = _SAFE_NAME.sub("_", f"{model}-{tenant}" if tenant else model)
+        return Response(
+            lines,
+            media_type="application/x-ndjson",
+            headers={"content-disposition": f'attachment; filename="cache-feedback-{name}.jsonl"'},
+        )
 
     @router.get("/scopes")
     async def scopes(cache: SemanticCache = Depends(_cache)) -> dict[str, Any]:

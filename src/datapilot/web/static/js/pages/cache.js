@@ -1,7 +1,8 @@
-// Cache: hit rate, entries per scope, the recent query log, truncating a scope.
+// Cache: hit rate, entries per scope, the recent query log, truncating a scope, and the feedback on
+// hits of one scope (marked right or wrong in chat or through the API), exportable as labelled pairs.
 
 import { api } from "../api.js";
-import { badge, busy, button, formatMs, formatTime, h, loadFailure, pageHead, panel, percent, spinner, toast } from "../ui.js";
+import { badge, busy, button, errorNotice, formatMs, formatTime, h, loadFailure, pageHead, panel, percent, spinner, toast } from "../ui.js";
 
 function scopeLabel(scope) {
   return scope.tenant ? `${scope.model} \u00B7 ${scope.tenant}` : scope.model;
@@ -9,6 +10,68 @@ function scopeLabel(scope) {
 
 function scopeQuery(scope) {
   return scope.tenant ? { model: scope.model, tenant: scope.tenant } : { model: scope.model };
+}
+
+function similarity(x) {
+  return x === null || x === undefined ? "\u2013" : x.toFixed(3);
+}
+
+let feedbackScope = ""; // the scope picked for the feedback panel, kept across refreshes
+
+/** The marks on one scope's hits: probe, the stored question that answered it, similarity, right or wrong. */
+function feedbackPanel(scopes) {
+  const keyOf = (s) => JSON.stringify([s.model, s.tenant || ""]);
+  if (!scopes.some((s) => keyOf(s) === feedbackScope)) feedbackScope = keyOf(scopes[0]);
+  const select = h(
+    "select",
+    { "data-testid": "feedback-scope", "aria-label": "Scope of the feedback" },
+    scopes.map((s) => h("option", { value: keyOf(s), selected: keyOf(s) === feedbackScope }, scopeLabel(s))),
+  );
+  const exportLink = h("a", { class: "button small", "data-testid": "feedback-export", download: "", title: "Every mark of this scope as JSONL pairs {a, b, label}" }, "Export (JSONL)");
+  const box = h("div", {}, spinner());
+  async function show() {
+    feedbackScope = select.value;
+    const scope = scopes.find((s) => keyOf(s) === feedbackScope);
+    exportLink.href = `/api/cache/feedback/export?${new URLSearchParams(scopeQuery(scope))}`;
+    exportLink.setAttribute("download", `cache-feedback-${scopeLabel(scope).replace(/[^A-Za-z0-9._-]+/g, "_")}.jsonl`);
+    let marks;
+    try {
+      marks = (await api("/api/cache/feedback", { query: { ...scopeQuery(scope), limit: 100 } })).data;
+    } catch (err) {
+      box.replaceChildren(errorNotice(err, "Could not load the feedback"));
+      return;
+    }
+    if (!marks.length) {
+      box.replaceChildren(h("p", { class: "empty" }, "No feedback on this scope yet: mark an answer served from the cache right or wrong in chat (or POST /api/cache/feedback)."));
+      return;
+    }
+    const rows = marks.map((m) =>
+      h(
+        "tr",
+        { "data-testid": "feedback-row", "data-right": String(m.right) },
+        h("td", { class: "nowrap muted small" }, formatTime(m.created_at)),
+        h("td", { class: "clip", title: m.probe }, m.probe),
+        h("td", { class: "clip", title: m.question }, m.question),
+        h("td", { class: "num" }, similarity(m.similarity)),
+        h("td", {}, m.right ? badge("right", "ok") : badge("wrong", "warn")),
+      ),
+    );
+    box.replaceChildren(
+      h(
+        "div",
+        { class: "table-wrap" },
+        h(
+          "table",
+          { class: "data", "data-testid": "feedback-table" },
+          h("thead", {}, h("tr", {}, ["Time", "Probe", "Stored question", "Similarity", "Mark"].map((c) => h("th", { scope: "col" }, c)))),
+          h("tbody", {}, rows),
+        ),
+      ),
+    );
+  }
+  select.addEventListener("change", show);
+  show();
+  return panel([h("h2", {}, "Feedback"), h("div", { class: "row" }, select, exportLink)], box);
 }
 
 export async function render(root) {
@@ -85,7 +148,7 @@ export async function render(root) {
         h("td", {}, scopeLabel(r.scope)),
         h("td", { class: "clip", title: r.query }, r.query),
         h("td", {}, r.hit ? badge("hit", "ok") : badge("miss")),
-        h("td", { class: "num" }, r.similarity === null || r.similarity === undefined ? "\u2013" : r.similarity.toFixed(3)),
+        h("td", { class: "num" }, similarity(r.similarity)),
         h("td", { class: "num" }, formatMs(r.latency_ms)),
       ),
     );
@@ -101,7 +164,9 @@ export async function render(root) {
           ),
         )
       : h("p", { class: "empty" }, "No lookups logged yet.");
-    body.replaceChildren(cards, panel("Scopes", scopeTable), panel("Recent lookups", logTable));
+    const panels = [cards, panel("Scopes", scopeTable), panel("Recent lookups", logTable)];
+    if (scopes.data.length) panels.push(feedbackPanel(scopes.data));
+    body.replaceChildren(...panels);
   }
 
   await load();

@@ -1,5 +1,6 @@
 // Chat: conversations (kept in this browser), a mode and model picker, streamed answers with
-// markdown, SQL, result tables and charts, a cache-hit mark and a stop button.
+// markdown, SQL, result tables and charts, a cache-hit mark (with thumbs that tell the cache whether
+// the stored answer was right) and a stop button.
 
 import { api, streamEvents, upload } from "../api.js";
 import { chart, codeBlock, has, markdown, resultTable } from "../render.js";
@@ -32,6 +33,37 @@ const THUMBS = {
   up: '<svg viewBox="0 0 24 24" aria-hidden="true"><path d="M14 9V5a3 3 0 0 0-3-3l-4 9v11h11.28a2 2 0 0 0 2-1.7l1.38-9a2 2 0 0 0-2-2.3zM7 22H4a2 2 0 0 1-2-2v-7a2 2 0 0 1 2-2h3"></path></svg>',
   down: '<svg viewBox="0 0 24 24" aria-hidden="true"><path d="M10 15v4a3 3 0 0 0 3 3l4-9V2H5.72a2 2 0 0 0-2 1.7l-1.38 9a2 2 0 0 0 2 2.3zm7-13h2.67A2.31 2.31 0 0 1 22 4v7a2.31 2.31 0 0 1-2.33 2H17"></path></svg>',
 };
+
+/** A pair of thumbs and a status line: ``submit(rating)`` saves the mark (its result goes to ``said``);
+ * the buttons lock once it is saved and unlock with the error if it is not. ``rated``: a mark already made. */
+function thumbs({ prefix, labels, said, rated, submit }) {
+  const status = h("span", { class: "small muted", role: "status", "data-testid": `${prefix}-status` });
+  const choice = (rating) =>
+    h("button", { class: "icon-button feedback-button", type: "button", "aria-label": labels[rating], title: labels[rating], "aria-pressed": "false", "data-testid": `${prefix}-${rating}`, dataset: { rating }, html: THUMBS[rating] });
+  const buttons = [choice("up"), choice("down")];
+  const show = (rating, message) => {
+    for (const b of buttons) {
+      b.setAttribute("aria-pressed", String(b.dataset.rating === rating));
+      b.disabled = true;
+    }
+    status.className = "small muted";
+    status.textContent = message;
+  };
+  const rate = async (rating) => {
+    for (const b of buttons) b.disabled = true;
+    status.textContent = "Saving\u2026";
+    try {
+      show(rating, said(rating, await submit(rating)));
+    } catch (err) {
+      for (const b of buttons) b.disabled = false;
+      status.className = "small error-text";
+      status.textContent = err.message || String(err);
+    }
+  };
+  for (const b of buttons) b.addEventListener("click", () => rate(b.dataset.rating));
+  if (rated) show(rated, said(rated));
+  return h("span", { class: "thumbs" }, buttons, status);
+}
 
 /** How sure the pipeline is: a verified SQL reused, or how many of its candidates agreed. */
 function confidenceNote(answer) {
@@ -342,42 +374,55 @@ class AnswerView {
   /** Thumbs up / down on an answer's SQL: up keeps the pair as a verified example for the model, down as wrong. */
   feedback(answer) {
     if (this.feedbackBox) return;
-    const status = h("span", { class: "small muted", role: "status", "data-testid": "feedback-status" });
-    const choice = (rating, label) =>
-      h("button", { class: "icon-button feedback-button", type: "button", "aria-label": label, title: label, "aria-pressed": "false", "data-testid": `feedback-${rating}`, dataset: { rating }, html: THUMBS[rating] });
-    const buttons = [choice("up", "Right: save as a verified example"), choice("down", "Wrong: record this SQL as wrong")];
-    const show = (rating, message) => {
-      for (const b of buttons) {
-        b.setAttribute("aria-pressed", String(b.dataset.rating === rating));
-        b.disabled = true;
-      }
-      status.className = "small muted";
-      status.textContent = message;
-    };
-    const rate = async (rating) => {
-      for (const b of buttons) b.disabled = true;
-      status.textContent = "Saving\u2026";
-      try {
+    const said = (rating, saved) => saved?.message || (rating === "up" ? "saved as a verified example" : "recorded as wrong");
+    const box = thumbs({
+      prefix: "feedback",
+      labels: { up: "Right: save as a verified example", down: "Wrong: record this SQL as wrong" },
+      said,
+      rated: this.msg.rating,
+      submit: async (rating) => {
         const saved = await api(`/api/datasources/${encodeURIComponent(answer.datasource)}/feedback`, {
           method: "POST",
           json: { question: answer.question, sql: answer.sql, rating },
         });
         this.msg.rating = rating;
-        show(rating, saved?.message || (rating === "up" ? "saved as a verified example" : "recorded as wrong"));
         this.el.dispatchEvent(new CustomEvent("datapilot:rated", { bubbles: true }));
-      } catch (err) {
-        for (const b of buttons) b.disabled = false;
-        status.className = "small error-text";
-        status.textContent = err.message || String(err);
-      }
-    };
-    for (const b of buttons) b.addEventListener("click", () => rate(b.dataset.rating));
-    this.feedbackBox = h("div", { class: "feedback", "data-testid": "feedback" }, confidenceNote(answer), h("span", { class: "small muted" }, "Was this SQL right?"), buttons, status);
-    if (this.msg.rating) show(this.msg.rating, this.msg.rating === "up" ? "saved as a verified example" : "recorded as wrong");
+        return saved;
+      },
+    });
+    this.feedbackBox = h("div", { class: "feedback", "data-testid": "feedback" }, confidenceNote(answer), h("span", { class: "small muted" }, "Was this SQL right?"), box);
     // After the answer's text, not before it as other events go.
     this.placeholder?.remove();
     this.placeholder = null;
     this.bubble.append(this.feedbackBox);
+  }
+
+  /** Thumbs on an answer served from the cache: the mark goes to the cache entry that answered. */
+  cacheFeedback() {
+    if (this.cacheBox) return;
+    const msg = this.msg;
+    const box = thumbs({
+      prefix: "cache-feedback",
+      labels: { up: "Right: the cached answer fits this question", down: "Wrong: the cached answer does not fit this question" },
+      said: (rating) => (rating === "up" ? "marked right" : "marked wrong: the cache will not give this answer to this question again"),
+      rated: msg.cacheRating,
+      submit: async (rating) => {
+        await api("/api/cache/feedback", {
+          method: "POST",
+          json: {
+            model: msg.model || msg.cacheModel,
+            id: Number(msg.cacheId),
+            messages: msg.cacheProbe,
+            right: rating === "up",
+            similarity: msg.cacheSimilarity ?? undefined,
+          },
+        });
+        msg.cacheRating = rating;
+        this.el.dispatchEvent(new CustomEvent("datapilot:rated", { bubbles: true }));
+      },
+    });
+    this.cacheBox = h("div", { class: "feedback", "data-testid": "cache-feedback" }, h("span", { class: "small muted" }, "Answered from the cache. Right for this question?"), box);
+    this.bubble.append(this.cacheBox);
   }
 
   stopped() {
@@ -391,6 +436,7 @@ class AnswerView {
     this.placeholder?.remove();
     this.placeholder = null;
     if (!this.bubble.children.length) this.bubble.append(h("span", { class: "muted" }, "(no answer)"));
+    if (this.msg.cache === "hit" && this.msg.cacheId && this.msg.cacheProbe && !this.msg.stopped) this.cacheFeedback();
     if (elapsedMs) this.meta.append(h("span", { class: "muted", title: "time to the whole answer" }, `\u00B7 ${(elapsedMs / 1000).toFixed(1)} s`));
     this.el.setAttribute("aria-busy", "false");
   }
@@ -633,6 +679,13 @@ export async function render(root) {
           signal: controller.signal,
           onOpen: (resp) => {
             msg.cache = resp.headers.get("x-datapilot-cache") || undefined;
+            if (msg.cache === "hit" && resp.headers.get("x-datapilot-cache-id")) {
+              // What a mark on the cached answer needs: the entry that answered and the question it answered.
+              msg.cacheId = resp.headers.get("x-datapilot-cache-id");
+              const sim = Number.parseFloat(resp.headers.get("x-datapilot-cache-similarity") || "");
+              if (Number.isFinite(sim)) msg.cacheSimilarity = sim;
+              msg.cacheProbe = body.messages;
+            }
             view.setCache(msg.cache);
           },
           onEvent: (obj) => {
@@ -641,6 +694,7 @@ export async function render(root) {
               view.event({ type: "error", error: obj.error });
               return;
             }
+            if (msg.cacheId && !msg.cacheModel && obj.model) msg.cacheModel = obj.model;
             const delta = obj.choices?.[0]?.delta?.content ?? obj.choices?.[0]?.text ?? "";
             if (delta) {
               msg.content += delta;
