@@ -61,8 +61,8 @@ class ServerSettings(BaseModel):
     max_request_bytes: int = Field(8 * 1024 * 1024, description="larger request bodies get a 413")
 
 
-# Semantic cache defaults, tuned on QQP's dev half (shared/data/cache/qqp_dev.jsonl.gz) for the bundled
-# MiniLM with benchmarks/tune_cache_thresholds.py; never on the test half.
+# Semantic cache thresholds, chosen on the bilingual chat dev set (benchmarks/data/cache_pairs_dev.jsonl,
+# `datapilot bench cache --only-chat`) for the bundled MiniLM; never on the held-out set or QQP test.
 DEFAULT_CACHE_THRESHOLD_SHORT = 0.75
 DEFAULT_CACHE_THRESHOLD_LONG = 0.78
 DEFAULT_CACHE_MARGIN = 0.10
