@@ -144,3 +144,29 @@ def test_clean_api(client: TestClient) -> None:
     assert {"model": "m", "tenant": "t1"} in client.get("/api/cache/scopes").json()["data"]
     missing = client.post("/api/cache/query", json={"scope": scope})
     assert missing.status_code == 400
+
+
+def test_odd_questions_are_served_or_refused_whole(client: TestClient) -> None:
+    scope = {"model": "odd"}
+    # Emoji and mixed scripts are questions like any other: stored and served.
+    mixed = "🍕 披萨 pizza: どこで best ピザ in 東京?"
+    ins = mc(client, {"type": "insert", "scope": scope, "chat_info": [{"query": query(mixed), "answer": "A"}]})
+    assert ins["errorCode"] == 0
+    assert mc(client, {"type": "query", "scope": scope, "query": query(mixed)})["answer"] == "A"
+    # A 100k-character message is stored and served; one over the limit is refused with nothing stored.
+    long = "why " * 25_000
+    ok = mc(client, {"type": "insert", "scope": scope, "chat_info": [{"query": query(long), "answer": "L"}]})
+    assert ok["errorCode"] == 0
+    assert mc(client, {"type": "query", "scope": scope, "query": query(long)})["answer"] == "L"
+    too_long = [{"query": query("fine"), "answer": "F"}, {"query": query("x" * 250_000), "answer": "X"}]
+    refused = mc(client, {"type": "insert", "scope": scope, "chat_info": too_long})
+    assert refused["errorCode"] == 301 and "longer than" in refused["errorDesc"]
+    assert client.get("/api/cache/stats", params={"model": "odd"}).json()["entries"] == 2
+    # Empty or whitespace-only questions: an error in ModelCache's shape, nothing stored.
+    for blank in ("", "   ", "\u3000\n"):
+        q = mc(client, {"type": "query", "scope": scope, "query": query(blank)})
+        assert q["errorCode"] != 0 and q["cacheHit"] is False
+        w = mc(client, {"type": "insert", "scope": scope, "chat_info": [{"query": query(blank), "answer": "B"}]})
+        assert w["errorCode"] == 301
+    assert client.get("/api/cache/stats", params={"model": "odd"}).json()["entries"] == 2
+    assert client.get("/health").status_code == 200
