@@ -233,4 +233,30 @@ def test_calibrate_applies_the_threshold_to_the_scope(tmp_path: Path) -> None:
 
     assert asyncio.run(applied()) == pytest.approx(chosen)
     refused = runner.invoke(app, [*args[:-2], "--apply"])
-    assert refused.exit_code != 0 and "--apply needs --model" in f"{refused.output} {refused.exception}"
+    assert refused.exit_code != 0 and "need --model" in f"{refused.output} {refused.exception}"
+
+
+def test_calibrate_from_the_scopes_own_feedback(tmp_path: Path) -> None:
+    import asyncio
+
+    home = tmp_path / "home"
+
+    async def mark() -> None:
+        async with SemanticCache(CacheSettings(), home) as cache:
+            a = await cache.insert("fb", "How do I make pancakes?", "Flour, eggs, milk.")
+            b = await cache.insert("fb", "What is a python decorator?", "A function wrapping a function.")
+            await cache.feedback("fb", a, "how to make pancakes", True)
+            await cache.feedback("fb", b, "explain python decorators please", True)
+            await cache.feedback("fb", a, "How do I make waffles?", False)
+
+    asyncio.run(mark())
+    runner = CliRunner()
+    args = ["cache", "calibrate", "--from-feedback", "--model", "fb", "--home", str(home), "--json"]
+    done = runner.invoke(app, [*args, "--target-precision", "0.9"])
+    assert done.exit_code == 0, f"{done.output} {done.exception}"
+    report = json.loads(done.stdout)
+    assert report["threshold"] is not None and report["at_threshold"]["right_hits"] >= 1
+    none = runner.invoke(app, ["cache", "calibrate", "--from-feedback", "--model", "nobody", "--home", str(home)])
+    assert none.exit_code != 0 and "no feedback marks yet" in f"{none.output} {none.exception}"
+    both = runner.invoke(app, ["cache", "calibrate", "--home", str(home)])
+    assert both.exit_code != 0 and "--pairs FILE or --from-feedback" in f"{both.output} {both.exception}"

@@ -383,9 +383,38 @@ def bench_cache(
         out.print_json(json.dumps(report, ensure_ascii=False))
 
 
+def _feedback_pairs(settings: Settings, model: str, tenant: str | None, url: str | None) -> Path:
+    """The scope's feedback as a labelled-pairs file (the export's lines), in DATAPILOT_HOME/cache."""
+    scope = {"model": model, **({"tenant": tenant} if tenant else {})}
+    if url:
+        try:
+            resp = httpx.get(f"{url.rstrip('/')}/api/cache/feedback/export", params=scope, timeout=120)
+        except httpx.HTTPError as exc:
+            raise DataPilotError(f"no cache server answering at {url}: {exc}") from None
+        if resp.status_code >= 400:
+            raise DataPilotError(resp.text)
+        lines = [line for line in resp.text.splitlines() if line.strip()]
+    else:
+        pairs = _local(settings, lambda c: c.feedback_pairs(scope))
+        lines = [json.dumps(p, ensure_ascii=False) for p in pairs]
+    if not lines:
+        raise DataPilotError(f"the scope {scope} has no feedback marks yet: mark cached answers right or wrong first")
+    folder = settings.home.expanduser() / "cache"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"feedback-{model}-{tenant or 'default'}.jsonl".replace("/", "_")
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    err.print(f"[dim]{len(lines)} feedback marks written to {path}[/]")
+    return path
+
+
 @cache_app.command("calibrate")
 def calibrate_cmd(
-    pairs_file: Annotated[Path, typer.Option("--pairs", help="labelled pairs: chat pairs or a/b/label JSONL")],
+    pairs_file: Annotated[
+        Path | None, typer.Option("--pairs", help="labelled pairs: chat pairs or a/b/label JSONL")
+    ] = None,
+    from_feedback: Annotated[
+        bool, typer.Option("--from-feedback", help="the scope's own feedback marks as the pairs (needs --model)")
+    ] = False,
     target_precision: Annotated[
         float, typer.Option("--target-precision", min=0.5, max=1.0, help="the hit precision to reach")
     ] = 0.95,
@@ -399,14 +428,20 @@ def calibrate_cmd(
     home: HomeOpt = None,
 ) -> None:
     """Choose a scope's cosine threshold from labelled pairs: the one with the most right hits whose
-    precision reaches --target-precision (the rest of the policy as configured); --apply sets it."""
+    precision reaches --target-precision (the rest of the policy as configured); --apply sets it.
+    --from-feedback takes the pairs from the scope's own marks (👍/👎 on cached answers)."""
     from datapilot.cache._chatbench import calibrate
 
+    if (pairs_file is None) == (not from_feedback):
+        raise DataPilotError("give --pairs FILE or --from-feedback (with --model), one of them")
+    if (apply or from_feedback) and not model:
+        raise DataPilotError("--apply and --from-feedback need --model: the scope whose thresholds to set")
+    settings = settings_from(config, profile, home)
+    if from_feedback and model:
+        pairs_file = _feedback_pairs(settings, model, tenant, url)
+    assert pairs_file is not None
     if not pairs_file.is_file():
         raise DataPilotError(f"no such file: {pairs_file}")
-    if apply and not model:
-        raise DataPilotError("--apply needs --model: the scope whose thresholds to set")
-    settings = settings_from(config, profile, home)
     result = asyncio.run(
         calibrate(pairs_file, target_precision, settings=settings.cache, progress=lambda m: err.print(f"[dim]{m}[/]"))
     )
