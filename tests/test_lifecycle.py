@@ -22,7 +22,7 @@ def live(srv: ServerProcess) -> list[str]:
     return sorted(i["instance_id"] for i in data["instances"] if i["live"] and i["state"] == "ready")
 
 
-def eventually(check, within: float = 20.0) -> None:  # type: ignore[no-untyped-def]
+def eventually(check, within: float = 60.0) -> None:  # type: ignore[no-untyped-def]
     deadline = time.monotonic() + within
     while not check():
         assert time.monotonic() < deadline, "condition not reached in time"
