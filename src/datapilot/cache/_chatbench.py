@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import re
 import tempfile
 from collections import Counter
 from dataclasses import dataclass, field, replace
@@ -32,6 +31,7 @@ import numpy as np
 from datapilot.cache._cache import SemanticCache
 from datapilot.cache._key import key_for_messages
 from datapilot.cache._types import CacheResult, Scope
+from datapilot.cache._verify import _CJK_CHAR
 from datapilot.core.config import CachePolicy, CacheSettings
 from datapilot.core.errors import InvalidRequestError
 
@@ -75,9 +75,6 @@ def _turns(value: Any, where: str) -> tuple[tuple[str, str], ...]:
     return tuple((str(t["role"]), str(t["content"])) for t in value)
 
 
-_CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff]")
-
-
 def load_cases(path: Path) -> list[ChatCase]:
     """The cases of a chat-pair JSONL file; a malformed line is an error naming it. Plain labelled pairs
     (``{"a", "b", "label"}``: QQP's shape, and what ``/api/cache/feedback/export`` writes) are read too,
@@ -91,7 +88,7 @@ def load_cases(path: Path) -> list[ChatCase]:
             row = json.loads(line)
             if "a" in row and "probe" not in row:
                 a, b, label = str(row["a"]), str(row["b"]), bool(int(row["label"]))
-                lang = "zh" if _CJK.search(a + b) else "en"
+                lang = "zh" if _CJK_CHAR.search(a + b) else "en"
                 kind = "paraphrase" if label else "hard_negative"
                 cases.append(ChatCase(f"{path.stem}-{n}", lang, kind, a, b, label))
                 continue

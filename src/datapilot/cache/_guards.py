@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 from datapilot.cache._key import normalise
-from datapilot.cache._verify import key_term_difference
+from datapilot.cache._verify import NEGATIONS, NUMBER_WORDS, key_term_difference
 
 _WORD = re.compile(r"\w+(?:'\w+)?", re.UNICODE)
 _ORIG_WORD = re.compile(r"\w+(?:'\w+)?", re.UNICODE)
@@ -27,22 +27,6 @@ STOPWORDS = frozenset(
     also get got one ones someone something anyone anything thing things way ways best good really much
     many""".split()
 )
-
-NEGATIONS = frozenset(
-    """not no never none nobody nothing neither nor without cannot can't don't doesn't didn't isn't aren't
-    wasn't weren't won't wouldn't shouldn't couldn't haven't hasn't hadn't mustn't needn't shan't ain't
-    dont doesnt didnt isnt arent wasnt werent wont wouldnt shouldnt couldnt havent hasnt cant""".split()
-)
-
-_NUMBER_WORDS = {
-    w: str(i)
-    for i, w in enumerate(
-        "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen "
-        "sixteen seventeen eighteen nineteen twenty".split()
-    )
-}
-_NUMBER_WORDS.update({"thirty": "30", "forty": "40", "fifty": "50", "hundred": "100", "thousand": "1000"})
-_NUMBER_WORDS.update({"million": "1000000", "billion": "1000000000", "first": "1st", "second": "2nd"})
 
 # Each pair: a question with one side asks the opposite of the same question with the other.
 _OPPOSITES = [
@@ -128,7 +112,7 @@ class Parsed:
 def parse(text: str) -> Parsed:
     original = [_POSSESSIVE.sub("", w) for w in _ORIG_WORD.findall(text)]
     words = tuple(w.lower() for w in original)
-    numbers = frozenset(_NUMBER_WORDS.get(w, w) for w in words if any(c.isdigit() for c in w) or w in _NUMBER_WORDS)
+    numbers = frozenset(NUMBER_WORDS.get(w, w) for w in words if any(c.isdigit() for c in w) or w in NUMBER_WORDS)
     caps = frozenset(
         w.lower()
         for i, w in enumerate(original)

@@ -24,6 +24,7 @@ import re
 import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 from datapilot.core.errors import InvalidRequestError
@@ -57,6 +58,7 @@ class CacheKey:
         return context_fingerprint(self.context)
 
 
+@lru_cache(maxsize=65536)
 def normalise(text: str) -> str:
     """The question as typed, without the variation of typing: Unicode NFKC (full-width letters, digits
     and punctuation become ASCII), case, quotes and title marks, spaces next to CJK text, runs of

@@ -90,11 +90,23 @@ _CN_NOT_NUMBER = (
 # "一" before a measure word is an article ("写一首诗", "推荐一本书"): another count ("两首") still differs.
 _ONE_AS_ARTICLE = re.compile(r"一(?=[个本部首篇张条门句段份次种件位只支杯碗道款家所])")
 
-_EN_NEGATIONS = frozenset(
-    "not no never none nobody nothing neither nor without cannot can't don't doesn't didn't isn't aren't "
-    "wasn't weren't won't wouldn't shouldn't couldn't haven't hasn't hadn't dont doesnt didnt isnt arent "
-    "wasnt werent wont wouldnt shouldnt couldnt cant".split()
+# English negations and number words, shared with the guards (``_guards``).
+NEGATIONS = frozenset(
+    """not no never none nobody nothing neither nor without cannot can't don't doesn't didn't isn't aren't
+    wasn't weren't won't wouldn't shouldn't couldn't haven't hasn't hadn't mustn't needn't shan't ain't
+    dont doesnt didnt isnt arent wasnt werent wont wouldnt shouldnt couldnt havent hasnt cant""".split()
 )
+
+NUMBER_WORDS = {
+    w: str(i)
+    for i, w in enumerate(
+        "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen "
+        "sixteen seventeen eighteen nineteen twenty".split()
+    )
+}
+NUMBER_WORDS.update({"thirty": "30", "forty": "40", "fifty": "50", "hundred": "100", "thousand": "1000"})
+NUMBER_WORDS.update({"million": "1000000", "billion": "1000000000", "first": "1st", "second": "2nd"})
+
 _ZH_NEGATION = re.compile(r"不|没|别|未|勿|无法|非")
 # Words with a negation character that negate nothing.
 _ZH_NOT_NEGATION = (
@@ -343,14 +355,6 @@ _SAME_NAME = {
 _MULTIWORD = sorted((w for w in _NAME_CLASS if " " in w), key=len, reverse=True)
 _CJK_NAMES = sorted((w for w in _NAME_CLASS if _CJK_CHAR.search(w)), key=len, reverse=True)
 
-_EN_NUMBER_WORDS = {
-    w: i
-    for i, w in enumerate(
-        "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen "
-        "sixteen seventeen eighteen nineteen twenty".split()
-    )
-} | {"thirty": 30, "forty": 40, "fifty": 50, "hundred": 100, "thousand": 1000, "million": 10**6, "billion": 10**9}
-
 # English words that carry no key term: function words, question words, politeness.
 _FILLERS = frozenset(
     """a an the is are was were be been being am do does did have has had i me my we our you your it its they
@@ -443,7 +447,7 @@ class Units:
                 numbers.add(str(value))
         latin = _LATIN.findall(_CJK_RUN.sub(" ", text))
         self.words = tuple(latin)
-        numbers |= {str(_EN_NUMBER_WORDS[w]) for w in latin if w in _EN_NUMBER_WORDS}
+        numbers |= {NUMBER_WORDS[w] for w in latin if w in NUMBER_WORDS}
         self.numbers = frozenset(numbers)
         self.idents = frozenset(w for w in latin if _IDENT.match(w) and not _NUM.fullmatch(w))
         names: set[tuple[str, str]] = set()
@@ -465,7 +469,7 @@ class Units:
         self.names = frozenset(names)
         self.name_order = tuple(_SAME_NAME.get(w, w) for w in sorted(found, key=lambda w: (found[w], -len(w))))
         self.cjk = "".join(_CJK_RUN.findall(text))
-        negations = sum(w in _EN_NEGATIONS for w in latin)
+        negations = sum(w in NEGATIONS for w in latin)
         asked = _A_NOT_A.sub("", _mask(self.cjk, _ZH_NOT_NEGATION))  # "熟没熟", "去不去": a question, no negation
         negations += len(_ZH_NEGATION.findall(asked))
         self.negations = negations
@@ -558,8 +562,8 @@ def _latin_substitution(a: Units, b: Units) -> bool:
     shape of nearly every one-term hard negative ("chicken thighs" / "chicken breasts", "POST" / "GET")
     and of few paraphrases, which rephrase more than one place."""
     # Numbers are compared apart ("three" and "3" are one number, not a replaced word).
-    wa = [_stem(w) for w in a.words if w not in _EN_NUMBER_WORDS and not _NUM.fullmatch(w)]
-    wb = [_stem(w) for w in b.words if w not in _EN_NUMBER_WORDS and not _NUM.fullmatch(w)]
+    wa = [_stem(w) for w in a.words if w not in NUMBER_WORDS and not _NUM.fullmatch(w)]
+    wb = [_stem(w) for w in b.words if w not in NUMBER_WORDS and not _NUM.fullmatch(w)]
     if len(wa) < 3 or len(wb) < 3:
         return False
     changes = []
