@@ -58,15 +58,23 @@ def _local(settings: Settings, work: Callable[[Any], Awaitable[T]]) -> T:
     return asyncio.run(run())
 
 
-def _remote(url: str, method: str, path: str, **kw: Any) -> dict[str, Any]:
+def _http(url: str, method: str, path: str, **kw: Any) -> httpx.Response:
+    """A call to a cache server's ``/api/cache``; a refusal is the server's own message."""
     try:
         resp = httpx.request(method, f"{url.rstrip('/')}/api/cache/{path}", timeout=120, **kw)
     except httpx.HTTPError as exc:
         raise DataPilotError(f"no cache server answering at {url}: {exc}") from None
-    body = resp.json()
     if resp.status_code >= 400:
-        raise DataPilotError(body.get("error", {}).get("message", resp.text))
-    return dict(body)
+        try:
+            message = resp.json().get("error", {}).get("message", resp.text)
+        except ValueError:
+            message = resp.text
+        raise DataPilotError(message)
+    return resp
+
+
+def _remote(url: str, method: str, path: str, **kw: Any) -> dict[str, Any]:
+    return dict(_http(url, method, path, **kw).json())
 
 
 def _print(data: dict[str, Any], as_json: bool) -> None:
@@ -387,13 +395,8 @@ def _feedback_pairs(settings: Settings, model: str, tenant: str | None, url: str
     """The scope's feedback as a labelled-pairs file (the export's lines), in DATAPILOT_HOME/cache."""
     scope = {"model": model, **({"tenant": tenant} if tenant else {})}
     if url:
-        try:
-            resp = httpx.get(f"{url.rstrip('/')}/api/cache/feedback/export", params=scope, timeout=120)
-        except httpx.HTTPError as exc:
-            raise DataPilotError(f"no cache server answering at {url}: {exc}") from None
-        if resp.status_code >= 400:
-            raise DataPilotError(resp.text)
-        lines = [line for line in resp.text.splitlines() if line.strip()]
+        text = _http(url, "GET", "feedback/export", params=scope).text
+        lines = [line for line in text.splitlines() if line.strip()]
     else:
         pairs = _local(settings, lambda c: c.feedback_pairs(scope))
         lines = [json.dumps(p, ensure_ascii=False) for p in pairs]
