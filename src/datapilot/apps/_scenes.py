@@ -62,6 +62,8 @@ class ChatContext:
     linkers: dict[str, SchemaLinker] = field(default_factory=dict)
     # The source's value index and verified examples, when the server keeps them.
     grounding: Callable[[str], Grounding | None] | None = None
+    # Models fine-tuned for text-to-SQL (``datapilot train``): prompted as they were trained.
+    trained: frozenset[str] = frozenset()
 
     def linker(self, source: str) -> SchemaLinker:
         if source not in self.linkers:
@@ -203,7 +205,7 @@ async def _text2sql_events(
         model,
         connector,
         linker=ctx.linker(source),
-        options=ctx.options(style=request.style),
+        options=ctx.options(style=request.style, trained=model in ctx.trained),
         grounding=ctx.grounded(source),
     )
     answer = SQLAnswer(request.question)
@@ -484,7 +486,9 @@ async def dashboard_scene(ctx: ChatContext, request: SceneRequest) -> AsyncItera
             "structured": structured,
         }
         for q in split_questions(request.question) or [request.question]:
-            pipeline = Text2SQL(ctx.llm, model, connector, linker=ctx.linker(source), options=ctx.options())
+            pipeline = Text2SQL(
+                ctx.llm, model, connector, linker=ctx.linker(source), options=ctx.options(trained=model in ctx.trained)
+            )
             answer = await pipeline.answer(q)
             entry = {"title": q, "sql": answer.sql, "chart_wish": None}
             if answer.result is not None:

@@ -18,7 +18,7 @@ import typer
 from rich.syntax import Syntax
 
 from datapilot.cli._common import ConfigOpt, HomeOpt, ProfileOpt, ServerOpt, err, out, settings_from, sse_events
-from datapilot.core.config import Settings
+from datapilot.core.config import Settings, trained_sql_models
 from datapilot.core.errors import DataPilotError
 
 EMBEDDING_BACKENDS = {"sentence_transformers"}
@@ -49,7 +49,7 @@ async def _local_events(settings: Settings, scene: str, request: Any, model: str
     try:
         with model_progress(err, [cfg.name]) as progress:
             await manager.start(progress)
-        ctx = ChatContext(manager, model, sources, settings.data)
+        ctx = ChatContext(manager, model, sources, settings.data, trained=trained_sql_models(settings))
         async for event in run_scene(scene, ctx, request):
             yield event
     finally:

@@ -30,17 +30,21 @@ class EvalSet(StrEnum):
 
     dev = "dev"
     heldout = "heldout"
+    # never tuned on: measures fine-tuning on a schema the project has never seen
+    unseen = "unseen"
 
 
 def _shipped_set(name: EvalSet) -> tuple[Path, Callable[[Path], object]]:
     """A shipped set's questions, and what builds its databases under a folder in Spider's layout."""
     from datapilot.datasource import build_sample_database
     from datapilot.text2sql import dev_set_path, ensure_heldout_database, heldout_set_path
+    from datapilot.text2sql._unseen import ensure_unseen_database, unseen_set_path
 
     sets: dict[EvalSet, tuple[Path, Callable[[Path], object]]] = {
         # The sample database is rebuilt every run, as it always was; the clinic one only when missing or outdated.
         EvalSet.dev: (dev_set_path(), lambda folder: build_sample_database(folder / "sample" / "sample.sqlite")),
         EvalSet.heldout: (heldout_set_path(), ensure_heldout_database),
+        EvalSet.unseen: (unseen_set_path(), ensure_unseen_database),
     }
     return sets[name]
 
@@ -80,7 +84,9 @@ def text2sql(
         EvalSet,
         typer.Option(
             "--set",
-            help="shipped set: dev (the pipeline is tuned on it) or heldout (never tuned on; a clinic database)",
+            help="shipped set: dev (the pipeline is tuned on it) or heldout (never tuned on; a clinic database)"
+            " or unseen (never tuned on; a university database: measures fine-tuning on a schema the project has"
+            " never seen)",
         ),
     ] = EvalSet.dev,
     db_dir: Annotated[
@@ -150,17 +156,10 @@ def text2sql(
     language, the share that ran, a class for each wrong answer, and the time per question."""
     from datapilot.cli._progress import model_progress
     from datapilot.cli.chat import chat_model_name
-    from datapilot.datasource import SQLAlchemyConnector
     from datapilot.models.manager import ModelManager
-    from datapilot.text2sql import (
-        Grounding,
-        Text2SQL,
-        Text2SQLOptions,
-        ValueIndex,
-        evaluate,
-        load_questions,
-    )
+    from datapilot.text2sql import Text2SQLOptions, load_questions
     from datapilot.text2sql._eval import ablation_rows, write_chart
+    from datapilot.text2sql._runner import PipelineRunner
 
     settings = settings_from(config, profile, home)
     set_questions, build_databases = _shipped_set(question_set)
@@ -182,6 +181,7 @@ def text2sql(
         timeout_s=settings.data.timeout_s,
         constrain=constrain,
         pick_examples=pick_examples,
+        trained=bool(cfg.params.get("trained_for")),  # a fine-tuned model reads the prompt it learnt from
     )
     if candidates is not None:
         options.candidates = candidates
@@ -198,31 +198,9 @@ def text2sql(
 
     async def run() -> list[tuple[str, EvalReport]]:
         manager = ModelManager([cfg], settings.home)
-        connectors: dict[Path, SQLAlchemyConnector] = {}
         with model_progress(err, [cfg.name]) as loading:
             await manager.start(loading)
-
-        indexes: dict[Path, ValueIndex] = {}  # each database's values, read once for every run
-
-        async def grounding(q: Question, path: Path) -> Grounding:
-            if path not in indexes:
-                indexes[path] = await ValueIndex.build(connectors[path])
-            return Grounding(q.db_id, values=indexes[path], examples=store)
-
-        def predictor(opts: Text2SQLOptions) -> Callable[[Question, Path], Any]:
-            pipelines: dict[Path, Text2SQL] = {}  # one per database, for this run's options
-
-            async def predict(q: Question, path: Path) -> tuple[str | None, int, str | None]:
-                if path not in connectors:
-                    connectors[path] = SQLAlchemyConnector(f"sqlite:///{path}")
-                if path not in pipelines:
-                    pipelines[path] = Text2SQL(
-                        manager, name, connectors[path], options=opts, grounding=await grounding(q, path)
-                    )
-                answer = await pipelines[path].answer(q.question)
-                return answer.sql, len(answer.attempts), answer.error.message if answer.error else None
-
-            return predict
+        runner = PipelineRunner(manager, name, examples=store)
 
         columns = (
             TextColumn("[bold]text2sql[/] {task.description}"),
@@ -244,12 +222,11 @@ def text2sql(
                         seen["ok"] += int(p.correct)
                         progress.update(task, advance=1, description=f"{label}EX {seen['ok'] / seen['n']:.1%}")
 
-                    report = await evaluate(items, db_dir, predictor(opts), step, settings.data.timeout_s)
+                    report = await runner.run(items, db_dir, opts, progress=step, timeout_s=settings.data.timeout_s)
                     reports.append((stage, report))
             return reports
         finally:
-            for c in connectors.values():
-                await c.close()
+            await runner.close()
             await manager.close()
             if store is not None:
                 store.close()

@@ -33,6 +33,7 @@ from datapilot.cli.eval import eval_app
 from datapilot.cli.flow import flow_app
 from datapilot.cli.knowledge import knowledge_app
 from datapilot.cli.start import start_app
+from datapilot.cli.train import train_app
 from datapilot.core.config import Settings
 from datapilot.core.errors import DataPilotError
 from datapilot.core.types import Message, ModelRequest, SamplingParams
@@ -56,6 +57,7 @@ app.add_typer(start_app, name="start")
 app.add_typer(db_app, name="db")
 app.add_typer(eval_app, name="eval")
 app.add_typer(agent_app, name="agent")
+app.add_typer(train_app, name="train")
 app.command("chat")(chat_command)
 
 

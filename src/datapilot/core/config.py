@@ -408,4 +408,37 @@ def load_settings(config_file: str | Path | None = None, profile: str | None = N
         loaded = _Loaded(**{k: v for k, v in overrides.items() if v is not None})
     except ValueError as e:
         raise ConfigError(f"invalid settings: {e}") from None
-    return Settings.model_validate(loaded.model_dump())
+    settings = Settings.model_validate(loaded.model_dump())
+    add_trained_models(settings)
+    return settings
+
+
+def trained_sql_models(settings: Settings) -> frozenset[str]:
+    """The models fine-tuned for text-to-SQL (``params.trained_for`` names their data sources): the
+    pipeline prompts them as they were trained (no worked examples, no sample values)."""
+    return frozenset(m.name for m in settings.models if m.params.get("trained_for"))
+
+
+TRAINED_MODELS_DIR = "models/trained"  # under the home: one folder per fine-tuned model, with model.json
+
+
+def add_trained_models(settings: Settings) -> list[ModelConfig]:
+    """Register the models ``datapilot train`` made (``HOME/models/trained/*/model.json``) beside the
+    configured ones; a configured model of the same name wins. Returns those added."""
+    import json
+
+    added: list[ModelConfig] = []
+    folder = settings.home / TRAINED_MODELS_DIR
+    if not folder.is_dir():
+        return added
+    names = {m.name for m in settings.models}
+    for path in sorted(folder.glob("*/model.json")):
+        try:
+            config = ModelConfig.model_validate(json.loads(path.read_text(encoding="utf-8")))
+        except (OSError, ValueError) as e:
+            raise ConfigError(f"trained model file {path} is invalid ({e}): fix or delete its folder") from None
+        if config.name not in names:
+            settings.models.append(config)
+            names.add(config.name)
+            added.append(config)
+    return added

@@ -10,6 +10,8 @@ from __future__ import annotations
 import datetime as dt
 import random
 import sqlite3
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -132,13 +134,8 @@ def random_day(rng: random.Random, start: dt.date, end: dt.date) -> str:
 
 def build_sample_database(path: str | Path) -> Path:
     """Write the sample database to ``path`` (replacing it) and return the path."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.unlink(missing_ok=True)
     rng = random.Random(SEED)
-    con = sqlite3.connect(tmp)
-    try:
+    with writing_database(path, SAMPLE_VERSION) as con:
         con.executescript(SCHEMA)
         con.executemany("INSERT INTO regions VALUES (?, ?, ?)", REGIONS)
 
@@ -216,11 +213,33 @@ def build_sample_database(path: str | Path) -> Path:
                 items_rows.append((item_id, oid, product[0], rng.randint(1, 24), product[4], discount))
         con.executemany("INSERT INTO orders VALUES (?, ?, ?, ?, ?, ?)", orders)
         con.executemany("INSERT INTO order_items VALUES (?, ?, ?, ?, ?, ?)", items_rows)
-        con.execute(f"PRAGMA user_version = {SAMPLE_VERSION}")
+    return Path(path)
+
+
+@contextmanager
+def writing_database(path: str | Path, version: int) -> Iterator[sqlite3.Connection]:
+    """A connection to a new SQLite database for ``path``: written to a temporary file beside it,
+    stamped with ``PRAGMA user_version = version`` and moved into place only when the block ends
+    without an error (a failed build never leaves a half-written database where one is expected)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.unlink(missing_ok=True)
+    con = sqlite3.connect(tmp)
+    try:
+        yield con
+        con.execute(f"PRAGMA user_version = {int(version)}")
         con.commit()
     finally:
         con.close()
     tmp.replace(path)
+
+
+def ensure_database(db_dir: str | Path, db_id: str, version: int, build: Callable[[Path], Path]) -> Path:
+    """``db_dir/db_id/db_id.sqlite`` (Spider's layout), built by ``build`` when missing or outdated."""
+    path = Path(db_dir) / db_id / f"{db_id}.sqlite"
+    if not has_user_version(path, version):
+        build(path)
     return path
 
 

@@ -33,7 +33,7 @@ from datapilot.agents import (
     load_entry_points,
     load_folder,
 )
-from datapilot.apps import AgentRunRequest, ChatContext, agent_team
+from datapilot.apps import AgentRunRequest, agent_team
 from datapilot.core.config import Settings
 from datapilot.core.errors import DataPilotError, NotFoundError
 from datapilot.server.datasource_api import data_service
@@ -127,9 +127,7 @@ async def run_agents(body: AgentRunBody, request: Request, scene: str | None = N
     svc = agent_service(request)
     data = data_service(request)
     model = await data.chat_model(body.model or svc.settings.agents.model)
-    ctx = ChatContext(
-        _llm(request), model, data.require(), data.settings.data, data.embedder, data.linkers, data.grounding
-    )
+    ctx = data.chat_context(_llm(request), model)
     knowledge = getattr(services(request), "knowledge", None)
     run = AgentRunRequest(
         body.goal,

@@ -17,7 +17,7 @@ from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, Field
 
-from datapilot.apps import ChatContext, SceneRequest, chat, run_scene, scene_names
+from datapilot.apps import SceneRequest, chat, run_scene, scene_names
 from datapilot.core.client import LLMClient
 from datapilot.core.errors import DataPilotError, InvalidRequestError
 from datapilot.rag import knowledge_chat
@@ -70,9 +70,7 @@ def build_chat_router() -> APIRouter:
             return await run_agents(goal, request, scene="agent")
         data = data_service(request)
         model = await data.chat_model(body.model)
-        ctx = ChatContext(
-            _llm(request), model, data.require(), data.settings.data, data.embedder, data.linkers, data.grounding
-        )
+        ctx = data.chat_context(_llm(request), model)
         scene_request = SceneRequest(body.question, body.datasource, model, body.style)
         if not body.stream:
             try:

@@ -16,13 +16,14 @@ from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel, Field, SecretStr
 
 from datapilot.core.client import LLMClient
-from datapilot.core.config import Settings
+from datapilot.core.config import Settings, trained_sql_models
 from datapilot.core.errors import InvalidRequestError, ModelNotFoundError
 from datapilot.datasource import DataSourceConfig, DataSources
 from datapilot.server.openai_api import require_api_key
 from datapilot.server.state import services
 
 if TYPE_CHECKING:
+    from datapilot.apps import ChatContext
     from datapilot.text2sql import ExampleStore, Grounding, SchemaLinker, ValueIndex, ValueIndexes
 
 
@@ -111,6 +112,21 @@ class DataService:
     def forget_values(self, name: str) -> None:
         if self.values is not None:
             self.values.drop(name)
+
+    def chat_context(self, llm: LLMClient, model: str) -> ChatContext:
+        """What the chat scenes and agents use for one request, over this server's sources."""
+        from datapilot.apps import ChatContext
+
+        return ChatContext(
+            llm,
+            model,
+            self.require(),
+            self.settings.data,
+            self.embedder,
+            self.linkers,
+            self.grounding,
+            trained=trained_sql_models(self.settings),
+        )
 
     async def chat_model(self, requested: str | None = None) -> str:
         """The model for the chat scenes: the request's, ``data.model``, else the first configured chat model."""

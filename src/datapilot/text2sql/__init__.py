@@ -25,6 +25,9 @@
   project's dev set over the sample database, the one the pipeline is tuned on; ``heldout_set_path``
   is the held-out set nobody tunes on, over a clinic database of another business that
   ``build_heldout_database`` / ``ensure_heldout_database`` generate.
+  ``unseen_set_path`` is the unseen set, hand-written over a university database
+  (``ensure_unseen_database``, ``UNSEEN_DB_ID``), never tuned on: it measures fine-tuning on a schema
+  the project has never seen.
 """
 
 from pathlib import Path
@@ -50,6 +53,7 @@ from datapilot.text2sql._linking import SchemaLinker
 from datapilot.text2sql._pipeline import Attempt, SQLAnswer, Text2SQL, Text2SQLOptions
 from datapilot.text2sql._prompt import Example, chat_messages, completion_prompt, schema_examples
 from datapilot.text2sql._transpile import transpile
+from datapilot.text2sql._unseen import UNSEEN_DB_ID, ensure_unseen_database, unseen_set_path
 from datapilot.text2sql._values import ValueHit, ValueIndex, ValueIndexes, ValueIndexOptions
 
 
@@ -66,6 +70,7 @@ def heldout_set_path() -> Path:
 
 __all__ = [
     "HELDOUT_DB_ID",
+    "UNSEEN_DB_ID",
     "Attempt",
     "EvalReport",
     "Example",
@@ -93,6 +98,7 @@ __all__ = [
     "dev_set_path",
     "difficulty_of",
     "ensure_heldout_database",
+    "ensure_unseen_database",
     "evaluate",
     "extract_sql",
     "gold_orders",
@@ -108,4 +114,5 @@ __all__ = [
     "sql_grammar",
     "table_aliases",
     "transpile",
+    "unseen_set_path",
 ]

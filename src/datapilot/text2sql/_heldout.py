@@ -13,11 +13,10 @@ from __future__ import annotations
 
 import datetime as dt
 import random
-import sqlite3
 from pathlib import Path
 from typing import Any
 
-from datapilot.datasource._sample import has_user_version, random_day
+from datapilot.datasource._sample import ensure_database, random_day, writing_database
 
 HELDOUT_DB_ID = "clinic"
 HELDOUT_VERSION = 1
@@ -151,13 +150,8 @@ TITLES = ["Resident", "Attending Physician", "Attending Physician", "Chief Physi
 
 def build_heldout_database(path: str | Path) -> Path:
     """Write the held-out clinic database to ``path`` (replacing it) and return the path."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.unlink(missing_ok=True)
     rng = random.Random(SEED)
-    con = sqlite3.connect(tmp)
-    try:
+    with writing_database(path, HELDOUT_VERSION) as con:
         con.executescript(SCHEMA)
         con.executemany("INSERT INTO clinics VALUES (?, ?, ?, ?)", CLINICS)
         departments = list(DEPARTMENTS.items())
@@ -231,17 +225,9 @@ def build_heldout_database(path: str | Path) -> Path:
         con.executemany("INSERT INTO appointments VALUES (?, ?, ?, ?, ?, ?, ?)", appointments)
         con.executemany("INSERT INTO medications VALUES (?, ?, ?, ?, ?)", medications)
         con.executemany("INSERT INTO prescriptions VALUES (?, ?, ?, ?, ?)", prescriptions)
-        con.execute(f"PRAGMA user_version = {HELDOUT_VERSION}")
-        con.commit()
-    finally:
-        con.close()
-    tmp.replace(path)
-    return path
+    return Path(path)
 
 
 def ensure_heldout_database(db_dir: str | Path) -> Path:
     """The held-out database in Spider's layout under ``db_dir``, built when missing or outdated."""
-    path = Path(db_dir) / HELDOUT_DB_ID / f"{HELDOUT_DB_ID}.sqlite"
-    if not has_user_version(path, HELDOUT_VERSION):
-        build_heldout_database(path)
-    return path
+    return ensure_database(db_dir, HELDOUT_DB_ID, HELDOUT_VERSION, build_heldout_database)

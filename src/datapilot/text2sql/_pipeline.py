@@ -19,7 +19,7 @@ import time
 from collections import Counter
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from datapilot.core.client import LLMClient
 from datapilot.core.errors import DataPilotError, InvalidRequestError
@@ -50,6 +50,10 @@ from datapilot.text2sql._prompt import (
 )
 from datapilot.text2sql._shots import Shot, example_pool, pick_examples
 from datapilot.text2sql._transpile import transpile
+
+if TYPE_CHECKING:
+    from datapilot.text2sql._examples import StoredExample
+    from datapilot.text2sql._values import ValueHit
 
 log = logging.getLogger("datapilot.text2sql")
 
@@ -135,6 +139,7 @@ class Text2SQLOptions:
     example_threshold: float = 0.5  # ... at which a verified example is shown to the model
     candidates: int = 1  # answers written per question; execution decides among them
     sample_temperature: float = 0.7  # for the candidates after the first, greedy one
+    trained: bool = False  # the model was fine-tuned on this database: no worked examples, no samples
 
 
 @dataclass(slots=True)
@@ -212,20 +217,9 @@ class Text2SQL:
                 yield {"type": "reuse", **reused.to_dict()}
                 yield {"type": "sql", "sql": answer.sql}
                 return
-            tables = await self.linker.select(question, schema, must={h.table for h in hits})  # + the values'
-
+            tables, prompt = await self._prompt(question, schema, hits, ranked)
             answer.tables = [t.name for t in tables]
             yield {"type": "tables", "tables": answer.tables}
-            examples = self._examples(question, tables, dialect)
-            close = verified_examples(ranked, opts.example_threshold, k=2)
-            if close:  # the verified ones last, nearest the question
-                examples = [*(examples or [])[len(close) :], *close]
-            hint_lines = [h.condition(dialect) for h in hits]
-            prompt: str | list[Message]
-            if opts.style == "chat":
-                prompt = chat_messages(question, tables, dialect, examples, hint_lines)
-            else:
-                prompt = completion_prompt(question, tables, dialect, examples, hint_lines)
             grammar = await self._grammar(tables, dialect)
             n = max(1, opts.candidates)
             if n == 1:
@@ -253,6 +247,39 @@ class Text2SQL:
                 parsed = parse_answer(last.raw) if self.options.style == "chat" else None
                 if parsed is not None:
                     answer.thoughts, answer.chart = parsed.thoughts, parsed.chart
+
+    async def _prompt(
+        self,
+        question: str,
+        schema: list[TableInfo],
+        hits: list[ValueHit],
+        ranked: list[tuple[StoredExample, float]],
+    ) -> tuple[list[TableInfo], str | list[Message]]:
+        """The linked tables and the prompt for ``question``. A model trained on this database
+        (``trained``) reads the schema without samples or worked examples, as it was trained."""
+        opts, dialect = self.options, self.connector.dialect
+        tables = await self.linker.select(question, schema, must={h.table for h in hits})  # + the values'
+        examples: list[Example] | None
+        if opts.trained:
+            examples = []
+        else:
+            examples = self._examples(question, tables, dialect)
+            close = verified_examples(ranked, opts.example_threshold, k=2)
+            if close:  # the verified ones last, nearest the question
+                examples = [*(examples or [])[len(close) :], *close]
+        hint_lines = [h.condition(dialect) for h in hits]
+        samples = not opts.trained
+        if opts.style == "chat":
+            return tables, chat_messages(question, tables, dialect, examples, hint_lines, samples)
+        return tables, completion_prompt(question, tables, dialect, examples, hint_lines, samples)
+
+    async def prompt_for(self, question: str) -> str | list[Message]:
+        """The prompt the pipeline writes for ``question`` (value hints and linking included): what a
+        model is trained on, so that it later reads exactly what it learnt from."""
+        schema = await self.schema()
+        g = self.grounding
+        hits = g.hits(question) if g is not None and self.options.values else []
+        return (await self._prompt(question, schema, hits, []))[1]
 
     async def _collect(
         self, cand: _Candidate, prompt: str | list[Message], grammar: str | None, dialect: str

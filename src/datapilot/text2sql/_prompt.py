@@ -101,14 +101,16 @@ def completion_prompt(
     dialect: str,
     examples: list[Example] | None = None,
     hints: list[str] | None = None,
+    samples: bool = True,
 ) -> str:
     """A SQL file for the model to continue; it ends with ``SELECT`` (the answer's first word).
-    ``hints``: conditions on real values the question names (``customers.city = 'Shanghai'``)."""
+    ``hints``: conditions on real values the question names (``customers.city = 'Shanghai'``).
+    ``samples``: show sample values in the schema (a model trained on the database knows them)."""
     examples = schema_examples(tables) if examples is None else examples
     lines = [
         f"-- {DIALECT_NAMES.get(dialect, dialect)} database. Each question is answered by one read-only SQL query.",
         "",
-        render_schema(tables),
+        render_schema(tables, samples),
         "",
     ]
     for ex in examples:
@@ -140,12 +142,14 @@ def chat_messages(
     dialect: str,
     examples: list[Example] | None = None,
     hints: list[str] | None = None,
+    samples: bool = True,
 ) -> list[Message]:
     examples = schema_examples(tables) if examples is None else examples
     system = CHAT_SYSTEM.format(dialect=DIALECT_NAMES.get(dialect, dialect), charts="|".join(CHART_TYPES))
     shots = "\n".join(f"Q: {e.question}\nSQL: {e.sql}" for e in examples)
     values = f"\n\nValues the question names: {'; '.join(hints)}" if hints else ""
-    user = f"Schema:\n{render_schema(tables)}\n\nExamples:\n{shots}{values}\n\nQuestion: {question.strip()}"
+    shown = f"\n\nExamples:\n{shots}" if shots else ""
+    user = f"Schema:\n{render_schema(tables, samples)}{shown}{values}\n\nQuestion: {question.strip()}"
     return [Message("system", system), Message("user", user)]
 
 

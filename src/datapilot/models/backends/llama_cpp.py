@@ -24,7 +24,7 @@ from datapilot.models.backends._llama_sampling import GuidedSampler, VocabIndex
 from datapilot.models.prompt import FormattedPrompt, StopFilter, few_shot_dialogue
 from datapilot.models.structured import GRAMMAR, LOGPROBS
 
-_LLAMA_KWARGS = ("n_ctx", "n_threads", "n_batch", "n_gpu_layers", "use_mmap", "flash_attn")
+_LLAMA_KWARGS = ("n_ctx", "n_threads", "n_batch", "n_gpu_layers", "use_mmap", "flash_attn", "lora_path", "lora_scale")
 
 
 class LlamaCppBackend(ModelBackend):
