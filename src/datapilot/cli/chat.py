@@ -34,6 +34,23 @@ def chat_model_name(settings: Settings, requested: str | None) -> str:
     raise DataPilotError("no chat model is configured; add one or pass --model")
 
 
+def _sql_model(settings: Settings, db: str | None) -> str | None:
+    """The data source's own ``sql_model``, when it names a configured model."""
+    from datapilot.datasource import DataSourceStore
+
+    store = (
+        DataSourceStore(settings.data.metadata_url)
+        if settings.data.metadata_url
+        else DataSourceStore.at_home(settings.home)
+    )
+    try:
+        config = store.get(db or settings.data.default_source)
+    finally:
+        store.close()
+    name = config.sql_model if config is not None else None
+    return name if name and settings.model(name) is not None else None
+
+
 async def _local_events(settings: Settings, scene: str, request: Any, model: str) -> AsyncIterator[dict[str, Any]]:
     from datapilot.apps import ChatContext, run_scene
     from datapilot.cli._progress import model_progress
@@ -103,7 +120,7 @@ def chat_command(
         body = {"scene": scene, "question": question, "datasource": db, "model": model, "style": style}
         events = sse_events(url, key, "/api/chat", body, read_timeout_s=600)
     else:
-        name = chat_model_name(settings, model)
+        name = chat_model_name(settings, model or _sql_model(settings, db))
         request = SceneRequest(question, db, name, style, str(file) if file else None)
         events = _local_events(settings, scene, request, name)
     folder = chart or settings.home / "charts"

@@ -107,6 +107,9 @@ def text2sql(
     ] = True,
     compare_questions: Annotated[int, typer.Option(help="dev questions in the comparison", min=1)] = 60,
     resume: Annotated[bool, typer.Option("--resume", help="continue from the last checkpoint of this model")] = False,
+    use: Annotated[
+        bool, typer.Option("--use/--no-use", help="make the trained model the data source's SQL model")
+    ] = True,
     exclude: Annotated[
         list[Path] | None, typer.Option("--exclude", help="an evaluation set (Spider JSON) never to train on")
     ] = None,
@@ -131,6 +134,7 @@ def text2sql(
         report_rows,
         run_folder,
         train_args,
+        use_for_source,
         write_summary,
     )
     from datapilot.train._chain import (
@@ -197,6 +201,8 @@ def text2sql(
 
         result = start_sft(train_args(opts, str(base_path), written["train"], folder), progress=on_step)
         tuned = register(settings, opts, base, base_path, result)
+        if use:
+            use_for_source(settings, db, tuned.name)
         reports = {}
         if compare:
             bar.update(task, description="4/4 base vs trained", completed=0, total=None, note="")

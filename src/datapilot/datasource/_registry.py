@@ -50,6 +50,11 @@ class DataSourceConfig(BaseModel):
     files: list[str] = Field(default_factory=list, description="CSV / xlsx / Parquet files, one table each")
     password: SecretStr | None = None
     description: str = ""
+    sql_model: str | None = Field(
+        None,
+        description="the model that answers this source's questions when a request names none "
+        "(e.g. the one `datapilot train text2sql --db NAME` fine-tuned on it)",
+    )
 
     @field_validator("name")
     @classmethod
@@ -105,6 +110,7 @@ class DataSourceConfig(BaseModel):
             "files": self.files,
             "password": "***" if self.password is not None else None,
             "description": self.description,
+            "sql_model": self.sql_model,
         }
 
 
@@ -245,6 +251,8 @@ class DataSources:
             description="Sample wholesale business: regions, employees, customers, suppliers, products, orders",
         ).normalised()
         existing = self.store.get(SAMPLE_NAME)
+        if existing is not None and existing.sql_model:  # a model chosen for it (e.g. trained on it) stays
+            config = config.model_copy(update={"sql_model": existing.sql_model})
         if existing is None or existing.model_dump() != config.model_dump():
             self.store.add(config, replace=True)
         return config

@@ -69,7 +69,7 @@ def build_chat_router() -> APIRouter:
             )
             return await run_agents(goal, request, scene="agent")
         data = data_service(request)
-        model = await data.chat_model(body.model)
+        model = await data.chat_model(body.model, body.datasource)
         ctx = data.chat_context(_llm(request), model)
         scene_request = SceneRequest(body.question, body.datasource, model, body.style)
         if not body.stream:

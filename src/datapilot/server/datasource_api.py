@@ -113,6 +113,13 @@ class DataService:
         if self.values is not None:
             self.values.drop(name)
 
+    def sql_model(self, datasource: str | None) -> str | None:
+        """The model a data source names for its questions, if any (an unknown source names none)."""
+        if self.sources is None:
+            return None
+        config = self.sources.store.get(datasource or self.settings.data.default_source)
+        return config.sql_model if config is not None else None
+
     def chat_context(self, llm: LLMClient, model: str) -> ChatContext:
         """What the chat scenes and agents use for one request, over this server's sources."""
         from datapilot.apps import ChatContext
@@ -128,9 +135,13 @@ class DataService:
             trained=trained_sql_models(self.settings),
         )
 
-    async def chat_model(self, requested: str | None = None) -> str:
-        """The model for the chat scenes: the request's, ``data.model``, else the first configured chat model."""
+    async def chat_model(self, requested: str | None = None, datasource: str | None = None) -> str:
+        """The model for the chat scenes: the request's, the data source's ``sql_model`` (when served),
+        ``data.model``, else the first configured chat model."""
         infos = await self.llm.models()
+        own = self.sql_model(datasource) if not requested else None
+        if own and any(m.name == own and m.status == "ready" for m in infos):
+            return own
         name = requested or self.settings.data.model
         if name:
             if not any(m.name == name for m in infos):

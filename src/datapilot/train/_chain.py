@@ -206,6 +206,21 @@ def register(
     return config
 
 
+def use_for_source(settings: Settings, db: str, model: str) -> None:
+    """Make ``model`` the data source's ``sql_model``: its questions go to it unless a request names another."""
+    from datapilot.datasource import DataSourceStore
+
+    url = settings.data.metadata_url
+    store = DataSourceStore(url) if url else DataSourceStore.at_home(settings.home)
+    try:
+        config = store.get(db)
+        if config is None:
+            raise InvalidRequestError(f"no data source named {db!r}")
+        store.add(config.model_copy(update={"sql_model": model}), replace=True)
+    finally:
+        store.close()
+
+
 async def compare(
     settings: Settings,
     base: ModelConfig,

@@ -95,6 +95,11 @@ def load_base(name_or_path: str, *, home: Path | None = None, dtype: str = "floa
         from transformers import AutoModelForCausalLM, AutoTokenizer
     except ImportError:
         raise MissingDependencyError("transformers", "hf") from None
+    from transformers.utils import logging as hf_logging
+
+    # Its per-tensor progress bars and deprecation notes would scroll over the training's own progress.
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
     source, gguf = resolve_base(name_or_path, home)
     kwargs: dict[str, Any] = {}
     folder = source
@@ -463,10 +468,12 @@ def train(
             step += 1
             window.append(total)
             elapsed = time.perf_counter() - started
-            if args.max_minutes > 0 and step == 3 and args.max_steps <= 0:
-                # Only a time budget bounds the run when it is shorter than the epochs: plan the schedule on it.
-                fits = int(args.max_minutes * 60 / (elapsed / 3))
-                plan.total = max(step + 1, min(plan.total, fits))
+            if args.max_minutes > 0 and step in (3, 20) and args.max_steps <= 0 and step < plan.total:
+                # A time budget shorter than the epochs bounds the run: plan the schedule (and its warm-up)
+                # on the pace so far; planned twice, the second time on a steadier pace.
+                fits = int(args.max_minutes * 60 / (elapsed / step))
+                plan.total = max(step + 1, min(planned, fits))
+                plan.warmup = min(plan.warmup, int(plan.total * args.warmup_ratio))
             if step % args.logging_steps == 0 or step == plan.total:
                 last = sum(window) / len(window)
                 window.clear()
