@@ -225,3 +225,40 @@ def test_preprocess_and_predict_refuse_bad_input(spider: Path, tmp_path: Path) -
         preprocess_sft_data(spider, [{"data_source": "shop", "train_file": ["train.json"], "is_multiple_turn": True}])
     with pytest.raises(InvalidRequestError, match="predict_file_path"):
         start_predict({"model_name_or_path": "x", "predict_file_path": str(tmp_path / "none.json")})
+
+
+def test_instruction_data_trains_through_the_cli(tiny_model: Path, tmp_path: Path) -> None:
+    """``--task instruct``: Text2API-style pairs as plain instruction data, with the default template."""
+    from typer.testing import CliRunner
+
+    from datapilot.cli.main import app
+
+    pairs = [
+        {"instruction": "Write the API call for the request.", "input": f"weather in {city}",
+         "output": f'GET /weather?city={city}'}
+        for city in ("Paris", "Rome", "Oslo", "Lima")
+    ]  # fmt: skip
+    data = tmp_path / "api.json"
+    data.write_text(json.dumps(pairs))
+    out = tmp_path / "api-adapter"
+    result = CliRunner().invoke(
+        app,
+        ["train", "sft", "--data", str(data), "--model", str(tiny_model), "--task", "instruct", "--steps", "3",
+         "--batch-size", "2", "-o", str(out)],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    meta = json.loads((out / "datapilot_train.json").read_text())
+    assert meta["template"] == "default" and (out / "adapter_model.safetensors").is_file()
+    assert "3 steps" in result.output
+
+
+def test_training_a_missing_data_source_fails_before_loading(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from datapilot.cli.main import app
+    from datapilot.core.errors import DataPilotError
+
+    result = CliRunner().invoke(app, ["train", "text2sql", "--db", "nosuch", "--home", str(tmp_path / "h")])
+    assert result.exit_code != 0 and isinstance(result.exception, DataPilotError)
+    assert "nosuch" in str(result.exception)
+    assert not (tmp_path / "h" / "models" / "trained" / "smollm2-135m-instruct-nosuch-sql" / "model.json").exists()

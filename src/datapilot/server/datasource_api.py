@@ -174,6 +174,7 @@ class DataSourceCreate(BaseModel):
     files: list[str] = Field(default_factory=list)
     password: SecretStr | None = None
     description: str = ""
+    sql_model: str | None = Field(None, description="the model for this source's questions when a request names none")
     test: bool = Field(True, description="connect and run SELECT 1 before registering")
     replace: bool = False
 
