@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import random
-import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -26,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from datapilot.core.config import TRAINED_MODELS_DIR, ModelConfig, Settings
 from datapilot.core.errors import ConfigError, InvalidRequestError
-from datapilot.train._sft import TrainProgress, TrainResult
+from datapilot.train._sft import TrainResult
 
 if TYPE_CHECKING:
     from datapilot.datasource import DataSources
@@ -95,7 +94,6 @@ async def make_data(
 ) -> DataRun:
     from datapilot.text2sql import load_questions
     from datapilot.train._generate import (
-        Pair,
         check_no_leakage,
         export_sqlite,
         generate_pairs,
@@ -137,7 +135,6 @@ async def make_data(
     else:  # Spider's layout holds a SQLite database: a bounded copy of the source's tables
         sqlite_path = await export_sqlite(connector, folder / "export" / f"{opts.db}.sqlite", schema=schema)
     write_spider(folder, opts.db, train, dev, schema, sqlite_path)
-    assert all(isinstance(p, Pair) for p in train)
     return DataRun(folder, len(train), len(dev), before - len(pairs), len(verified))
 
 
@@ -280,14 +277,6 @@ def report_rows(reports: dict[str, EvalReport], dataset: str, methods: dict[str,
     return rows
 
 
-def copy_loss_plot(result: TrainResult, target: Path | None) -> Path | None:
-    src = result.output_dir / "training_loss.png"
-    if target is None or not src.is_file():
-        return src if src.is_file() else None
-    shutil.copyfile(src, target)
-    return target
-
-
 def write_summary(folder: Path, summary: dict[str, Any]) -> Path:
     path = folder / "summary.json"
     summary = {**summary, "written": time.strftime("%Y-%m-%dT%H:%M:%S")}
@@ -299,7 +288,6 @@ __all__ = [
     "DEFAULT_BASE",
     "ChainOptions",
     "DataRun",
-    "TrainProgress",
     "compare",
     "make_data",
     "register",

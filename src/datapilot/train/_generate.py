@@ -46,6 +46,7 @@ from sqlglot.errors import SqlglotError
 
 from datapilot.core.errors import InvalidRequestError
 from datapilot.datasource._guard import check_read_only
+from datapilot.datasource._sample import writing_database
 from datapilot.datasource._types import ColumnInfo, Connector, ForeignKey, QueryResult, TableInfo, jsonable
 from datapilot.text2sql._eval import difficulty_of
 from datapilot.text2sql._grammar import RESERVED, table_aliases
@@ -3818,12 +3819,7 @@ async def export_sqlite(
     and of at most ``rows_per_table`` rows per table, read through the connector; for Spider's layout
     when the source is not SQLite. Dates become ISO text and booleans 0/1."""
     schema = infer_keys(schema if schema is not None else await connector.schema(), joins=guess_joins)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.unlink(missing_ok=True)
-    con = sqlite3.connect(tmp)
-    try:
+    with writing_database(path, 0) as con:
         for t in schema:
             if not t.columns:
                 continue
@@ -3848,11 +3844,7 @@ async def export_sqlite(
                 f"INSERT INTO {table} VALUES ({marks})",
                 [tuple(_sqlite_value(v) for v in row) for row in res.rows],
             )
-        con.commit()
-    finally:
-        con.close()
-    tmp.replace(path)
-    return path
+    return Path(path)
 
 
 def _sqlite_value(v: Any) -> Any:

@@ -19,7 +19,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import random
 import time
 import warnings
@@ -611,9 +610,3 @@ def plot_loss(losses: Sequence[tuple[int, float]], path: Path) -> Path:
     fig.savefig(path)
     plt.close(fig)
     return path
-
-
-def set_threads(n: int) -> None:
-    if n > 0:
-        _torch().set_num_threads(n)
-        os.environ.setdefault("OMP_NUM_THREADS", str(n))
