@@ -1,5 +1,5 @@
 # make run   install what is missing, then start DataPilot on the embedded defaults (127.0.0.1:5670)
-# make test  install what is missing (dev tools too), then run ruff, mypy and the whole test suite
+# make test  install what is missing (dev tools too), then run ruff, mypy, the import contracts and the whole test suite
 .PHONY: run test install install-dev lint bench clean
 
 VENV := .venv
@@ -11,6 +11,7 @@ run: install
 test: install-dev
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 	$(BIN)/python -m pytest
 
 install:
@@ -22,9 +23,10 @@ install-dev:
 lint: install-dev
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 bench: install-dev
 	$(BIN)/python benchmarks/api_overhead.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache
+	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache .import_linter_cache

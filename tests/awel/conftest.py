@@ -10,6 +10,7 @@ import pytest
 from datapilot.awel import FlowResources
 from datapilot.core.config import ModelConfig
 from datapilot.models import ModelManager
+from datapilot.retrieval import InMemoryVectorIndex
 from datapilot.testing import ServerProcess
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "flows"
@@ -29,7 +30,7 @@ async def scripted() -> AsyncIterator[ModelManager]:
 
 @pytest.fixture
 def resources(scripted: ModelManager) -> FlowResources:
-    return FlowResources.embedded(scripted)
+    return FlowResources.embedded(scripted, index_factory=InMemoryVectorIndex)
 
 
 @pytest.fixture(scope="session")

@@ -2,39 +2,30 @@
 
 from __future__ import annotations
 
-import sqlite3
-from pathlib import Path
-
 import pytest
 from pydantic import BaseModel, Field
 
 from datapilot.awel import (
     DAG,
-    CacheLookupOperator,
-    CacheStoreOperator,
-    ChatOperator,
     EmbeddingOperator,
     FlowInputError,
     FlowResources,
     HttpTrigger,
-    InMemoryFlowCache,
-    InMemoryVectorIndex,
+    IndexedVectorStore,
     InputOperator,
     IteratorTrigger,
     JSONOutputParser,
     LLMOperator,
     MapOperator,
-    MergeOperator,
     NodeError,
     PromptTemplateOperator,
-    SQLOperator,
-    SQLOutputParser,
     TextOutputParser,
     VectorAddOperator,
     VectorRetrieveOperator,
 )
 from datapilot.core.types import ModelOutput, ModelRequest, Usage
 from datapilot.models import ModelManager
+from datapilot.retrieval import InMemoryVectorIndex
 
 
 async def test_prompt_then_llm_through_the_client(resources: FlowResources) -> None:
@@ -74,29 +65,6 @@ class CountingClient:
         return await self.inner.models()
 
 
-async def test_a_cached_llm_call_is_a_short_dag(scripted: ModelManager) -> None:
-    client = CountingClient(scripted)
-    cache = InMemoryFlowCache()
-    resources = FlowResources(llm=client, caches={"default": cache})
-    with DAG("cached_llm", resources=resources) as dag:
-        request = InputOperator() >> ChatOperator(model="echo")
-        lookup = CacheLookupOperator(hit="answer", miss="model")
-        model = LLMOperator(name="model")
-        answer = MergeOperator(name="answer")
-        request >> lookup >> [model, answer]
-        model >> CacheStoreOperator() >> answer
-        answer >> TextOutputParser()
-    assert len(dag.nodes) == 7
-    assert await dag.run("hello") == "You said: hello"
-    assert (client.calls, cache.hits, cache.misses) == (1, 0, 1)
-    assert await dag.run("hello") == "You said: hello"
-    assert (client.calls, cache.hits) == (1, 1)  # answered from the cache; the model was not called
-    assert await dag.run("other") == "You said: other"
-    assert client.calls == 2
-    await dag.check()
-    assert DAG.from_json(dag.to_json()) == dag
-
-
 async def test_embedding_index_and_retrieve(resources: FlowResources) -> None:
     with DAG("ingest", resources=resources) as ingest:
         InputOperator() >> EmbeddingOperator("embed", field="texts") >> VectorAddOperator()
@@ -111,38 +79,22 @@ async def test_embedding_index_and_retrieve(resources: FlowResources) -> None:
     assert found.payload == {"question": "deep blue ocean"}
 
 
-def test_in_memory_vector_index() -> None:
-    index = InMemoryVectorIndex()
-    ids = index.add(__import__("numpy").eye(3, dtype="float32"), ["x", "y", "z"])
-    assert [h.payload for h in index.search([0, 1, 0.1], 2)] == ["y", "z"]
-    assert [h.payload for h in index.search([0, 1, 0.1], 1, filter=lambda p: p != "y")] == ["z"]
-    assert index.delete(ids[:1]) == 1 and len(index) == 2
+def test_indexed_vector_store() -> None:
+    store = IndexedVectorStore(InMemoryVectorIndex())
+    ids = store.add(__import__("numpy").eye(3, dtype="float32"), ["x", "y", "z"])
+    assert [h.payload for h in store.search([0, 1, 0.1], 2)] == ["y", "z"]
+    assert [h.payload for h in store.search([0, 1, 0.1], 1, filter=lambda p: p != "y")] == ["z"]
+    assert store.delete(ids[:1]) == 1 and len(store) == 2
+    store.add(__import__("numpy").eye(3, dtype="float32")[:1], ["y again"], ids=[ids[1]])  # same id: replaced
+    assert len(store) == 2 and store.search([1, 0, 0], 1)[0].payload == "y again"
 
 
-@pytest.fixture
-def database(tmp_path: Path) -> Path:
-    path = tmp_path / "shop.sqlite"
-    with sqlite3.connect(path) as conn:
-        conn.execute("create table orders (id integer primary key, item text, qty integer)")
-        conn.executemany("insert into orders (item, qty) values (?, ?)", [("pen", 3), ("ink", 1), ("pad", 7)])
-    return path
-
-
-async def test_sql_runs_read_only_with_a_row_limit(database: Path) -> None:
-    resources = FlowResources(databases={"shop": database})
-    with DAG("sql", resources=resources) as dag:
-        InputOperator() >> SQLOutputParser() >> SQLOperator("shop", limit=2)
-    result = await dag.run("Here you go:\n```sql\nSELECT item, qty FROM orders ORDER BY qty DESC;\n```")
-    assert result.columns == ["item", "qty"]
-    assert result.rows == [["pad", 7], ["pen", 3]] and result.truncated
-    with pytest.raises(NodeError, match=r"'sql_parser'.*no SQL found"):
-        await dag.run("DELETE FROM orders")  # the parser only extracts queries
-    with DAG("raw", resources=resources) as raw:
-        InputOperator() >> SQLOperator("shop")
-    with pytest.raises(NodeError, match=r"readonly"):
-        await raw.run("DELETE FROM orders")
-    with sqlite3.connect(database) as conn:
-        assert conn.execute("select count(*) from orders").fetchone()[0] == 3
+async def test_a_named_store_without_an_index_says_how_to_give_one(scripted: ModelManager) -> None:
+    resources = FlowResources.embedded(scripted)  # no index_factory
+    with DAG("ingest", resources=resources) as ingest:
+        InputOperator() >> EmbeddingOperator("embed", field="texts") >> VectorAddOperator()
+    with pytest.raises(NodeError, match="index_factory"):
+        await ingest.run({"texts": ["a"]})
 
 
 async def test_json_output_parser() -> None:

@@ -244,7 +244,7 @@ def test_sync_wrapper(tmp_path: Path) -> None:
 
 
 def test_embedding_windows_pool_long_texts() -> None:
-    from datapilot.cache._embed import pool_windows, word_windows
+    from datapilot.retrieval import pool_windows, word_windows
 
     text = " ".join(f"w{i}" for i in range(500))
     windows = word_windows(text, 200, 50)

@@ -61,8 +61,9 @@ from datapilot.agents._plugins import ENTRY_POINT_GROUP, PluginReport, load_entr
 from datapilot.agents._resources import ChartFn, CodeResource, DataResource, KnowledgeResource, RenderFn
 from datapilot.agents._sandbox import CodeResult, CodeRunner, namespace_available
 from datapilot.agents._team import RunResult, Team, build_team
-from datapilot.agents._tools import Registry, Tool, ToolOutput, ToolResult, tool
+from datapilot.agents._tools import Tool, ToolOutput, ToolResult, tool
 from datapilot.agents._trace import ReplayClient, Trace, describe, request_key
+from datapilot.core.registry import Registry
 
 __all__ = [
     "ACTION_FORMAT",

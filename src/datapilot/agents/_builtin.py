@@ -13,6 +13,7 @@ import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from datapilot.agents._agent import (
@@ -24,11 +25,13 @@ from datapilot.agents._agent import (
     TableArtifact,
     Task,
 )
+from datapilot.agents._errors import UnknownAgentError, UnknownToolError
 from datapilot.agents._resources import CodeResource, DataResource, KnowledgeResource
 from datapilot.agents._sandbox import CodeRunner
-from datapilot.agents._tools import Registry, Tool, ToolResult
+from datapilot.agents._tools import Tool, ToolResult
 from datapilot.core.config import AgentSettings
 from datapilot.core.errors import DataPilotError
+from datapilot.core.registry import Registry
 from datapilot.core.types import Message, ResponseFormat
 from datapilot.text2sql import repair_json
 
@@ -889,7 +892,7 @@ def runner_from(settings: AgentSettings) -> CodeRunner:
     return CodeRunner(settings.code_timeout_s, settings.code_memory_mb, settings.code_output_bytes)
 
 
-AGENTS: Registry[AgentSpec] = Registry("agent")
+AGENTS: Registry[AgentSpec] = Registry("agent", error=partial(UnknownAgentError, param="agent"))
 for _spec in builtin_specs():
-    AGENTS.register(_spec.name, _spec, builtin=True)
-TOOLS: Registry[Tool] = Registry("tool")
+    AGENTS.register(_spec.name, _spec)
+TOOLS: Registry[Tool] = Registry("tool", error=partial(UnknownToolError, param="tool"))

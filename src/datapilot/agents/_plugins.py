@@ -19,7 +19,9 @@ from typing import Any
 
 from datapilot.agents._builtin import AgentSpec
 from datapilot.agents._errors import PluginError
-from datapilot.agents._tools import Registry, Tool
+from datapilot.agents._tools import Tool
+from datapilot.core.errors import DuplicateNameError, NotAllowedError
+from datapilot.core.registry import Registry
 
 ENTRY_POINT_GROUP = "datapilot.agents"
 
@@ -42,8 +44,8 @@ def _register(obj: Any, tools: Registry[Tool], agents: Registry[AgentSpec], sour
     registry: Registry[Any] = tools if isinstance(obj, Tool) else agents
     label = f"{registry.what}:{obj.name}"
     try:
-        registry.register(obj.name, obj)
-    except PluginError as exc:
+        registry.register(obj.name, obj, plugin=True)
+    except (PluginError, DuplicateNameError, NotAllowedError) as exc:
         report.refused.append(f"{label} from {source}: {exc.message}")
     else:
         report.loaded.append(label)

@@ -30,11 +30,12 @@ from datapilot.agents._builtin import (
     parse_plan,
 )
 from datapilot.agents._memory import LongTermMemory
-from datapilot.agents._tools import Registry, Tool
+from datapilot.agents._tools import Tool
 from datapilot.agents._trace import Trace
 from datapilot.core.client import LLMClient
 from datapilot.core.config import AgentSettings
 from datapilot.core.errors import DataPilotError, InvalidRequestError
+from datapilot.core.registry import Registry
 
 _END = object()
 SUMMARY_CHARS = 600

@@ -6,8 +6,8 @@ the description. ``Tool.call`` validates the arguments and runs the function (sy
 thread); whatever goes wrong, bad arguments or an exception inside, comes back as a failed
 ``ToolResult`` whose observation the agent can read and react to. A tool call never raises.
 
-``Registry`` is the allow-list tools and agents are found by name in: plugins, requests and plans
-name things only through it.
+Tools and agents are found by name in ``datapilot.core.Registry`` allow-lists (``TOOLS``, ``AGENTS``):
+plugins, requests and plans name things only through them.
 """
 
 from __future__ import annotations
@@ -16,13 +16,12 @@ import asyncio
 import inspect
 import json
 import typing
-from collections.abc import Awaitable, Callable, Iterable, Iterator
-from dataclasses import dataclass, field
-from typing import Any, Generic, TypeVar, overload
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar, overload
 
 from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 
-from datapilot.agents._errors import PluginError, UnknownAgentError, UnknownToolError
 from datapilot.core.errors import InvalidRequestError
 
 OBSERVATION_CHARS = 2000  # a tool's observation is cut to this before it goes back to the model
@@ -227,50 +226,3 @@ def tool(
         return Tool.from_function(f, name, description, timeout_s)
 
     return deco
-
-
-T = TypeVar("T")
-
-
-@dataclass
-class Registry(Generic[T]):
-    """Named things (tools or agent specs) that may be used. ``allow`` limits what plugins may add:
-    names listed there, or anything with ``"*"``; built-ins register with ``builtin=True``."""
-
-    what: str
-    allow: frozenset[str] = frozenset({"*"})
-    _items: dict[str, T] = field(default_factory=dict)
-
-    def allowed(self, name: str) -> bool:
-        return "*" in self.allow or name in self.allow
-
-    def register(self, name: str, item: T, *, builtin: bool = False, replace: bool = False) -> T:
-        if not builtin and not self.allowed(name):
-            raise PluginError(f"{self.what} {name!r} is not in the plugin allow-list ({', '.join(sorted(self.allow))})")
-        if name in self._items and not replace and self._items[name] is not item:
-            raise PluginError(f"{self.what} {name!r} is already registered")
-        self._items[name] = item
-        return item
-
-    def get(self, name: str) -> T:
-        try:
-            return self._items[name]
-        except KeyError:
-            known = ", ".join(sorted(self._items)) or "none"
-            error = UnknownToolError if self.what == "tool" else UnknownAgentError
-            raise error(f"unknown {self.what} {name!r}; registered: {known}", param=self.what) from None
-
-    def names(self) -> list[str]:
-        return sorted(self._items)
-
-    def copy(self, allow: Iterable[str] | None = None) -> Registry[T]:
-        return Registry(self.what, frozenset(allow) if allow is not None else self.allow, dict(self._items))
-
-    def __contains__(self, name: object) -> bool:
-        return name in self._items
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self.names())
-
-    def __len__(self) -> int:
-        return len(self._items)

@@ -26,11 +26,12 @@ from datapilot.agents import (
     build_team,
 )
 from datapilot.apps._charts import ChartSpec, render_chart
-from datapilot.apps._scenes import ChatContext, Event, SceneRequest, chart_payload, register_scene
+from datapilot.apps._scenes import ChatContext, SceneRequest, chart_payload
 from datapilot.awel import BaseOperator, CallContext, FlowResources, Requirement, register_operator
 from datapilot.core.client import LLMClient
 from datapilot.core.config import AgentSettings, DataSettings
 from datapilot.core.errors import ConfigError, InvalidRequestError
+from datapilot.core.events import DoneEvent, as_event
 from datapilot.datasource import Connector, QueryResult, SQLAlchemyConnector, sqlite_read_only_url
 from datapilot.text2sql import SchemaLinker, Text2SQLOptions
 
@@ -113,20 +114,56 @@ async def agent_team(
 
 async def agent_events(
     ctx: ChatContext, request: AgentRunRequest, settings: AgentSettings, *, trace: Trace | None = None, **kw: Any
-) -> AsyncIterator[Event]:
+) -> AsyncIterator[dict[str, Any]]:
     team = await agent_team(ctx, request, settings, **kw)
     async for event in team.run(request.goal, plan=request.plan, trace=trace):
         yield event
 
 
-async def agent_scene(ctx: ChatContext, request: SceneRequest) -> AsyncIterator[Event]:
-    """``agent``: the question is a goal for a team of agents over the data source."""
-    run = AgentRunRequest(request.question, request.datasource, model=request.model)
-    async for event in agent_events(ctx, run, AgentSettings()):
-        yield event
+@register_operator("agent_run")
+class AgentRunOperator(BaseOperator):
+    """``agent``: the question is a goal for a team of agents over the data source. Emits the run's
+    events as the team makes them; ``done`` carries the whole run (report, charts, trace) as its answer.
+    On a server the run goes through its agent service (plugins, memory, kept traces)."""
 
+    def default_name(self) -> str:
+        return "team"
 
-register_scene("agent", agent_scene)
+    def input_types(self) -> list[Any]:
+        return [SceneRequest]
+
+    def output_type(self) -> Any:
+        return dict[str, Any]
+
+    async def execute(self, inputs: list[Any], ctx: CallContext) -> Any:
+        request: SceneRequest = inputs[0]
+        env = ctx.resources
+        if not isinstance(env, ChatContext):
+            raise ConfigError(f"node {self.name!r} runs in a chat scene: give the flow a ChatContext")
+        goal = AgentRunRequest(request.question, request.datasource, space=request.space, model=request.model)
+        service = env.agents
+        if service is not None:
+            run = await service.prepare(goal)
+            records: AsyncIterator[dict[str, Any]] = run.records()
+        else:
+            team = await agent_team(env, goal, AgentSettings(), knowledge=env.knowledge)
+            records = team.run(goal.goal, plan=goal.plan)
+        result: dict[str, Any] = {}
+        done: dict[str, Any] = {}
+        async for record in records:
+            if record["type"] == "done":
+                done = {k: v for k, v in record.items() if k != "type"}
+                continue
+            if record["type"] == "report":
+                result.update(report=record["markdown"], charts=record["charts"])
+            ctx.emit(as_event(record))
+        if service is not None:
+            result = {"run_id": run.run_id, **result, **done, "trace": run.trace.to_dict()}
+        else:
+            result = {**result, **done}
+        # The team's own done record goes out as it was; the whole run rides along as its ``result``.
+        ctx.emit(DoneEvent(**done, result=result))
+        return result
 
 
 class _ConnectorOnly:

@@ -1,13 +1,10 @@
-"""Chat scenes over data: ``db_qa``, ``data``, ``excel`` and ``dashboard``.
+"""The chat scenes' operators, and the environment they run in (``ChatContext``).
 
-A scene turns one request into a stream of events, so the REST API can send them as SSE and the CLI
-can print them as they come:
-
-* ``{"type": "step", "name": ...}``: progress (schema linked, model asked, ...);
-* ``{"type": "sql", "sql": ...}``, ``{"type": "table", ...}``, ``{"type": "chart", ...}``;
-* ``{"type": "text", "delta": ...}``: the short answer, streamed token by token;
-* ``{"type": "columns", ...}`` (excel), ``{"type": "analysis", ...}`` (dashboard, one per chart);
-* ``{"type": "error", "error": {...}}`` and finally ``{"type": "done", "answer": {...}}``.
+Each scene is an AWEL flow (``_flows.py``) of operators: the modules' own (``datasource_connect``,
+``text2sql_ground`` ... ``text2sql_vote``, ``rag_retrieve`` ...) and the ones here, which present what
+the modules found: the result's table and chart, a short answer streamed by the model, the final
+``done`` event. Operators send their events with ``ctx.emit`` (``datapilot.core.events`` models);
+``SceneService`` streams them as they come.
 
 Every model call goes through the ``LLMClient`` in the context: in the server, the cache-aware one.
 A scene that wants a JSON answer asks for it under a JSON schema (``response_format``) when the model
@@ -21,18 +18,31 @@ import re
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 from datapilot.apps._charts import choose_chart, vega_lite
+from datapilot.awel import SKIPPED, BaseOperator, CallContext, register_operator
 from datapilot.core.client import LLMClient
 from datapilot.core.config import DataSettings
-from datapilot.core.errors import ContextLengthExceededError, DataPilotError, InvalidRequestError
+from datapilot.core.errors import ConfigError, ContextLengthExceededError, DataPilotError, InvalidRequestError
+from datapilot.core.events import (
+    AnalysisEvent,
+    ChartEvent,
+    ColumnsEvent,
+    DoneEvent,
+    SchemaEvent,
+    SQLEvent,
+    StepEvent,
+    TableEvent,
+    TextEvent,
+    error_event,
+)
 from datapilot.core.types import Message, ModelRequest, ResponseFormat, SamplingParams
-from datapilot.datasource import Connector, DataSources, QueryResult, TableInfo, jsonable
+from datapilot.datasource import Connection, Connector, DataSources, QueryResult, TableInfo, jsonable
 from datapilot.text2sql import (
     Grounding,
     SchemaLinker,
-    SQLAnswer,
+    SQLTask,
     Text2SQL,
     Text2SQLOptions,
     parse_answer_list,
@@ -43,15 +53,17 @@ from datapilot.text2sql import (
 )
 
 if TYPE_CHECKING:
-    from datapilot.cache import Embedder
+    from datapilot.core.retrieval import Embedder
 
-Event = dict[str, Any]
 ANSWER_ROWS = 12  # rows of the result shown to the model when it writes the short answer
+FILE_KINDS = ("csv", "excel", "parquet", "files", "duckdb")
 
 
 @dataclass(slots=True)
 class ChatContext:
-    """What scenes use: a model client, the model's name, the data sources and the data settings."""
+    """The environment the scene flows run in: a model client, the default model, the data sources,
+    the data settings, and what the server keeps per source across requests (schema linkers, value
+    indexes and verified examples). It is the flows' ``resources``."""
 
     llm: LLMClient
     model: str
@@ -64,6 +76,10 @@ class ChatContext:
     grounding: Callable[[str], Grounding | None] | None = None
     # Models fine-tuned for text-to-SQL (``datapilot train``): prompted as they were trained.
     trained: frozenset[str] = frozenset()
+    # Named stores flows may use (``cache``: the semantic cache, as ``FlowResources.store``).
+    stores: dict[str, dict[str, Any]] = field(default_factory=dict)
+    knowledge: Any = None  # the knowledge base (scene knowledge; agents' researcher)
+    agents: Any = None  # the server's agent service (scene agent): plugins, memory, kept traces
 
     def linker(self, source: str) -> SchemaLinker:
         if source not in self.linkers:
@@ -81,6 +97,32 @@ class ChatContext:
             **over,
         )
 
+    @property
+    def default_source(self) -> str:
+        return self.settings.default_source
+
+    def model_for(self, requested: str | None) -> str:
+        return requested or self.model
+
+    def text2sql(self, connector: Connector, source: str, model: str | None, style: str = "completion") -> Text2SQL:
+        """The pipeline for one question over ``source`` (``text2sql_ground`` asks for it)."""
+        name = self.model_for(model)
+        return Text2SQL(
+            self.llm,
+            name,
+            connector,
+            linker=self.linker(source),
+            options=self.options(style=style, trained=name in self.trained),
+            grounding=self.grounded(source),
+        )
+
+    def store(self, kind: str, name: str, node: str) -> Any:
+        """A named store for a flow's operator (the ``cache_lookup`` operator's cache...)."""
+        found = self.stores.get(kind, {}).get(name)
+        if found is None:
+            raise ConfigError(f"node {node!r} needs the {kind} {name!r}, which this server does not have")
+        return found
+
 
 @dataclass(slots=True)
 class SceneRequest:
@@ -90,50 +132,17 @@ class SceneRequest:
     style: str = "completion"  # text-to-SQL prompt style: completion (base models) or chat (JSON)
     file: str | None = None  # excel: a local file to load (library and CLI use)
     history: list[Message] = field(default_factory=list)
+    space: str | None = None  # knowledge and agent: the knowledge space
 
 
-class Scene(Protocol):
-    def __call__(self, ctx: ChatContext, request: SceneRequest) -> AsyncIterator[Event]: ...
-
-
-_SCENES: dict[str, Scene] = {}
-
-
-def register_scene(name: str, scene: Scene) -> None:
-    _SCENES[name] = scene
-
-
-def scene_names() -> list[str]:
-    return sorted(_SCENES)
-
-
-def run_scene(name: str, ctx: ChatContext, request: SceneRequest) -> AsyncIterator[Event]:
-    scene = _SCENES.get(name)
-    if scene is None:
-        raise InvalidRequestError(f"unknown chat scene {name!r}; known: {', '.join(scene_names())}", param="scene")
-    if not request.question or not request.question.strip():
-        raise InvalidRequestError("the question is empty", param="question")
-    return scene(ctx, request)
-
-
-async def chat(name: str, ctx: ChatContext, request: SceneRequest) -> dict[str, Any]:
-    """Run a scene to the end and return its final answer (the ``done`` event's body)."""
-    final: dict[str, Any] = {}
-    async for event in run_scene(name, ctx, request):
-        if event["type"] == "done":
-            final = event["answer"]
-    return final
+def chat_env(ctx: CallContext, node: str) -> ChatContext:
+    env = ctx.resources
+    if not isinstance(env, ChatContext):
+        raise ConfigError(f"node {node!r} runs in a chat scene: give the flow a ChatContext as its resources")
+    return env
 
 
 # --- shared pieces ----------------------------------------------------------------------------------------
-
-
-def _error_event(exc: DataPilotError) -> Event:
-    return {"type": "error", "error": exc.to_dict()["error"]}
-
-
-def _table_event(result: QueryResult) -> Event:
-    return {"type": "table", **result.to_dict()}
 
 
 def chart_payload(result: QueryResult, wish: str | None, title: str) -> dict[str, Any]:
@@ -148,8 +157,8 @@ def _result_text(result: QueryResult) -> str:
     return "\n".join(lines) + more
 
 
-async def _stream_text(
-    ctx: ChatContext,
+async def stream_text(
+    llm: LLMClient,
     model: str,
     messages: list[Message],
     max_tokens: int = 80,
@@ -163,17 +172,17 @@ async def _stream_text(
         params=SamplingParams(max_tokens=max_tokens, temperature=0.2),
         response_format=response_format,
     )
-    async for chunk in ctx.llm.stream(request):
+    async for chunk in llm.stream(request):
         if chunk.text:
             yield chunk.text
         if chunk.finish_reason is not None and finish is not None:
             finish.append(chunk.finish_reason)
 
 
-async def model_supports(ctx: ChatContext, model: str, capability: str) -> bool:
+async def model_supports(llm: LLMClient, model: str, capability: str) -> bool:
     """Whether ``model`` lists ``capability`` (``json_schema``, ``tools``...); False when unknown."""
     try:
-        infos = await ctx.llm.models()
+        infos = await llm.models()
     except DataPilotError:
         return False
     return any(m.name == model and capability in m.capabilities for m in infos)
@@ -187,143 +196,178 @@ def summary_of(result: QueryResult) -> str:
     return f"{len(result.rows)} rows, columns: {', '.join(result.columns)}{more}"
 
 
-async def _answer_events(ctx: ChatContext, model: str, question: str, result: QueryResult) -> AsyncIterator[Event]:
-    messages = [
-        Message("system", "You answer questions about data in one short sentence, using only the result given."),
-        Message("user", f"Question: {question}\nQuery result:\n{_result_text(result)}\nAnswer in one sentence."),
-    ]
-    async for text in _stream_text(ctx, model, messages):
-        yield {"type": "text", "delta": text}
+class _SceneOperator(BaseOperator):
+    """A scene's operator: runs on the general path, where it has the call's context (events)."""
+
+    def default_name(self) -> str:
+        return self.kind.removeprefix("scene_")
 
 
-async def _text2sql_events(
-    ctx: ChatContext, connector: Connector, source: str, request: SceneRequest, model: str
-) -> AsyncIterator[Event]:
-    """question -> SQL -> table -> chart -> short answer; the SQLAnswer is attached to ``done``."""
-    pipeline = Text2SQL(
-        ctx.llm,
-        model,
-        connector,
-        linker=ctx.linker(source),
-        options=ctx.options(style=request.style, trained=model in ctx.trained),
-        grounding=ctx.grounded(source),
-    )
-    answer = SQLAnswer(request.question)
-    yield {"type": "step", "name": "text2sql", "datasource": source, "model": model}
-    async for ev in pipeline.steps(request.question, answer):
-        if ev["type"] == "attempt":
-            yield {
-                "type": "step",
-                "name": "attempt",
-                "round": ev["round"],
-                "candidate": ev["candidate"],
-                "sql": ev["sql"],
-                "error": ev["error"],
-            }
-        elif ev["type"] == "tables":
-            yield {"type": "step", "name": "schema", "tables": ev["tables"]}
-        elif ev["type"] == "values":
-            yield {"type": "step", "name": "values", "hits": ev["hits"]}
-        elif ev["type"] == "reuse":
-            yield {"type": "step", "name": "reuse", **{k: v for k, v in ev.items() if k != "type"}}
-        elif ev["type"] == "vote":
-            yield {"type": "step", "name": "vote", **{k: v for k, v in ev.items() if k != "type"}}
-    final: dict[str, Any] = {
-        "question": request.question,
-        "datasource": source,
-        "sql": answer.sql,
-        "text": "",
-        # How sure the pipeline is: candidates' agreement, or 1.0 for a verified SQL reused.
-        "confidence": round(answer.confidence, 4),
-        "reused": answer.reused.to_dict() if answer.reused else None,
-    }
-    if answer.sql:
-        yield {"type": "sql", "sql": answer.sql}
-    if answer.result is None:
-        err = answer.error or InvalidRequestError("no answer")
-        yield _error_event(err)
-        final["error"] = err.to_dict()["error"]
-        final["attempts"] = [a.to_dict() for a in answer.attempts]
-        yield {"type": "done", "answer": final}
-        return
-    result = answer.result
-    yield _table_event(result)
-    chart = chart_payload(result, answer.chart, request.question)
-    yield {"type": "chart", **chart}
-    parts: list[str] = []
-    async for ev in _answer_events(ctx, model, request.question, result):
-        parts.append(ev["delta"])
-        yield ev
-    final.update(
-        text="".join(parts).strip(),
-        summary=summary_of(result),
-        table=result.to_dict(),
-        chart=chart,
-        attempts=[a.to_dict() for a in answer.attempts],
-        tables=answer.tables,
-    )
-    yield {"type": "done", "answer": final}
+# --- data: question -> SQL -> table -> chart -> short answer ------------------------------------------------
 
 
-# --- scenes ---------------------------------------------------------------------------------------------
+@register_operator("scene_request")
+class SceneRequestOperator(_SceneOperator):
+    """The scene's input: the ``SceneRequest`` the call was made with."""
+
+    is_source = True
+    max_inputs = 0
+
+    def default_name(self) -> str:
+        return "request"
+
+    def output_type(self) -> Any:
+        return SceneRequest
+
+    async def execute(self, inputs: list[Any], ctx: CallContext) -> Any:
+        if not isinstance(ctx.data, SceneRequest):
+            raise InvalidRequestError("a scene is called with a SceneRequest")
+        return ctx.data
 
 
-def _source(ctx: ChatContext, request: SceneRequest) -> str:
-    return request.datasource or ctx.settings.default_source
+@register_operator("scene_present")
+class PresentOperator(_SceneOperator):
+    """The answer's SQL, table and chart (``sql``, ``table``, ``chart`` events); an answer without a
+    result ends the scene here with its ``error`` and a ``done`` holding the attempts."""
+
+    def input_types(self) -> list[Any]:
+        return [SQLTask]
+
+    def output_type(self) -> Any:
+        return SQLTask
+
+    async def execute(self, inputs: list[Any], ctx: CallContext) -> Any:
+        task: SQLTask = inputs[0]
+        answer = task.answer
+        final = task.notes.setdefault("final", {})
+        final.update(
+            question=task.question,
+            datasource=task.source,
+            sql=answer.sql,
+            text="",
+            # How sure the pipeline is: candidates' agreement, or 1.0 for a verified SQL reused.
+            confidence=round(answer.confidence, 4),
+            reused=answer.reused.to_dict() if answer.reused else None,
+        )
+        if answer.sql:
+            ctx.emit(SQLEvent(sql=answer.sql))
+        if answer.result is None:
+            err: dict[str, Any] = (answer.error or InvalidRequestError("no answer")).to_dict()["error"]  # type: ignore[assignment]
+            ctx.emit(error_event(err))
+            final.update(error=err, attempts=[a.to_dict() for a in answer.attempts])
+            ctx.emit(DoneEvent(answer=_with_notes(final, task.notes)))
+            return SKIPPED
+        result = answer.result
+        ctx.emit(TableEvent(**result.to_dict()))
+        chart = chart_payload(result, answer.chart, task.question)
+        ctx.emit(ChartEvent(**chart))
+        final.update(chart=chart)
+        return task
 
 
-def _model(ctx: ChatContext, request: SceneRequest) -> str:
-    return request.model or ctx.model
+def _with_notes(final: dict[str, Any], notes: dict[str, Any]) -> dict[str, Any]:
+    return {**final, **{k: v for k, v in notes.items() if k != "final"}}
 
 
-async def data_scene(ctx: ChatContext, request: SceneRequest) -> AsyncIterator[Event]:
-    """``data``: a question over a database, answered with SQL, a table, a chart and a sentence."""
-    source = _source(ctx, request)
-    try:
-        connector = await ctx.sources.connector(source)
-    except DataPilotError as exc:
-        yield _error_event(exc)
-        yield {"type": "done", "answer": {"question": request.question, "error": exc.to_dict()["error"]}}
-        return
-    async for ev in _text2sql_events(ctx, connector, source, request, _model(ctx, request)):
-        yield ev
+@register_operator("scene_summarise")
+class SummariseOperator(_SceneOperator):
+    """The short answer in one sentence, written by the model from the result (``text`` events)."""
+
+    def __init__(self, max_tokens: int = 80, **kw: Any) -> None:
+        self.max_tokens = max_tokens
+        super().__init__(**kw)
+
+    def input_types(self) -> list[Any]:
+        return [SQLTask]
+
+    def output_type(self) -> Any:
+        return SQLTask
+
+    async def execute(self, inputs: list[Any], ctx: CallContext) -> Any:
+        task: SQLTask = inputs[0]
+        env = chat_env(ctx, self.name)
+        assert task.answer.result is not None and task.pipeline is not None
+        messages = [
+            Message("system", "You answer questions about data in one short sentence, using only the result given."),
+            Message(
+                "user",
+                f"Question: {task.question}\nQuery result:\n{_result_text(task.answer.result)}\n"
+                "Answer in one sentence.",
+            ),
+        ]
+        parts: list[str] = []
+        async for text in stream_text(env.llm, task.pipeline.model, messages, self.max_tokens):
+            parts.append(text)
+            ctx.emit(TextEvent(delta=text))
+        task.notes.setdefault("final", {})["text"] = "".join(parts).strip()
+        return task
+
+    def params(self) -> dict[str, Any]:
+        return {"max_tokens": self.max_tokens}
 
 
-async def db_qa_scene(ctx: ChatContext, request: SceneRequest) -> AsyncIterator[Event]:
-    """``db_qa``: questions about the schema and metadata, answered from the introspected schema."""
-    source = _source(ctx, request)
-    connector = await ctx.sources.connector(source)
-    tables = await ctx.linker(source).select(request.question, await connector.schema())
-    overview = [
-        {"name": t.name, "comment": t.comment, "rows": t.row_count, "columns": [c.name for c in t.columns]}
-        for t in tables
-    ]
-    yield {"type": "schema", "datasource": source, "tables": [t.to_dict() for t in tables]}
-    lines = [
-        f"{t.describe()} ({t.row_count} rows)"
-        + "".join(f"; {', '.join(fk.columns)} -> {fk.ref_table}" for fk in t.foreign_keys)
-        for t in tables
-    ]
-    messages = [
-        Message(
-            "system",
-            "You answer questions about a database's structure in one or two short sentences, using the schema.",
-        ),
-        Message("user", "Schema:\n" + "\n".join(lines) + f"\n\nQuestion: {request.question}"),
-    ]
-    parts: list[str] = []
-    async for text in _stream_text(ctx, _model(ctx, request), messages, max_tokens=120):
-        parts.append(text)
-        yield {"type": "text", "delta": text}
-    yield {
-        "type": "done",
-        "answer": {
-            "question": request.question,
-            "datasource": source,
-            "text": "".join(parts).strip(),
-            "tables": overview,
-        },
-    }
+@register_operator("scene_answer")
+class AnswerOperator(_SceneOperator):
+    """The ``done`` event: the whole answer (SQL, table, chart, text, attempts, confidence)."""
+
+    def input_types(self) -> list[Any]:
+        return [SQLTask]
+
+    def output_type(self) -> Any:
+        return dict[str, Any]
+
+    async def execute(self, inputs: list[Any], ctx: CallContext) -> Any:
+        task: SQLTask = inputs[0]
+        answer, final = task.answer, task.notes.setdefault("final", {})
+        assert answer.result is not None
+        final.update(
+            summary=summary_of(answer.result),
+            table=answer.result.to_dict(),
+            attempts=[a.to_dict() for a in answer.attempts],
+            tables=answer.tables,
+        )
+        out = _with_notes(final, task.notes)
+        ctx.emit(DoneEvent(answer=out))
+        return out
+
+
+# --- excel: a file loaded into DuckDB, its columns described ------------------------------------------
+
+
+@register_operator("excel_load")
+class LoadFileOperator(_SceneOperator):
+    """``file`` given: load it as a new data source (``step loaded``); then check the source is a file."""
+
+    def input_types(self) -> list[Any]:
+        return [SceneRequest]
+
+    def output_type(self) -> Any:
+        return SceneRequest
+
+    def default_name(self) -> str:
+        return "load"
+
+    async def execute(self, inputs: list[Any], ctx: CallContext) -> Any:
+        request: SceneRequest = inputs[0]
+        env = chat_env(ctx, self.name)
+        source = request.datasource
+        if request.file:
+            path = Path(request.file)
+            try:
+                content = await asyncio.to_thread(path.read_bytes)
+            except OSError as exc:
+                raise InvalidRequestError(f"could not read {path}: {exc.strerror or exc}", param="file") from None
+            config = await env.sources.add_upload(path.name, content)
+            source = config.name
+            ctx.emit(StepEvent(name="loaded", datasource=source, file=path.name))
+        if not source:
+            raise InvalidRequestError(
+                "the excel scene needs an uploaded file: give datasource (or file)", param="datasource"
+            )
+        config = env.sources.get(source)
+        if config.kind not in FILE_KINDS:
+            raise InvalidRequestError(f"data source {source!r} is not a file (kind {config.kind})", param="datasource")
+        return SceneRequest(request.question, source, request.model, request.style, None, request.history)
 
 
 async def describe_columns(connector: Connector, table: TableInfo) -> list[dict[str, Any]]:
@@ -354,35 +398,83 @@ async def describe_columns(connector: Connector, table: TableInfo) -> list[dict[
     return out
 
 
-async def excel_scene(ctx: ChatContext, request: SceneRequest) -> AsyncIterator[Event]:
-    """``excel``: a CSV / Excel / Parquet file (uploaded, or ``file`` given) loaded into DuckDB, its
-    columns cleaned and described, then the question answered over it as in ``data``."""
-    source = request.datasource
-    if request.file:
-        path = Path(request.file)
-        try:
-            content = await asyncio.to_thread(path.read_bytes)
-        except OSError as exc:
-            raise InvalidRequestError(f"could not read {path}: {exc.strerror or exc}", param="file") from None
-        config = await ctx.sources.add_upload(path.name, content)
-        source = config.name
-        yield {"type": "step", "name": "loaded", "datasource": source, "file": path.name}
-    if not source:
-        raise InvalidRequestError(
-            "the excel scene needs an uploaded file: give datasource (or file)", param="datasource"
-        )
-    config = ctx.sources.get(source)
-    if config.kind not in ("csv", "excel", "parquet", "files", "duckdb"):
-        raise InvalidRequestError(f"data source {source!r} is not a file (kind {config.kind})", param="datasource")
-    connector = await ctx.sources.connector(source)
-    tables = await connector.schema()
-    described = {t.name: await describe_columns(connector, t) for t in tables}
-    yield {"type": "columns", "datasource": source, "tables": described}
-    async for ev in _text2sql_events(ctx, connector, source, request, _model(ctx, request)):
-        if ev["type"] == "done":
-            ev["answer"]["columns"] = described
-        yield ev
+@register_operator("excel_describe")
+class DescribeOperator(_SceneOperator):
+    """Each table's columns, cleaned and described (``columns``), kept for the final answer."""
 
+    def input_types(self) -> list[Any]:
+        return [Connection]
+
+    def output_type(self) -> Any:
+        return Connection
+
+    def default_name(self) -> str:
+        return "describe"
+
+    async def execute(self, inputs: list[Any], ctx: CallContext) -> Any:
+        conn: Connection = inputs[0]
+        tables = await conn.connector.schema()
+        described = {t.name: await describe_columns(conn.connector, t) for t in tables}
+        ctx.emit(ColumnsEvent(datasource=conn.source, tables=described))
+        conn.notes["columns"] = described
+        return conn
+
+
+# --- db_qa: questions about the schema --------------------------------------------------------------------
+
+
+@register_operator("db_qa_answer")
+class SchemaAnswerOperator(_SceneOperator):
+    """The tables the question is about (``schema``), then the model's answer from them (``text``)."""
+
+    def __init__(self, max_tokens: int = 120, **kw: Any) -> None:
+        self.max_tokens = max_tokens
+        super().__init__(**kw)
+
+    def input_types(self) -> list[Any]:
+        return [Connection]
+
+    def output_type(self) -> Any:
+        return dict[str, Any]
+
+    def default_name(self) -> str:
+        return "answer"
+
+    async def execute(self, inputs: list[Any], ctx: CallContext) -> Any:
+        conn: Connection = inputs[0]
+        env = chat_env(ctx, self.name)
+        tables = await env.linker(conn.source).select(conn.question, await conn.connector.schema())
+        overview = [
+            {"name": t.name, "comment": t.comment, "rows": t.row_count, "columns": [c.name for c in t.columns]}
+            for t in tables
+        ]
+        ctx.emit(SchemaEvent(datasource=conn.source, tables=[t.to_dict() for t in tables]))
+        lines = [
+            f"{t.describe()} ({t.row_count} rows)"
+            + "".join(f"; {', '.join(fk.columns)} -> {fk.ref_table}" for fk in t.foreign_keys)
+            for t in tables
+        ]
+        messages = [
+            Message(
+                "system",
+                "You answer questions about a database's structure in one or two short sentences, using the schema.",
+            ),
+            Message("user", "Schema:\n" + "\n".join(lines) + f"\n\nQuestion: {conn.question}"),
+        ]
+        parts: list[str] = []
+        model = env.model_for(getattr(conn.request, "model", None))
+        async for text in stream_text(env.llm, model, messages, max_tokens=self.max_tokens):
+            parts.append(text)
+            ctx.emit(TextEvent(delta=text))
+        out = {"question": conn.question, "datasource": conn.source, "text": "".join(parts).strip(), "tables": overview}
+        ctx.emit(DoneEvent(answer=out))
+        return out
+
+    def params(self) -> dict[str, Any]:
+        return {"max_tokens": self.max_tokens}
+
+
+# --- dashboard: several analyses at once ------------------------------------------------------------------
 
 _SPLIT = re.compile(r"\s*(?:\n+|;|\uff1b|\?\s+|\uff1f|\d+[.)\u3001]\s+|\band also\b|以及|另外)\s*", re.I)
 
@@ -429,84 +521,145 @@ DASHBOARD_TOKENS = 1000
 DASHBOARD_TEXT_TOKENS = 600
 
 
-async def dashboard_scene(ctx: ChatContext, request: SceneRequest) -> AsyncIterator[Event]:
-    """``dashboard``: one request, several analyses (title, SQL, chart each), rendered together.
+@dataclass(slots=True)
+class DashboardPlan:
+    """The analyses the model planned for a dashboard request, and how its answer ended."""
 
-    The model is asked for a JSON plan of analyses: under ``DASHBOARD_SCHEMA`` when it enforces JSON
-    schemas, else as text (repaired when malformed). When the plan yields nothing runnable, the request
-    is split into its sub-questions, each answered by text-to-SQL; the ``fallback`` step says why.
-    """
-    source = _source(ctx, request)
-    model = _model(ctx, request)
-    connector = await ctx.sources.connector(source)
-    tables = await ctx.linker(source).select(request.question, await connector.schema())
-    structured = await model_supports(ctx, model, "json_schema")
-    yield {
-        "type": "step",
-        "name": "plan",
-        "datasource": source,
-        "tables": [t.name for t in tables],
-        "structured": structured,
-    }
-    messages = sql_chat_messages(request.question, tables, connector.dialect)
-    system = DASHBOARD_SYSTEM_JSON if structured else DASHBOARD_SYSTEM
-    messages[0] = Message("system", system.format(dialect=connector.dialect))
-    fmt = ResponseFormat("json_schema", DASHBOARD_SCHEMA, "dashboard") if structured else None
-    room = DASHBOARD_TOKENS if structured else DASHBOARD_TEXT_TOKENS
-    finish: list[str] = []
-    try:
-        plan_text = "".join([t async for t in _stream_text(ctx, model, messages, room, fmt, finish)])
-    except ContextLengthExceededError:
-        if room <= DASHBOARD_TEXT_TOKENS:
-            raise
-        # The schema's room did not fit this model's context next to the schema: the usual room does.
-        plan_text = "".join([t async for t in _stream_text(ctx, model, messages, DASHBOARD_TEXT_TOKENS, fmt, finish)])
-    planned = parse_answer_list(plan_text)
-    analyses: list[dict[str, Any]] = []
-    for i, item in enumerate(planned[:6]):
-        title = item.title or f"Analysis {i + 1}"
-        sql = transpile(item.sql or "", connector.dialect)
-        entry: dict[str, Any] = {"title": title, "sql": sql, "chart_wish": item.chart}
+    conn: Connection
+    model: str
+    planned: list[Any]
+    structured: bool
+    finish: list[str]
+
+
+@register_operator("dashboard_plan")
+class PlanOperator(_SceneOperator):
+    """The model plans 2 to 4 analyses (title, SQL, chart) over the linked tables (``step plan``):
+    under ``DASHBOARD_SCHEMA`` when it enforces JSON schemas, else as text (repaired when malformed)."""
+
+    def input_types(self) -> list[Any]:
+        return [Connection]
+
+    def output_type(self) -> Any:
+        return DashboardPlan
+
+    def default_name(self) -> str:
+        return "plan"
+
+    async def execute(self, inputs: list[Any], ctx: CallContext) -> Any:
+        conn: Connection = inputs[0]
+        env = chat_env(ctx, self.name)
+        model = env.model_for(getattr(conn.request, "model", None))
+        connector = conn.connector
+        tables = await env.linker(conn.source).select(conn.question, await connector.schema())
+        structured = await model_supports(env.llm, model, "json_schema")
+        ctx.emit(StepEvent(name="plan", datasource=conn.source, tables=[t.name for t in tables], structured=structured))
+        messages = sql_chat_messages(conn.question, tables, connector.dialect)
+        system = DASHBOARD_SYSTEM_JSON if structured else DASHBOARD_SYSTEM
+        messages[0] = Message("system", system.format(dialect=connector.dialect))
+        fmt = ResponseFormat("json_schema", DASHBOARD_SCHEMA, "dashboard") if structured else None
+        room = DASHBOARD_TOKENS if structured else DASHBOARD_TEXT_TOKENS
+        finish: list[str] = []
         try:
-            result = await connector.run(sql, ctx.settings.row_limit, ctx.settings.timeout_s)
-        except DataPilotError as exc:
-            entry["error"] = exc.to_dict()["error"]
-        else:
-            entry.update(table=result.to_dict(), chart=chart_payload(result, item.chart, title))
-        analyses.append(entry)
-        yield {"type": "analysis", "index": i, **entry}
-    if not any("table" in a for a in analyses):
-        cut = finish[-1:] == ["length"]
-        cause = "length" if cut and not planned else "unreadable" if not planned else "invalid"
-        yield {
-            "type": "step",
-            "name": "fallback",
-            "reason": "the plan was cut at max_tokens" if cause == "length" else "the plan had no runnable analysis",
-            "cause": cause,
-            "structured": structured,
-        }
-        for q in split_questions(request.question) or [request.question]:
-            pipeline = Text2SQL(
-                ctx.llm, model, connector, linker=ctx.linker(source), options=ctx.options(trained=model in ctx.trained)
-            )
-            answer = await pipeline.answer(q)
-            entry = {"title": q, "sql": answer.sql, "chart_wish": None}
-            if answer.result is not None:
-                entry.update(table=answer.result.to_dict(), chart=chart_payload(answer.result, None, q))
-            elif answer.error is not None:
-                entry["error"] = answer.error.to_dict()["error"]
+            text = "".join([t async for t in stream_text(env.llm, model, messages, room, fmt, finish)])
+        except ContextLengthExceededError:
+            if room <= DASHBOARD_TEXT_TOKENS:
+                raise
+            # The schema's room did not fit this model's context next to the schema: the usual room does.
+            text = "".join([t async for t in stream_text(env.llm, model, messages, DASHBOARD_TEXT_TOKENS, fmt, finish)])
+        return DashboardPlan(conn, model, parse_answer_list(text), structured, finish)
+
+
+@register_operator("dashboard_run")
+class RunAnalysesOperator(_SceneOperator):
+    """Runs each planned analysis read-only (``analysis`` events). When none yields a table, the
+    request is split into its sub-questions, each answered by text-to-SQL; ``step fallback`` says why."""
+
+    def input_types(self) -> list[Any]:
+        return [DashboardPlan]
+
+    def output_type(self) -> Any:
+        return dict[str, Any]
+
+    def default_name(self) -> str:
+        return "run"
+
+    async def execute(self, inputs: list[Any], ctx: CallContext) -> Any:
+        plan: DashboardPlan = inputs[0]
+        env = chat_env(ctx, self.name)
+        conn, connector = plan.conn, plan.conn.connector
+        analyses: list[dict[str, Any]] = []
+        for i, item in enumerate(plan.planned[:6]):
+            title = item.title or f"Analysis {i + 1}"
+            sql = transpile(item.sql or "", connector.dialect)
+            entry: dict[str, Any] = {"title": title, "sql": sql, "chart_wish": item.chart}
+            try:
+                result = await connector.run(sql, env.settings.row_limit, env.settings.timeout_s)
+            except DataPilotError as exc:
+                entry["error"] = exc.to_dict()["error"]
+            else:
+                entry.update(table=result.to_dict(), chart=chart_payload(result, item.chart, title))
             analyses.append(entry)
-            yield {"type": "analysis", "index": len(analyses) - 1, **entry}
-    yield {
-        "type": "done",
-        "answer": {"question": request.question, "datasource": source, "analyses": analyses},
-    }
+            ctx.emit(AnalysisEvent(index=i, **entry))
+        if not any("table" in a for a in analyses):
+            cut = plan.finish[-1:] == ["length"]
+            cause = "length" if cut and not plan.planned else "unreadable" if not plan.planned else "invalid"
+            ctx.emit(
+                StepEvent(
+                    name="fallback",
+                    reason="the plan was cut at max_tokens"
+                    if cause == "length"
+                    else "the plan had no runnable analysis",
+                    cause=cause,
+                    structured=plan.structured,
+                )
+            )
+            for q in split_questions(conn.question) or [conn.question]:
+                answer = await env.text2sql(connector, conn.source, plan.model).answer(q)
+                entry = {"title": q, "sql": answer.sql, "chart_wish": None}
+                if answer.result is not None:
+                    entry.update(table=answer.result.to_dict(), chart=chart_payload(answer.result, None, q))
+                elif answer.error is not None:
+                    entry["error"] = answer.error.to_dict()["error"]
+                analyses.append(entry)
+                ctx.emit(AnalysisEvent(index=len(analyses) - 1, **entry))
+        out = {"question": conn.question, "datasource": conn.source, "analyses": analyses}
+        ctx.emit(DoneEvent(answer=out))
+        return out
 
 
-for _name, _scene in (
-    ("data", data_scene),
-    ("db_qa", db_qa_scene),
-    ("excel", excel_scene),
-    ("dashboard", dashboard_scene),
-):
-    register_scene(_name, _scene)
+# --- chat: a plain conversation with the model --------------------------------------------------------------
+
+
+@register_operator("chat_answer")
+class ChatAnswerOperator(_SceneOperator):
+    """A plain chat turn: the history and the question to the model, the answer streamed (``text``)."""
+
+    def __init__(self, system: str = "You are a helpful assistant. Answer briefly.", max_tokens: int = 256, **kw: Any):
+        self.system, self.max_tokens = system, max_tokens
+        super().__init__(**kw)
+
+    def input_types(self) -> list[Any]:
+        return [SceneRequest]
+
+    def output_type(self) -> Any:
+        return dict[str, Any]
+
+    def default_name(self) -> str:
+        return "answer"
+
+    async def execute(self, inputs: list[Any], ctx: CallContext) -> Any:
+        request: SceneRequest = inputs[0]
+        env = chat_env(ctx, self.name)
+        model = env.model_for(request.model)
+        messages = [Message("system", self.system), *request.history, Message("user", request.question)]
+        parts: list[str] = []
+        async for text in stream_text(env.llm, model, messages, self.max_tokens):
+            parts.append(text)
+            ctx.emit(TextEvent(delta=text))
+        out = {"question": request.question, "model": model, "text": "".join(parts).strip()}
+        ctx.emit(DoneEvent(answer=out))
+        return out
+
+    def params(self) -> dict[str, Any]:
+        return {"system": self.system, "max_tokens": self.max_tokens}

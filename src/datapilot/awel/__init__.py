@@ -11,7 +11,7 @@ All three produce a ``DAG`` that runs asynchronously (``await dag.run(data)``), 
 
 from datapilot.awel import _functions as _functions  # registers the built-in functions
 from datapilot.awel._dag import DAG, BaseOperator, Requirement, current_dag
-from datapilot.awel._dsl import compile_dsl, parse_workflow
+from datapilot.awel._dsl import compile_dsl, parse_workflow, to_dsl
 from datapilot.awel._errors import (
     DAGError,
     DSLError,
@@ -25,8 +25,6 @@ from datapilot.awel._errors import (
 )
 from datapilot.awel._frame import Frame
 from datapilot.awel._library import (
-    CacheLookupOperator,
-    CacheStoreOperator,
     ChatHistoryLoadOperator,
     ChatHistoryStoreOperator,
     ChatOperator,
@@ -42,9 +40,7 @@ from datapilot.awel._library import (
     PromptTemplateOperator,
     RespondOperator,
     Retrieved,
-    SQLOperator,
     SQLOutputParser,
-    SQLResult,
     StreamingLLMOperator,
     TextOutputParser,
     VectorAddOperator,
@@ -77,16 +73,14 @@ from datapilot.awel._registry import (
 from datapilot.awel._resources import (
     DEFAULT_VECTOR_STORE,
     ChatHistory,
-    FlowCache,
     FlowResources,
-    Hit,
+    IndexedVectorStore,
     InMemoryChatHistory,
-    InMemoryFlowCache,
-    InMemoryVectorIndex,
-    VectorIndex,
+    VectorStore,
 )
-from datapilot.awel._runner import SKIPPED, CallContext
+from datapilot.awel._runner import SKIPPED, CallContext, Routed
 from datapilot.awel._triggers import HttpSource, HttpTrigger, IteratorTrigger, run_batch
+from datapilot.core.retrieval import Hit, VectorIndex
 
 __all__ = [
     "DAG",
@@ -97,8 +91,6 @@ __all__ = [
     "SKIPPED",
     "BaseOperator",
     "BranchOperator",
-    "CacheLookupOperator",
-    "CacheStoreOperator",
     "CallContext",
     "ChatHistory",
     "ChatHistoryLoadOperator",
@@ -118,7 +110,6 @@ __all__ = [
     "ErrorPolicy",
     "Fail",
     "Fallback",
-    "FlowCache",
     "FlowInfo",
     "FlowInputError",
     "FlowLoadError",
@@ -129,8 +120,7 @@ __all__ = [
     "HttpSource",
     "HttpTrigger",
     "InMemoryChatHistory",
-    "InMemoryFlowCache",
-    "InMemoryVectorIndex",
+    "IndexedVectorStore",
     "InputOperator",
     "IteratorTrigger",
     "JSONOutputParser",
@@ -147,9 +137,8 @@ __all__ = [
     "RespondOperator",
     "Retrieved",
     "Retry",
-    "SQLOperator",
+    "Routed",
     "SQLOutputParser",
-    "SQLResult",
     "SerializationError",
     "Skip",
     "StreamifyOperator",
@@ -160,6 +149,7 @@ __all__ = [
     "VectorAddOperator",
     "VectorIndex",
     "VectorRetrieveOperator",
+    "VectorStore",
     "compile_dsl",
     "current_dag",
     "is_assignable",
@@ -169,6 +159,7 @@ __all__ = [
     "register_operator",
     "register_schema",
     "run_batch",
+    "to_dsl",
     "to_jsonable",
     "type_name",
 ]

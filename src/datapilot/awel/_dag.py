@@ -8,6 +8,7 @@ dangling inputs, join arity, branch routes), each problem naming its nodes.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import threading
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
@@ -401,6 +402,43 @@ class DAG:
             plan = self.plan(output)
         out = await execute(plan, data, CallContext(data, self, resources or self.resources))
         return None if out is SKIPPED else out
+
+    async def run_events(
+        self, data: Any = None, *, output: BaseOperator | str | None = None, resources: Any = None
+    ) -> AsyncIterator[Any]:
+        """Run one call and iterate the events its operators emit (``ctx.emit``) as they happen.
+
+        The call runs as a task beside the caller; events go through a queue, so a slow reader never
+        blocks an operator. The end node's value is not yielded: an operator that wants it seen emits
+        it. A failing node raises here after the events before the failure; closing the iterator
+        (the client went away) cancels the call.
+        """
+        plan = self._plans.get(output if output is None or isinstance(output, str) else output.name)
+        if plan is None:
+            plan = self.plan(output)
+        queue: asyncio.Queue[Any] = asyncio.Queue()
+        end = object()
+        ctx = CallContext(data, self, resources or self.resources, queue.put_nowait)
+
+        async def call() -> None:
+            try:
+                await execute(plan, data, ctx)
+            finally:
+                queue.put_nowait(end)
+
+        task = asyncio.ensure_future(call())
+        try:
+            while True:
+                event = await queue.get()
+                if event is end:
+                    break
+                yield event
+            task.result()  # raise the node's error, if any, after its events
+        finally:
+            if not task.done():
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
 
     async def run_raw(self, data: Any = None, *, output: BaseOperator | str | None = None) -> Any:
         """As ``run``, but a skipped end node gives ``SKIPPED`` rather than ``None``."""

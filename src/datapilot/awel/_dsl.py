@@ -25,7 +25,7 @@ from lark import Lark, Token, Tree
 from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
 
 from datapilot.awel._dag import DAG, BaseOperator
-from datapilot.awel._errors import DAGError, DSLError, RegistryError
+from datapilot.awel._errors import DAGError, DSLError, RegistryError, SerializationError
 from datapilot.awel._library import RespondOperator
 from datapilot.awel._policy import ErrorPolicy, Fail, Fallback, Retry, Skip
 from datapilot.awel._registry import OPERATORS
@@ -136,7 +136,7 @@ class _Ref:
         self.name, self.token = str(token), token
 
 
-def _pos(node: Tree | Token) -> tuple[int, int]:
+def _pos(node: Tree[Any] | Token) -> tuple[int, int]:
     if isinstance(node, Token):
         return node.line or 0, node.column or 0
     return node.meta.line, node.meta.column
@@ -146,7 +146,7 @@ class _Compiler:
     def __init__(self, resources: Any) -> None:
         self.resources = resources
 
-    def workflow(self, tree: Tree) -> DAG:
+    def workflow(self, tree: Tree[Any]) -> DAG:
         name_tok = tree.children[0]
         self.dag = DAG(str(name_tok), resources=self.resources)
         self.vars: dict[str, tuple[BaseOperator, int]] = {}
@@ -162,7 +162,7 @@ class _Compiler:
         return self.dag
 
     # statements ----------------------------------------------------------------------------------
-    def data_stmt(self, tree: Tree) -> None:
+    def data_stmt(self, tree: Tree[Any]) -> None:
         name_tok, expr, on_error = tree.children
         name = str(name_tok)
         if name in self.vars:
@@ -171,7 +171,7 @@ class _Compiler:
         op = getattr(self, f"expr_{expr.data}")(expr, name, policy)
         self.vars[name] = (op, _pos(name_tok)[0])
 
-    def respond_stmt(self, tree: Tree) -> None:
+    def respond_stmt(self, tree: Tree[Any]) -> None:
         to_tok, data_tok, on_error = tree.children
         to = str(to_tok)
         trigger = self.vars.get(to, (None, 0))[0] if to in self.vars else None
@@ -185,7 +185,7 @@ class _Compiler:
         self.connect(source, op, tree)
 
     # expressions ---------------------------------------------------------------------------------
-    def expr_receive(self, tree: Tree, name: str, policy: ErrorPolicy | None) -> BaseOperator:
+    def expr_receive(self, tree: Tree[Any], name: str, policy: ErrorPolicy | None) -> BaseOperator:
         call = tree.children[0]
         fn_tok = call.children[0]
         op = self.make(call, name, policy, allow_refs=False)
@@ -194,14 +194,14 @@ class _Compiler:
         self.calls.setdefault(str(fn_tok), name)
         return op
 
-    def expr_transform(self, tree: Tree, name: str, policy: ErrorPolicy | None) -> BaseOperator:
+    def expr_transform(self, tree: Tree[Any], name: str, policy: ErrorPolicy | None) -> BaseOperator:
         src_tok, call = tree.children
         source = self.lookup(src_tok)
         op = self.make(call, name, policy, allow_refs=False)
         self.connect(source, op, call)
         return op
 
-    def expr_retrieve(self, tree: Tree, name: str, policy: ErrorPolicy | None) -> BaseOperator:
+    def expr_retrieve(self, tree: Tree[Any], name: str, policy: ErrorPolicy | None) -> BaseOperator:
         call = tree.children[0]
         refs: list[_Ref] = []
         op = self.make(call, name, policy, allow_refs=True, refs=refs)
@@ -212,7 +212,7 @@ class _Compiler:
         self.connect(self.lookup(refs[0].token), op, call)
         return op
 
-    def expr_apply_llm(self, tree: Tree, name: str, policy: ErrorPolicy | None) -> BaseOperator:
+    def expr_apply_llm(self, tree: Tree[Any], name: str, policy: ErrorPolicy | None) -> BaseOperator:
         model_tok, data_tok, *kwargs = tree.children
         params = {str(k.children[0]): self.value(k.children[1], False) for k in kwargs if k is not None}
         op = self.build("llm", model_tok, [], {"model": self.string(model_tok), **params}, name, policy)
@@ -221,7 +221,7 @@ class _Compiler:
 
     # helpers -------------------------------------------------------------------------------------
     def make(
-        self, call: Tree, name: str, policy: ErrorPolicy | None, allow_refs: bool, refs: list[_Ref] | None = None
+        self, call: Tree[Any], name: str, policy: ErrorPolicy | None, allow_refs: bool, refs: list[_Ref] | None = None
     ) -> BaseOperator:
         fn_tok, *args = call.children
         positional: list[Any] = []
@@ -264,13 +264,14 @@ class _Compiler:
         except RegistryError as e:
             raise DSLError(e.message, *_pos(at)) from None
         try:
-            return cls(*args, **kwargs, name=name, on_error=policy, dag=self.dag)
+            op: BaseOperator = cls(*args, **kwargs, name=name, on_error=policy, dag=self.dag)
+            return op
         except TypeError as e:
             raise DSLError(f"bad arguments for {kind}(): {e}", *_pos(at)) from None
         except (DAGError, ValueError) as e:
             raise DSLError(f"{kind}(): {getattr(e, 'message', e)}", *_pos(at)) from None
 
-    def connect(self, up: BaseOperator, down: BaseOperator, at: Tree | Token) -> None:
+    def connect(self, up: BaseOperator, down: BaseOperator, at: Tree[Any] | Token) -> None:
         try:
             self.dag.connect(up, down)
         except DAGError as e:
@@ -294,7 +295,7 @@ class _Compiler:
         assert isinstance(out, str)
         return out
 
-    def value(self, node: Tree | Token, allow_refs: bool) -> Any:
+    def value(self, node: Tree[Any] | Token, allow_refs: bool) -> Any:
         assert isinstance(node, Tree)
         kind = node.data
         if kind == "string":
@@ -315,7 +316,7 @@ class _Compiler:
         self.lookup(tok)
         return _Ref(tok)
 
-    def on_error(self, tree: Tree) -> ErrorPolicy:
+    def on_error(self, tree: Tree[Any]) -> ErrorPolicy:
         action = tree.children[0]
         if action.data == "fail":
             return Fail()
@@ -347,3 +348,59 @@ def parse_workflow(text: str, resources: Any = None) -> DAG:
     if len(dags) != 1:
         raise DSLError(f"expected one workflow, found {len(dags)}", 1, 1)
     return dags[0]
+
+
+def _dsl_value(value: Any, where: str) -> str:
+    if value is None or isinstance(value, bool):
+        return {None: "null", True: "true", False: "false"}[value]
+    if isinstance(value, int | float):
+        return json.dumps(value)
+    if isinstance(value, str):
+        return json.dumps(value, ensure_ascii=False)
+    if isinstance(value, list):
+        return "[" + ", ".join(_dsl_value(v, where) for v in value) + "]"
+    raise SerializationError(f"{where}: the DSL has no way to write {type(value).__name__} values; use JSON")
+
+
+def _dsl_policy(op: BaseOperator) -> str:
+    policy = op.on_error
+    if policy.is_default:
+        return ""
+    if policy.action == "retry" and policy.to_dict().keys() <= {"action", "retries"}:
+        return f" ON ERROR RETRY {policy.retries} TIMES"
+    if policy.action == "skip":
+        return f" ON ERROR LOG {json.dumps(policy.message or 'node failed; skipping', ensure_ascii=False)}"
+    if policy.action == "fallback":
+        return f" ON ERROR FALLBACK {_dsl_value(policy.fallback, op.name)}"
+    raise SerializationError(f"node {op.name!r}: its error policy has settings the DSL cannot write; use JSON")
+
+
+def to_dsl(dag: DAG) -> str:
+    """The DAG as DSL text that ``compile_dsl`` turns back into the same graph.
+
+    The DSL writes chains: each node has at most one input. A DAG with joins, timeouts or dict
+    parameters is refused with a ``SerializationError`` naming the node (use JSON for those). The
+    workflow's name keeps only the characters a DSL name may hold (``scene:data`` -> ``scene_data``).
+    """
+    dag.validate()
+    name = "".join(c if c.isalnum() or c == "_" else "_" for c in dag.name) or "workflow"
+    if name[0].isdigit():
+        name = "_" + name
+    lines = [f"-- {dag.description}"] if dag.description else []
+    lines += [f"CREATE WORKFLOW {name} AS", "BEGIN"]
+    for op in dag._topological(dag.nodes.values()):
+        kind = OPERATORS.name_of(type(op))
+        if kind is None:
+            raise SerializationError(f"node {op.describe()}: operator class {type(op).__name__} is not registered")
+        if len(op.upstream) > 1:
+            raise SerializationError(f"node {op.name!r} has {len(op.upstream)} inputs; the DSL writes chains: use JSON")
+        if op.timeout is not None:
+            raise SerializationError(f"node {op.name!r} has a timeout, which the DSL cannot write: use JSON")
+        if not op.name.isidentifier():
+            raise SerializationError(f"node name {op.name!r} is not a DSL name: use JSON")
+        args = ", ".join(f"{k} = {_dsl_value(v, op.name)}" for k, v in op.params().items())
+        call = f"{kind}({args})"
+        expr = f"RECEIVE REQUEST FROM {call}" if not op.upstream else f"TRANSFORM {op.upstream[0].name} USING {call}"
+        lines.append(f"  DATA {op.name} = {expr}{_dsl_policy(op)};")
+    lines.append("END;")
+    return "\n".join(lines) + "\n"

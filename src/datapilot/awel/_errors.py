@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datapilot.core.errors import ConfigError, DataPilotError, InvalidRequestError
+from datapilot.core.errors import ConfigError, DataPilotError, InvalidRequestError, UnknownNameError
 
 
 class DAGError(ConfigError):
@@ -24,8 +24,11 @@ class PortTypeError(DAGError):
     default_code = "port_type_mismatch"
 
 
-class RegistryError(ConfigError):
-    """A name (operator, function, schema) is not in its registry: the allow-list for loaded flows."""
+class RegistryError(UnknownNameError, ConfigError):
+    """A name (operator, function, schema) is not in its registry: the allow-list for loaded flows.
+
+    An ``UnknownNameError`` first (a 400: the flow names something that does not exist), and still a
+    ``ConfigError`` for callers that catch those."""
 
     default_code = "unknown_name"
 

@@ -20,7 +20,6 @@ from datapilot.awel._library import (
     LLMOperator,
     PromptTemplateOperator,
     RespondOperator,
-    SQLOperator,
     SQLOutputParser,
     StreamingLLMOperator,
     TextOutputParser,
@@ -34,6 +33,7 @@ from datapilot.awel._operators import (
     StreamifyOperator,
     TransformStreamOperator,
 )
+from datapilot.awel._registry import OPERATORS
 
 
 class Frame:
@@ -98,8 +98,9 @@ class Frame:
     def stream_llm(self, model: str | None = None, temperature: float | None = None, **kw: Any) -> Frame:
         return self.then(StreamingLLMOperator(model, temperature, dag=self.dag, **kw))
 
-    def sql(self, database: str, **kw: Any) -> Frame:
-        return self.then(SQLOperator(database, dag=self.dag, **kw))
+    def sql(self, datasource: str, **kw: Any) -> Frame:
+        """Run the SQL read-only on a data source (the ``sql`` operator the data sources register)."""
+        return self.then(OPERATORS.get("sql")(datasource, dag=self.dag, **kw))
 
     def parse_text(self, **kw: Any) -> Frame:
         return self.then(TextOutputParser(dag=self.dag, **kw))

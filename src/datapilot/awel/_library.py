@@ -4,15 +4,11 @@ read-only SQL, output parsers, a cached LLM call, chat history and HTTP response
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import json
 import re
-import sqlite3
-import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -24,14 +20,12 @@ from datapilot.awel._dag import BaseOperator, Requirement
 from datapilot.awel._errors import DAGError
 from datapilot.awel._registry import register_operator, register_schema
 from datapilot.awel._resources import (
-    DEFAULT_CACHE,
     DEFAULT_HISTORY,
     DEFAULT_VECTOR_STORE,
-    FlowCache,
     FlowResources,
-    VectorIndex,
+    VectorStore,
 )
-from datapilot.awel._runner import CallContext, Routed
+from datapilot.awel._runner import CallContext
 from datapilot.core.client import EmbeddingClient, LLMClient
 from datapilot.core.errors import ConfigError, InvalidRequestError
 from datapilot.core.types import Message, ModelOutput, ModelRequest, SamplingParams
@@ -69,13 +63,6 @@ class Retrieved:
     query: str
     documents: list[Document]
     payload: Any = None
-
-
-@dataclass(slots=True)
-class SQLResult:
-    columns: list[str]
-    rows: list[list[Any]]
-    truncated: bool = False
 
 
 @dataclass(slots=True)
@@ -421,7 +408,7 @@ class VectorRetrieveOperator(BaseOperator):
         min_score: float | None = None,
         *,
         database: str | None = None,
-        index: VectorIndex | None = None,
+        index: VectorStore | None = None,
         **kw: Any,
     ) -> None:
         self.store, self.k, self.min_score, self.index = _store_name(store, database), k, min_score, index
@@ -439,9 +426,13 @@ class VectorRetrieveOperator(BaseOperator):
     def requirements(self) -> list[Requirement]:
         return [] if self.index is not None else [Requirement(self.name, "vector_store", self.store)]
 
+    def _named_store(self, ctx: CallContext) -> VectorStore:
+        store: VectorStore = _resources(ctx, self.name).store("vector_store", self.store, self.name)
+        return store
+
     async def execute(self, inputs: list[Any], ctx: CallContext) -> Any:
         value = inputs[0]
-        index = self.index or _resources(ctx, self.name).store("vector_store", self.store, self.name)
+        index = self.index if self.index is not None else self._named_store(ctx)
         if isinstance(value, ChatState):
             if value.vector is None:
                 raise InvalidRequestError(f"node {self.name!r}: the chat turn has no vector; embed it first")
@@ -631,144 +622,6 @@ class StreamingLLMOperator(_ModelCall):
                     yield chunk.text
 
         return texts()
-
-
-# the cached LLM call: lookup (a branch) -> on a miss: llm -> store; merge ---------------------------
-
-_CACHE_STATE = "awel.cache_request:"
-
-
-@register_operator("cache_lookup")
-class CacheLookupOperator(BaseOperator):
-    """Looks a request up in a named cache: a hit routes the cached ``ModelOutput`` to ``hit``, a miss
-    routes the request to ``miss`` (the model call); ``CacheStoreOperator`` then stores the answer."""
-
-    routes = True
-
-    def __init__(
-        self, hit: str, miss: str, cache: str = DEFAULT_CACHE, *, instance: FlowCache | None = None, **kw: Any
-    ) -> None:
-        self.hit, self.miss, self.cache, self.instance = hit, miss, cache, instance
-        super().__init__(**kw)
-
-    def default_name(self) -> str:
-        return "cache_lookup"
-
-    def input_types(self) -> list[Any]:
-        return [ModelRequest]
-
-    def output_type(self) -> Any:
-        return ModelRequest | ModelOutput
-
-    def requirements(self) -> list[Requirement]:
-        return [] if self.instance else [Requirement(self.name, "cache", self.cache)]
-
-    async def execute(self, inputs: list[Any], ctx: CallContext) -> Any:
-        request: ModelRequest = inputs[0]
-        cache = self.instance or _resources(ctx, self.name).store("cache", self.cache, self.name)
-        found = await cache.lookup(request)
-        if found is not None:
-            return Routed(found, frozenset((self.hit,)))
-        ctx.state[_CACHE_STATE + self.cache] = request
-        return Routed(request, frozenset((self.miss,)))
-
-    def check_structure(self) -> list[str]:
-        names = {d.name for d in self.downstream}
-        return [
-            f"cache lookup {self.describe()} routes {role} to {target!r}, which is not downstream of it"
-            for role, target in (("hits", self.hit), ("misses", self.miss))
-            if target not in names
-        ]
-
-    def params(self) -> dict[str, Any]:
-        return {"hit": self.hit, "miss": self.miss, "cache": self.cache}
-
-
-@register_operator("cache_store")
-class CacheStoreOperator(BaseOperator):
-    """Stores a model's answer under the request its ``CacheLookupOperator`` missed; passes it on."""
-
-    def __init__(self, cache: str = DEFAULT_CACHE, *, instance: FlowCache | None = None, **kw: Any) -> None:
-        self.cache, self.instance = cache, instance
-        super().__init__(**kw)
-
-    def default_name(self) -> str:
-        return "cache_store"
-
-    def input_types(self) -> list[Any]:
-        return [ModelOutput]
-
-    def output_type(self) -> Any:
-        return ModelOutput
-
-    def requirements(self) -> list[Requirement]:
-        return [] if self.instance else [Requirement(self.name, "cache", self.cache)]
-
-    async def execute(self, inputs: list[Any], ctx: CallContext) -> Any:
-        request = ctx.state.get(_CACHE_STATE + self.cache)
-        if request is not None and inputs[0].finish_reason in ("stop", "length"):
-            cache = self.instance or _resources(ctx, self.name).store("cache", self.cache, self.name)
-            await cache.store(request, inputs[0])
-        return inputs[0]
-
-    def params(self) -> dict[str, Any]:
-        return {"cache": self.cache}
-
-
-# SQL ----------------------------------------------------------------------------------------------
-
-
-@register_operator("sql")
-class SQLOperator(BaseOperator):
-    """Runs one SQL statement read-only on a named SQLite database, with a row limit and a timeout."""
-
-    def __init__(self, database: str, limit: int = 200, timeout_s: float = 5.0, **kw: Any) -> None:
-        self.database, self.limit, self.timeout_s = database, limit, timeout_s
-        super().__init__(**kw)
-
-    def default_name(self) -> str:
-        return "sql"
-
-    def input_types(self) -> list[Any]:
-        return [str | dict[str, Any]]
-
-    def output_type(self) -> Any:
-        return SQLResult
-
-    def requirements(self) -> list[Requirement]:
-        return [Requirement(self.name, "database", self.database)]
-
-    def _run(self, path: Path, sql: str) -> SQLResult:
-        if not path.is_file():
-            raise ConfigError(f"node {self.name!r}: database file {path} does not exist")
-        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False)
-        deadline = time.monotonic() + self.timeout_s
-        conn.set_progress_handler(lambda: int(time.monotonic() > deadline), 10_000)
-        try:
-            conn.execute("PRAGMA query_only = ON")
-            cur = conn.execute(sql)
-            columns = [d[0] for d in cur.description or ()]
-            rows = cur.fetchmany(self.limit + 1)
-        except sqlite3.OperationalError as e:
-            if "interrupted" in str(e):
-                raise TimeoutError(f"query ran over {self.timeout_s} s") from None
-            raise InvalidRequestError(f"node {self.name!r}: SQL failed: {e}") from None
-        except (sqlite3.Warning, sqlite3.ProgrammingError, sqlite3.DatabaseError) as e:
-            raise InvalidRequestError(f"node {self.name!r}: SQL failed: {e}") from None
-        finally:
-            conn.close()
-        return SQLResult(columns, [list(r) for r in rows[: self.limit]], truncated=len(rows) > self.limit)
-
-    async def execute(self, inputs: list[Any], ctx: CallContext) -> Any:
-        value = inputs[0]
-        sql = value.get("sql") if isinstance(value, dict) else value
-        if not isinstance(sql, str) or not sql.strip():
-            raise InvalidRequestError(f"node {self.name!r} needs an SQL string")
-        path = _resources(ctx, self.name).store("database", self.database, self.name)
-        return await asyncio.to_thread(self._run, Path(path), sql)
-
-    def params(self) -> dict[str, Any]:
-        return {"database": self.database, "limit": self.limit, "timeout_s": self.timeout_s}
 
 
 # output parsers -----------------------------------------------------------------------------------

@@ -30,17 +30,17 @@ def fn_ref(fn: Callable[..., Any] | None) -> str | None:
     return name
 
 
-def fn_load(ref: Any) -> Callable[..., Any] | None:
+def fn_load(ref: object) -> Callable[..., Any] | None:
     if ref is None or callable(ref):
         return ref
     return FUNCTIONS.get(str(ref))
 
 
-def _resolve(fn: Any) -> Callable[..., Any]:
-    fn = fn_load(fn)
-    if not callable(fn):
-        raise TypeError(f"expected a function, got {type(fn).__name__}")
-    return fn
+def _resolve(fn: object) -> Callable[..., Any]:
+    resolved = fn_load(fn)
+    if not callable(resolved):
+        raise TypeError(f"expected a function, got {type(resolved).__name__}")
+    return resolved
 
 
 def _is_async(fn: Callable[..., Any]) -> bool:

@@ -1,74 +1,34 @@
 """The allow-lists: operators, functions and request schemas, by name.
 
 Anything loaded from JSON, the DSL or the UI resolves names here and nowhere else, so a flow file can
-never import arbitrary code. Built-ins register exactly as plugins do.
+never import arbitrary code. Built-ins register exactly as plugins do; installed plugins add operators
+through the ``datapilot.operators`` entry-point group (an operator class, or a module whose classes
+are decorated with ``@register_operator``).
 """
 
 from __future__ import annotations
 
-import difflib
-from collections.abc import Callable, Iterator
-from typing import Any, Generic, TypeVar
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from datapilot.awel._errors import RegistryError
+from datapilot.core.registry import Registry
 
-T = TypeVar("T")
+# Modules that register operators when imported (e.g. a module's AWEL operators): imported on the first
+# operator name that is not registered yet, so loading a flow never depends on import order.
+BUILTIN_OPERATOR_MODULES: tuple[str, ...] = (
+    "datapilot.datasource",  # datasource_connect, datasource_schema, sql
+    "datapilot.text2sql",  # text2sql_ground, _link, _prompt, _generate, _vote
+    "datapilot.cache",  # cache_lookup, cache_store
+    "datapilot.rag",  # knowledge_retrieve, rag_retrieve, rag_answer, rag_cite
+    "datapilot.apps",  # the scenes' operators, agent_team, agent_run
+)
 
-
-class Registry(Generic[T]):
-    def __init__(self, what: str) -> None:
-        self.what = what
-        self._by_name: dict[str, T] = {}
-        self._names: dict[int, str] = {}  # id(obj) -> canonical name
-        self._aliases: dict[str, str] = {}
-
-    def register(self, name: str, obj: T, aliases: tuple[str, ...] = ()) -> T:
-        for n in (name, *aliases):
-            old = self._by_name.get(n)
-            if old is not None and old is not obj and not _same_definition(old, obj):
-                raise RegistryError(f"{self.what} name {n!r} is already registered")
-            self._by_name[n] = obj
-        self._names.setdefault(id(obj), name)
-        for a in aliases:
-            self._aliases[a] = name
-        return obj
-
-    def get(self, name: str) -> T:
-        try:
-            return self._by_name[name]
-        except KeyError:
-            raise RegistryError(self.unknown_message(name)) from None
-
-    def unknown_message(self, name: str) -> str:
-        close = difflib.get_close_matches(name, list(self._by_name), n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
-        return f"unknown {self.what} {name!r}{hint}; registered: {', '.join(sorted(self.names()))}"
-
-    def name_of(self, obj: object) -> str | None:
-        return self._names.get(id(obj))
-
-    def canonical(self, name: str) -> str:
-        return self._aliases.get(name, name)
-
-    def names(self) -> list[str]:
-        return [n for n in self._by_name if n not in self._aliases]
-
-    def __contains__(self, name: object) -> bool:
-        return name in self._by_name
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self.names())
-
-
-def _same_definition(a: object, b: object) -> bool:
-    """A module executed again (a flow file reloaded) redefines the same class: allow replacing it."""
-    key = ("__module__", "__qualname__")
-    return all(getattr(a, k, None) == getattr(b, k, object()) for k in key)
-
-
-OPERATORS: Registry[type[Any]] = Registry("operator")
-FUNCTIONS: Registry[Callable[..., Any]] = Registry("function")
-SCHEMAS: Registry[type[Any]] = Registry("schema")
+OPERATORS: Registry[type[Any]] = Registry(
+    "operator", entry_point_group="datapilot.operators", builtins=BUILTIN_OPERATOR_MODULES, error=RegistryError
+)
+FUNCTIONS: Registry[Callable[..., Any]] = Registry("function", error=RegistryError)
+SCHEMAS: Registry[type[Any]] = Registry("schema", error=RegistryError)
 
 C = TypeVar("C", bound=type[Any])
 F = TypeVar("F", bound=Callable[..., Any])

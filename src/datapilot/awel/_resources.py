@@ -3,15 +3,17 @@
 ``FlowResources`` holds the model clients and named stores that ready operators use; checking a
 DAG against it fails at load time, naming any model or store that is not configured.
 
-Seams owned here: ``VectorIndex`` (the in-memory numpy index is the embedded default until the
-faiss store of the RAG issue), ``FlowCache`` (an exact-match in-memory cache; the semantic cache
-plugs in behind the same two methods) and ``ChatHistory``.
+Named vector stores (``VectorStore``: documents with payloads, searched by vector) keep their vectors
+in the ``VectorIndex`` seam of ``datapilot.core.retrieval`` (``IndexedVectorStore``); whoever builds
+the resources gives the index (``datapilot.retrieval.InMemoryVectorIndex`` embedded, or faiss). Caches
+(``caches``) are the semantic cache's clients, used by the ``cache_lookup``/``cache_store`` operators
+the cache module registers; ``sources`` are the data sources the ``sql`` operator queries. The seam
+owned here: ``ChatHistory``.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
+import itertools
 import uuid
 from collections import defaultdict
 from collections.abc import Callable, Mapping
@@ -24,7 +26,8 @@ import numpy as np
 from datapilot.awel._errors import FlowLoadError
 from datapilot.core.client import EmbeddingClient, LLMClient
 from datapilot.core.errors import ConfigError
-from datapilot.core.types import Message, ModelOutput, ModelRequest
+from datapilot.core.retrieval import Hit, VectorIndex
+from datapilot.core.types import Message
 
 if TYPE_CHECKING:
     from datapilot.awel._dag import DAG
@@ -34,15 +37,11 @@ DEFAULT_CACHE = "default"
 DEFAULT_HISTORY = "default"
 
 
-@dataclass(slots=True)
-class Hit:
-    id: str
-    score: float
-    payload: Any
-
-
 @runtime_checkable
-class VectorIndex(Protocol):
+class VectorStore(Protocol):
+    """A flow's named vector store: documents (any payload) with their vectors, searched by vector.
+    ``IndexedVectorStore`` keeps them in a ``VectorIndex``; a knowledge base is one too (read-only)."""
+
     def add(self, vectors: np.ndarray, payloads: list[Any], ids: list[str] | None = None) -> list[str]: ...
 
     def search(self, vector: np.ndarray, k: int, filter: Callable[[Any], bool] | None = None) -> list[Hit]: ...
@@ -52,95 +51,73 @@ class VectorIndex(Protocol):
     def __len__(self) -> int: ...
 
 
-class InMemoryVectorIndex:
-    """Exact inner-product search over L2-normalised float32 vectors in one numpy matrix."""
+def _unit(vectors: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(vectors, axis=-1, keepdims=True)
+    return (vectors / np.where(norms == 0, 1, norms)).astype(np.float32, copy=False)
 
-    def __init__(self) -> None:
-        self._matrix: np.ndarray = np.zeros((0, 0), dtype=np.float32)
-        self._ids: list[str] = []
-        self._payloads: list[Any] = []
+
+class IndexedVectorStore:
+    """A ``VectorStore`` over one scope of a ``VectorIndex``: the vectors go to the index (normalised,
+    so scores are cosines), the payloads stay here in memory under the index's int ids.
+
+    ``index=None`` is a store that is named but has no index yet: using it says how to give one.
+    """
+
+    def __init__(self, index: VectorIndex | None, scope: str = DEFAULT_VECTOR_STORE) -> None:
+        self.index, self.scope = index, scope
+        self._payloads: dict[int, tuple[str, Any]] = {}  # index id -> (store id, payload)
+        self._keys: dict[str, int] = {}  # store id -> index id
+        self._next = itertools.count(1)
 
     def __len__(self) -> int:
-        return len(self._ids)
+        return len(self._payloads)
+
+    def _index(self) -> VectorIndex:
+        if self.index is None:
+            raise ConfigError(
+                f"vector store {self.scope!r} has no vector index: build the flow resources with "
+                "FlowResources.embedded(..., index_factory=datapilot.retrieval.InMemoryVectorIndex)"
+            )
+        return self.index
 
     def add(self, vectors: np.ndarray, payloads: list[Any], ids: list[str] | None = None) -> list[str]:
+        index = self._index()
         vectors = np.asarray(vectors, dtype=np.float32)
-        if vectors.ndim != 2 or len(vectors) != len(payloads):
-            raise ValueError("add() takes an [n, d] matrix and n payloads")
-        if len(self._ids) and vectors.shape[1] != self._matrix.shape[1]:
-            raise ValueError(f"vectors have {vectors.shape[1]} dimensions; this index holds {self._matrix.shape[1]}")
-        ids = ids or [uuid.uuid4().hex for _ in payloads]
-        norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-        vectors = vectors / np.where(norms == 0, 1, norms)
-        self._matrix = vectors if not len(self._ids) else np.vstack([self._matrix, vectors])
-        self._ids.extend(ids)
-        self._payloads.extend(payloads)
-        return ids
+        if vectors.ndim != 2 or len(vectors) != len(payloads) or (ids is not None and len(ids) != len(payloads)):
+            raise ValueError("add() takes an [n, d] matrix, n payloads and (optionally) n ids")
+        names = list(ids) if ids is not None else [uuid.uuid4().hex for _ in payloads]
+        self.delete([n for n in names if n in self._keys])  # an id added again replaces its document
+        keys = [next(self._next) for _ in names]
+        index.add(self.scope, np.asarray(keys, dtype=np.int64), _unit(vectors))
+        for key, name, payload in zip(keys, names, payloads, strict=True):
+            self._keys[name] = key
+            self._payloads[key] = (name, payload)
+        return names
 
     def search(self, vector: np.ndarray, k: int, filter: Callable[[Any], bool] | None = None) -> list[Hit]:
-        if not self._ids:
+        index = self._index()
+        if not self._payloads or k <= 0:
             return []
-        q = np.asarray(vector, dtype=np.float32).reshape(-1)
-        q = q / (float(np.linalg.norm(q)) or 1.0)
-        scores = self._matrix @ q
-        hits: list[Hit] = []
-        for i in np.argsort(-scores):
-            if filter is None or filter(self._payloads[i]):
-                hits.append(Hit(self._ids[i], float(scores[i]), self._payloads[i]))
-                if len(hits) >= k:
-                    break
-        return hits
+        query = _unit(np.asarray(vector, dtype=np.float32).reshape(-1))
+        fetch = k if filter is None else 4 * k
+        while True:  # with a filter, fetch more until k pass or the store is exhausted
+            keys, scores = index.search(self.scope, query, min(fetch, len(self._payloads)))
+            hits: list[Hit] = []
+            for key, score in zip(keys, scores, strict=True):
+                found = self._payloads.get(key)
+                if found is not None and (filter is None or filter(found[1])):
+                    hits.append(Hit(found[0], score, found[1]))
+            if len(hits) >= k or fetch >= len(self._payloads):
+                return hits[:k]
+            fetch *= 4
 
     def delete(self, ids: list[str]) -> int:
-        drop = set(ids)
-        keep = [i for i, x in enumerate(self._ids) if x not in drop]
-        removed = len(self._ids) - len(keep)
-        self._matrix = self._matrix[keep] if keep else np.zeros((0, 0), dtype=np.float32)
-        self._ids = [self._ids[i] for i in keep]
-        self._payloads = [self._payloads[i] for i in keep]
-        return removed
-
-
-@runtime_checkable
-class FlowCache(Protocol):
-    """The cache seam for a cached LLM call. The semantic cache implements the same two methods."""
-
-    async def lookup(self, request: ModelRequest) -> ModelOutput | None: ...
-
-    async def store(self, request: ModelRequest, output: ModelOutput) -> None: ...
-
-
-def request_key(request: ModelRequest) -> str:
-    p = request.params
-    body = {
-        "model": request.model,
-        "messages": [[m.role, m.content] for m in request.messages or []],
-        "prompt": request.prompt,
-        "params": [p.temperature, p.top_p, p.top_k, p.max_tokens, p.stop, p.seed],
-    }
-    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
-
-
-class InMemoryFlowCache:
-    """Exact-match cache keyed on the model, the messages and the sampling parameters."""
-
-    def __init__(self, max_entries: int = 10_000) -> None:
-        self.max_entries = max_entries
-        self._data: dict[str, ModelOutput] = {}
-        self.hits = self.misses = 0
-
-    async def lookup(self, request: ModelRequest) -> ModelOutput | None:
-        out = self._data.get(request_key(request))
-        if out is None:
-            self.misses += 1
-        else:
-            self.hits += 1
-        return out
-
-    async def store(self, request: ModelRequest, output: ModelOutput) -> None:
-        if len(self._data) >= self.max_entries:
-            self._data.pop(next(iter(self._data)))
-        self._data[request_key(request)] = output
+        keys = [self._keys.pop(i) for i in dict.fromkeys(ids) if i in self._keys]
+        for key in keys:
+            del self._payloads[key]
+        if keys:
+            self._index().delete(self.scope, keys)
+        return len(keys)
 
 
 @runtime_checkable
@@ -175,10 +152,12 @@ class FlowResources:
 
     llm: LLMClient | None = None
     embeddings: EmbeddingClient | None = None
-    vector_stores: dict[str, VectorIndex] = field(default_factory=dict)
+    vector_stores: dict[str, VectorStore] = field(default_factory=dict)
     databases: dict[str, Path] = field(default_factory=dict)
-    caches: dict[str, FlowCache] = field(default_factory=dict)
+    caches: dict[str, Any] = field(default_factory=dict)  # name -> a semantic cache client (lookup, store)
     histories: dict[str, ChatHistory] = field(default_factory=dict)
+    sources: Any = None  # the data sources (``datapilot.datasource.DataSources``) the ``sql`` operator queries
+    default_source: str = "sample"
 
     @classmethod
     def embedded(
@@ -186,14 +165,17 @@ class FlowResources:
         client: Any = None,
         vector_stores: list[str] | tuple[str, ...] = (DEFAULT_VECTOR_STORE,),
         databases: Mapping[str, str | Path] | None = None,
+        *,
+        index_factory: Callable[[], VectorIndex] | None = None,
     ) -> FlowResources:
-        """The embedded set-up: one client for chat and embeddings, in-memory stores by name."""
+        """The embedded set-up: one client for chat and embeddings, in-memory stores by name, each
+        store's vectors in an index made by ``index_factory`` (e.g. ``datapilot.retrieval``'s
+        ``InMemoryVectorIndex``; awel does not import the modules that implement it)."""
         return cls(
             llm=client,
             embeddings=client,
-            vector_stores={n: InMemoryVectorIndex() for n in vector_stores},
+            vector_stores={n: IndexedVectorStore(index_factory() if index_factory else None, n) for n in vector_stores},
             databases={k: Path(v) for k, v in (databases or {}).items()},
-            caches={DEFAULT_CACHE: InMemoryFlowCache()},
             histories={DEFAULT_HISTORY: InMemoryChatHistory()},
         )
 

@@ -48,12 +48,15 @@ class Routed:
 class CallContext:
     """Per-call state handed to operators on the general path. Nothing in it outlives the call."""
 
-    __slots__ = ("_state", "call_id", "dag", "data", "resources")
+    __slots__ = ("_state", "call_id", "dag", "data", "emit", "resources")
 
-    def __init__(self, data: Any, dag: DAG, resources: Any) -> None:
+    def __init__(self, data: Any, dag: DAG, resources: Any, emit: Callable[[Any], None] | None = None) -> None:
         self.data, self.dag, self.resources = data, dag, resources
         self.call_id = ""
         self._state: dict[str, Any] | None = None
+        # Where operators send the events a streaming caller sees (``DAG.run_events``); a plain
+        # ``run`` drops them.
+        self.emit: Callable[[Any], None] = emit or _drop
 
     @property
     def state(self) -> dict[str, Any]:
@@ -62,6 +65,10 @@ class CallContext:
             self._state = {}
             self.call_id = uuid.uuid4().hex
         return self._state
+
+
+def _drop(_event: Any) -> None:
+    return None
 
 
 class Step:
@@ -178,9 +185,7 @@ async def execute(plan: Plan, data: Any, ctx: CallContext) -> Any:
                 else:
                     args = [vals[p] for p in preds]
                     if st.routed:
-                        args = [
-                            (a.value if st.name in a.taken else SKIPPED) if type(a) is Routed else a for a in args
-                        ]
+                        args = [(a.value if st.name in a.taken else SKIPPED) if type(a) is Routed else a for a in args]
                     skipped = sum(1 for a in args if a is SKIPPED)
                     if skipped and (not st.join or skipped == len(args)):
                         out = SKIPPED

@@ -9,25 +9,18 @@ Public API:
 * ``CachedLLMClient``: any ``LLMClient`` with the cache in front (what the server uses).
 * Seams with their registries: ``Embedder`` (``register_embedder``), ``Reranker``
   (``register_reranker``), ``VectorIndex`` (``FaissIndex``, ``MilvusIndex``), the scalar ``SQLStore``.
+  Embedders and indexes are defined in ``datapilot.retrieval`` and re-exported here.
 
 How the key and the similarity work is documented in ``datapilot.cache._key`` and ``_cache``.
 """
 
+from datapilot.cache._bench import DEFAULT_SWEEP, FALSE_KINDS, default_data_file, load_pairs, run_bench, write_outputs
 from datapilot.cache._cache import SemanticCache, SyncSemanticCache
+from datapilot.cache._chatbench import calibrate, default_chat_file, run_chat_bench
 from datapilot.cache._client import CacheDecision, CachedLLMClient, request_params_key
-from datapilot.cache._embed import (
-    ClientEmbedder,
-    Embedder,
-    EmbedderContext,
-    HashEmbedder,
-    SentenceTransformerEmbedder,
-    embedder_kinds,
-    make_embedder,
-    register_embedder,
-)
 from datapilot.cache._guards import guard
-from datapilot.cache._index import FaissIndex, MilvusIndex, VectorIndex
 from datapilot.cache._key import CacheKey, key_for_messages, key_for_prompt, params_key
+from datapilot.cache._operators import CacheLookupOperator, CacheStoreOperator, FlowCache
 from datapilot.cache._rerank import (
     ClientReranker,
     CrossEncoderReranker,
@@ -37,12 +30,30 @@ from datapilot.cache._rerank import (
     register_reranker,
 )
 from datapilot.cache._sql import SQLStore
+from datapilot.cache._train import train_reranker
 from datapilot.cache._types import CacheResult, Entry, FeedbackRecord, LogRecord, Scope, Stats
+from datapilot.retrieval import (
+    ClientEmbedder,
+    Embedder,
+    EmbedderContext,
+    FaissIndex,
+    HashEmbedder,
+    MilvusIndex,
+    SentenceTransformerEmbedder,
+    VectorIndex,
+    embedder_kinds,
+    make_embedder,
+    register_embedder,
+)
 
 __all__ = [
+    "DEFAULT_SWEEP",
+    "FALSE_KINDS",
     "CacheDecision",
     "CacheKey",
+    "CacheLookupOperator",
     "CacheResult",
+    "CacheStoreOperator",
     "CachedLLMClient",
     "ClientEmbedder",
     "ClientReranker",
@@ -52,6 +63,7 @@ __all__ = [
     "Entry",
     "FaissIndex",
     "FeedbackRecord",
+    "FlowCache",
     "HashEmbedder",
     "LogRecord",
     "MilvusIndex",
@@ -64,14 +76,22 @@ __all__ = [
     "Stats",
     "SyncSemanticCache",
     "VectorIndex",
+    "calibrate",
+    "default_chat_file",
+    "default_data_file",
     "embedder_kinds",
     "guard",
     "key_for_messages",
     "key_for_prompt",
+    "load_pairs",
     "make_embedder",
     "make_reranker",
     "params_key",
     "register_embedder",
     "register_reranker",
     "request_params_key",
+    "run_bench",
+    "run_chat_bench",
+    "train_reranker",
+    "write_outputs",
 ]

@@ -76,11 +76,12 @@ class CachedLLMClient:
         self.tenant = tenant
         self._decisions: dict[str, CacheDecision] = {}
         self._pending: set[asyncio.Task[None]] = set()
+        self._missed: dict[str, CacheResult] = {}  # lookups awaiting their answer (flows' cache_store)
 
     def with_tenant(self, tenant: str | None) -> CachedLLMClient:
         """A view of this client whose entries live in the tenant's own scope."""
         view = CachedLLMClient(self.inner, self.cache, self.settings, tenant)
-        view._decisions, view._pending = self._decisions, self._pending
+        view._decisions, view._pending, view._missed = self._decisions, self._pending, self._missed
         return view
 
     def serves(self, request: ModelRequest) -> bool:
@@ -134,6 +135,28 @@ class CachedLLMClient:
         task = asyncio.ensure_future(run())
         self._pending.add(task)
         task.add_done_callback(self._pending.discard)
+
+    async def lookup(self, request: ModelRequest) -> ModelOutput | None:
+        """The cached answer to ``request``, or ``None`` (then ``store`` its answer): the two calls a
+        flow's ``cache_lookup``/``cache_store`` operators make around any model operator."""
+        result = await self._lookup(request)
+        if result is None:
+            return None
+        if result.hit and result.answer is not None:
+            timing = Timing()
+            timing.mark_token()
+            timing.finish()
+            return ModelOutput(result.answer, "stop", Usage(), request.model, timing)
+        self._missed[request.request_id] = result
+        while len(self._missed) > _DECISIONS_KEPT:
+            self._missed.pop(next(iter(self._missed)))
+        return None
+
+    async def store(self, request: ModelRequest, output: ModelOutput) -> None:
+        """Store a fresh answer to a request ``lookup`` missed (reusing the lookup's embeddings)."""
+        result = self._missed.pop(request.request_id, None)
+        if result is not None and output.finish_reason == "stop" and output.text.strip():
+            self._store(request, result, output.text)
 
     async def drain(self) -> None:
         """Wait for answers still being stored (tests, shutdown)."""

@@ -20,6 +20,7 @@ from typing import Any, Protocol, runtime_checkable
 from datapilot.cache._embed import remote_client
 from datapilot.core.config import CacheRerankerConfig
 from datapilot.core.errors import ConfigError, MissingDependencyError, ModelNotReadyError
+from datapilot.core.registry import Registry
 from datapilot.core.types import RerankOutput
 
 
@@ -92,17 +93,17 @@ class RerankerContext:
 
 
 RerankerFactory = Callable[[CacheRerankerConfig, RerankerContext], Reranker]
-_FACTORIES: dict[str, RerankerFactory] = {}
+_FACTORIES: Registry[RerankerFactory] = Registry("cache reranker kind", error=ConfigError)
 
 
-def register_reranker(kind: str, factory: RerankerFactory) -> None:
-    _FACTORIES[kind] = factory
+def register_reranker(kind: str, factory: RerankerFactory, *, replace: bool = False) -> None:
+    _FACTORIES.register(kind, factory, replace=replace)
 
 
 def make_reranker(config: CacheRerankerConfig, context: RerankerContext | None = None) -> Reranker:
+    if config.kind not in _FACTORIES:
+        raise ConfigError(f"unknown cache reranker kind {config.kind!r}; known: {', '.join(_FACTORIES.names())}")
     factory = _FACTORIES.get(config.kind)
-    if factory is None:
-        raise ConfigError(f"unknown cache reranker kind {config.kind!r}; known: {', '.join(sorted(_FACTORIES))}")
     return factory(config, context or RerankerContext())
 
 

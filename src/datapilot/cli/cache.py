@@ -230,7 +230,7 @@ def _bench(
     config: Path | None,
     profile: str | None,
 ) -> None:
-    from datapilot.cache._bench import DEFAULT_SWEEP, FALSE_KINDS, default_data_file, run_bench, write_outputs
+    from datapilot.cache import DEFAULT_SWEEP, FALSE_KINDS, default_data_file, run_bench, write_outputs
 
     path = data or default_data_file()
     if path is None or not path.is_file():
@@ -350,7 +350,7 @@ def chat_tables(report: dict[str, Any]) -> list[Table]:
 
 
 def _chat_bench(chat: Path | None, as_json: bool, config: Path | None, profile: str | None) -> dict[str, Any]:
-    from datapilot.cache._chatbench import default_chat_file, run_chat_bench
+    from datapilot.cache import default_chat_file, run_chat_bench
 
     path = chat or default_chat_file()
     if path is None or not path.is_file():
@@ -433,7 +433,7 @@ def calibrate_cmd(
     """Choose a scope's cosine threshold from labelled pairs: the one with the most right hits whose
     precision reaches --target-precision (the rest of the policy as configured); --apply sets it.
     --from-feedback takes the pairs from the scope's own marks (👍/👎 on cached answers)."""
-    from datapilot.cache._chatbench import calibrate
+    from datapilot.cache import calibrate
 
     if (pairs_file is None) == (not from_feedback):
         raise DataPilotError("give --pairs FILE or --from-feedback (with --model), one of them")
@@ -506,8 +506,7 @@ def train_reranker_cmd(
     """Fine-tune a paraphrase cross-encoder for the cache's reranker stage from labelled question pairs."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from datapilot.cache._bench import load_pairs
-    from datapilot.cache._train import train_reranker
+    from datapilot.cache import load_pairs, train_reranker
 
     if not data.is_file():
         raise DataPilotError(f"no data file {data}: pass --data FILE.jsonl[.gz] (a, b, label per line)")

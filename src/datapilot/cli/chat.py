@@ -21,17 +21,12 @@ from datapilot.cli._common import ConfigOpt, HomeOpt, ProfileOpt, ServerOpt, err
 from datapilot.core.config import Settings, trained_sql_models
 from datapilot.core.errors import DataPilotError
 
-EMBEDDING_BACKENDS = {"sentence_transformers"}
 
+def chat_model_name(settings: Settings, requested: str | None, db: str | None = None) -> str:
+    """The chat model, by the server's own rule (``choose_chat_model``) over the configuration."""
+    from datapilot.apps.services import choose_chat_model
 
-def chat_model_name(settings: Settings, requested: str | None) -> str:
-    name = requested or settings.data.model
-    if name:
-        return name
-    for m in settings.models:
-        if m.enabled and m.backend not in EMBEDDING_BACKENDS and "embedding" not in m.params.get("capabilities", []):
-            return m.name
-    raise DataPilotError("no chat model is configured; add one or pass --model")
+    return choose_chat_model(settings, requested, None if requested else _sql_model(settings, db), None)
 
 
 def _sql_model(settings: Settings, db: str | None) -> str | None:
@@ -47,12 +42,11 @@ def _sql_model(settings: Settings, db: str | None) -> str | None:
         config = store.get(db or settings.data.default_source)
     finally:
         store.close()
-    name = config.sql_model if config is not None else None
-    return name if name and settings.model(name) is not None else None
+    return config.sql_model if config is not None else None
 
 
 async def _local_events(settings: Settings, scene: str, request: Any, model: str) -> AsyncIterator[dict[str, Any]]:
-    from datapilot.apps import ChatContext, run_scene
+    from datapilot.apps import ChatContext, SceneService
     from datapilot.cli._progress import model_progress
     from datapilot.datasource import DataSources
     from datapilot.models.manager import ModelManager
@@ -67,8 +61,10 @@ async def _local_events(settings: Settings, scene: str, request: Any, model: str
         with model_progress(err, [cfg.name]) as progress:
             await manager.start(progress)
         ctx = ChatContext(manager, model, sources, settings.data, trained=trained_sql_models(settings))
-        async for event in run_scene(scene, ctx, request):
-            yield event
+        service = SceneService(settings.home / "scenes")  # the server's scenes, the user's own included
+        service.load_folder()
+        async for event in service.events(scene, ctx, request):
+            yield event.wire()
     finally:
         await manager.close()
         await sources.close()
@@ -88,7 +84,12 @@ def _write_chart(table: dict[str, Any], chart: dict[str, Any], folder: Path, fmt
 
 def chat_command(
     question: Annotated[str, typer.Argument(help="the question, in plain language (English or Chinese)")],
-    scene: Annotated[str, typer.Option("--scene", "-s", help="data, db_qa, excel or dashboard")] = "data",
+    scene: Annotated[
+        str,
+        typer.Option(
+            "--scene", "-s", help="a scene: data, db_qa, excel, dashboard, chat, or one of yours (datapilot flow list)"
+        ),
+    ] = "data",
     db: Annotated[str | None, typer.Option("--db", "-d", help="data source name [default: sample]")] = None,
     file: Annotated[Path | None, typer.Option("--file", "-f", help="CSV / xlsx / Parquet file (excel scene)")] = None,
     model: Annotated[str | None, typer.Option("--model", "-m", help="chat model [default: the first one]")] = None,
@@ -120,7 +121,7 @@ def chat_command(
         body = {"scene": scene, "question": question, "datasource": db, "model": model, "style": style}
         events = sse_events(url, key, "/api/chat", body, read_timeout_s=600)
     else:
-        name = chat_model_name(settings, model or _sql_model(settings, db))
+        name = chat_model_name(settings, model, db)
         request = SceneRequest(question, db, name, style, str(file) if file else None)
         events = _local_events(settings, scene, request, name)
     folder = chart or settings.home / "charts"

@@ -37,8 +37,13 @@ class EvalSet(StrEnum):
 def _shipped_set(name: EvalSet) -> tuple[Path, Callable[[Path], object]]:
     """A shipped set's questions, and what builds its databases under a folder in Spider's layout."""
     from datapilot.datasource import build_sample_database
-    from datapilot.text2sql import dev_set_path, ensure_heldout_database, heldout_set_path
-    from datapilot.text2sql._unseen import ensure_unseen_database, unseen_set_path
+    from datapilot.text2sql import (
+        dev_set_path,
+        ensure_heldout_database,
+        ensure_unseen_database,
+        heldout_set_path,
+        unseen_set_path,
+    )
 
     sets: dict[EvalSet, tuple[Path, Callable[[Path], object]]] = {
         # The sample database is rebuilt every run, as it always was; the clinic one only when missing or outdated.
@@ -157,9 +162,7 @@ def text2sql(
     from datapilot.cli._progress import model_progress
     from datapilot.cli.chat import chat_model_name
     from datapilot.models.manager import ModelManager
-    from datapilot.text2sql import Text2SQLOptions, load_questions
-    from datapilot.text2sql._eval import ablation_rows, write_chart
-    from datapilot.text2sql._runner import PipelineRunner
+    from datapilot.text2sql import PipelineRunner, Text2SQLOptions, ablation_rows, load_questions, write_chart
 
     settings = settings_from(config, profile, home)
     set_questions, build_databases = _shipped_set(question_set)
@@ -261,9 +264,8 @@ def _example_store(path: Path, items: list[Question], db_dir: Path, settings: Se
     their databases; an example that repeats a question being evaluated is an error."""
     import tempfile
 
-    from datapilot.cache import EmbedderContext, make_embedder
-    from datapilot.text2sql import ExampleStore, database_path
-    from datapilot.text2sql._examples import read_examples
+    from datapilot.retrieval import EmbedderContext, make_embedder
+    from datapilot.text2sql import ExampleStore, database_path, read_examples
 
     asked = {q.question.strip().casefold() for q in items}
     pairs = read_examples(path)

@@ -40,48 +40,112 @@ async def _load(folder: Path) -> Any:
     return manager
 
 
+def _scenes(settings: Settings) -> Any:
+    """The chat scenes: the built-in flows and the user's own (``HOME/scenes``)."""
+    from datapilot.apps import SceneService
+
+    service = SceneService(settings.home / "scenes")
+    service.load_folder()
+    return service
+
+
+SCENE_PREFIX = "scene:"
+
+
 @flow_app.command("list")
-def flow_list(flows_dir: FlowsDirOpt = None, config: ConfigOpt = None, profile: ProfileOpt = None) -> None:
-    """List the flows in the folder, with their triggers; files that fail to load are shown with why."""
-    settings = settings_from(config, profile)
-    manager = asyncio.run(_load(_folder(settings, flows_dir)))
+def flow_list(
+    flows_dir: FlowsDirOpt = None, config: ConfigOpt = None, profile: ProfileOpt = None, home: HomeOpt = None
+) -> None:
+    """List the chat scenes (each a flow: ``scene:NAME``) and the flows in the flows folder, with their
+    triggers; files that fail to load are shown with why."""
+    settings = settings_from(config, profile, home)
     table = Table("flow", "file", "nodes", "triggers")
-    for info in manager.list():
+    for scene in _scenes(settings).scenes():
+        origin = "built-in" if scene.origin == "builtin" else Path(scene.origin).name
+        table.add_row(SCENE_PREFIX + scene.name, origin, str(len(scene.flow.nodes)), "POST /api/chat")
+    folder = flows_dir or settings.awel.flows_dir
+    manager = asyncio.run(_load(folder)) if folder is not None else None
+    for info in manager.list() if manager is not None else []:
         triggers = ", ".join(
             f"{'/'.join(t['methods'])} {t['path']}" if t["type"] == "http" else t["type"] for t in info.triggers
         )
         table.add_row(info.name, Path(info.source or "-").name, str(info.nodes), triggers or "-")
     out.print(table)
-    for source, message in sorted(manager.errors.items()):
+    for source, message in sorted(manager.errors.items()) if manager is not None else []:
         err.print(f"[red]not loaded:[/] {Path(source).name}: {message}", highlight=False)
 
 
 @flow_app.command("show")
 def flow_show(
-    name: Annotated[str, typer.Argument(help="flow name")],
-    fmt: Annotated[str, typer.Option("--format", "-f", help="json, mermaid or summary")] = "summary",
+    name: Annotated[str, typer.Argument(help="flow name, or scene:NAME for a chat scene")],
+    fmt: Annotated[str, typer.Option("--format", "-f", help="json, dsl, mermaid or summary")] = "summary",
     flows_dir: FlowsDirOpt = None,
     config: ConfigOpt = None,
     profile: ProfileOpt = None,
+    home: HomeOpt = None,
 ) -> None:
-    """Print a flow as its JSON graph, a Mermaid diagram, or a summary of nodes and edges."""
-    settings = settings_from(config, profile)
-    manager = asyncio.run(_load(_folder(settings, flows_dir)))
-    dag = manager.get(name)
+    """Print a flow as its JSON graph, DSL text, a Mermaid diagram, or a summary of nodes and edges.
+    ``scene:data`` is the flow that answers ``POST /api/chat`` with scene ``data``: copy it, change it,
+    and serve the copy with ``datapilot flow serve FILE --as-scene NAME``."""
+    from datapilot.awel import to_dsl
+
+    settings = settings_from(config, profile, home)
+    if name.startswith(SCENE_PREFIX):
+        dag = _scenes(settings).get(name.removeprefix(SCENE_PREFIX)).flow
+        where = "scene"
+    else:
+        dag = asyncio.run(_load(_folder(settings, flows_dir))).get(name)
+        where = str(dag.source_file)
     if fmt == "json":
-        out.print_json(dag.to_json())
+        print(dag.to_json())
+    elif fmt == "dsl":
+        print(to_dsl(dag), end="")
     elif fmt == "mermaid":
         print(dag.to_mermaid())
     elif fmt == "summary":
+        graph = dag.to_dict()
         table = Table("node", "type", "inputs", "output", "on error")
-        for node in dag.to_dict()["nodes"]:
-            ins = [e["source"] for e in dag.to_dict()["edges"] if e["target"] == node["id"]]
+        for node in graph["nodes"]:
+            ins = [e["source"] for e in graph["edges"] if e["target"] == node["id"]]
             policy = node.get("on_error", {}).get("action", "fail")
             table.add_row(node["id"], node["type"], ", ".join(ins) or "-", escape(node["ports"]["output"]), policy)
-        out.print(f"[bold]{dag.name}[/] ({dag.source_file})")
+        out.print(f"[bold]{dag.name}[/] ({where})")
         out.print(table)
     else:
-        raise InvalidRequestError(f"unknown format {fmt!r}: use json, mermaid or summary")
+        raise InvalidRequestError(f"unknown format {fmt!r}: use json, dsl, mermaid or summary")
+
+
+@flow_app.command("serve")
+def flow_serve(
+    file: Annotated[Path, typer.Argument(help="a flow file, .json or .dsl (e.g. a changed copy of scene:data)")],
+    as_scene: Annotated[str, typer.Option("--as-scene", help="the name to serve it under as a chat scene")],
+    replace: Annotated[bool, typer.Option("--replace", help="replace a scene of yours with that name")] = False,
+    url: Annotated[str | None, typer.Option("--url", help="a running server to serve it on now")] = None,
+    config: ConfigOpt = None,
+    profile: ProfileOpt = None,
+    home: HomeOpt = None,
+) -> None:
+    """Serve a flow as a new chat scene: checked (every operator resolves, the graph is valid), kept in
+    HOME/scenes, and answered by ``POST /api/chat`` (``"scene": NAME``) and ``datapilot chat --scene``."""
+    settings = settings_from(config, profile, home)
+    fmt = file.suffix.removeprefix(".")
+    if fmt not in ("json", "dsl"):
+        raise InvalidRequestError(f"a flow file is .json or .dsl, not {file.name}", param="file")
+    text = file.read_text(encoding="utf-8")
+    if url:
+        key = settings.server.api_keys[0].get_secret_value() if settings.server.api_keys else None
+        headers = {"authorization": f"Bearer {key}"} if key else {}
+        body = {"name": as_scene, "flow": text, "format": fmt, "replace": replace}
+        resp = httpx.post(f"{url.rstrip('/')}/api/chat/scenes", json=body, headers=headers, timeout=60)
+        if resp.status_code >= 400:
+            raise DataPilotError(
+                f"the server refused the scene: {resp.json().get('error', {}).get('message', resp.text)}"
+            )
+        info = resp.json()
+    else:
+        info = _scenes(settings).save(as_scene, text, fmt, replace=replace).to_dict()
+    out.print(f"scene [bold]{as_scene}[/] served: {' -> '.join(info['nodes'])}")
+    err.print(f'[dim]ask it: datapilot chat --scene {as_scene} "..." or POST /api/chat {{"scene": "{as_scene}"}}[/]')
 
 
 def _items(input_file: Path) -> list[Any]:
@@ -119,7 +183,11 @@ async def _run_local(settings: Settings, folder: Path, name: str, data: Any, ite
         with model_progress(err, list(models.workers)) as progress:
             await models.start(progress)
     try:
-        resources = FlowResources.embedded(models, settings.awel.vector_stores, settings.awel.databases)
+        from datapilot.retrieval import InMemoryVectorIndex
+
+        resources = FlowResources.embedded(
+            models, settings.awel.vector_stores, settings.awel.databases, index_factory=InMemoryVectorIndex
+        )
         dag.bind(resources)
         await resources.check(dag)
         if items is None:

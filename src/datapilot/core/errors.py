@@ -94,3 +94,21 @@ class MissingDependencyError(DataPilotError):
             f"{module!r} is not installed: install it with `pip install 'datapilot[{extra}]'` "
             f"(or run `make run`, which installs every embedded default)"
         )
+
+
+class UnknownNameError(InvalidRequestError):
+    """A name that is not in its registry (operator, tool, backend, ...): refused, never imported."""
+
+    default_code = "unknown_name"
+
+
+class DuplicateNameError(ConfigError):
+    """A registry name is already held by another object; pass ``replace=True`` to replace it."""
+
+    default_code = "duplicate_name"
+
+
+class NotAllowedError(ConfigError):
+    """A plugin tried to register under a name outside its registry's plugin allow-list."""
+
+    default_code = "not_allowed"

@@ -12,6 +12,7 @@
 
 from datapilot.datasource._duckdb import DuckDBConnector, clean_name, clean_names
 from datapilot.datasource._guard import check_read_only
+from datapilot.datasource._operators import Connection, ConnectOperator, SchemaOperator, SourcesEnv, SQLOperator
 from datapilot.datasource._registry import (
     DataSourceConfig,
     DataSources,
@@ -20,7 +21,14 @@ from datapilot.datasource._registry import (
     open_connector,
     register_connector,
 )
-from datapilot.datasource._sample import SAMPLE_NAME, build_sample_database, ensure_sample_database
+from datapilot.datasource._sample import (
+    SAMPLE_NAME,
+    build_sample_database,
+    ensure_database,
+    ensure_sample_database,
+    random_day,
+    writing_database,
+)
 from datapilot.datasource._sqlalchemy import SQLAlchemyConnector, sqlite_read_only_url
 from datapilot.datasource._types import (
     ColumnInfo,
@@ -39,6 +47,8 @@ from datapilot.datasource._types import (
 __all__ = [
     "SAMPLE_NAME",
     "ColumnInfo",
+    "ConnectOperator",
+    "Connection",
     "Connector",
     "DataSourceConfig",
     "DataSourceNotFoundError",
@@ -50,7 +60,10 @@ __all__ = [
     "QueryResult",
     "QueryTimeoutError",
     "SQLAlchemyConnector",
+    "SQLOperator",
     "SQLSyntaxError",
+    "SchemaOperator",
+    "SourcesEnv",
     "TableInfo",
     "UnsafeSQLError",
     "build_sample_database",
@@ -58,9 +71,12 @@ __all__ = [
     "clean_name",
     "clean_names",
     "connector_kinds",
+    "ensure_database",
     "ensure_sample_database",
     "jsonable",
     "open_connector",
+    "random_day",
     "register_connector",
     "sqlite_read_only_url",
+    "writing_database",
 ]

@@ -25,6 +25,7 @@ from sqlalchemy.exc import ArgumentError, IntegrityError
 
 from datapilot.core.config import DataSettings
 from datapilot.core.errors import ConfigError, ConflictError, InvalidRequestError
+from datapilot.core.registry import Registry
 from datapilot.datasource._duckdb import FILE_KINDS, DuckDBConnector
 from datapilot.datasource._sample import SAMPLE_NAME, ensure_sample_database
 from datapilot.datasource._sqlalchemy import SQLAlchemyConnector
@@ -115,23 +116,20 @@ class DataSourceConfig(BaseModel):
 
 
 ConnectorFactory = Callable[[DataSourceConfig], Connector]
-_FACTORIES: dict[str, ConnectorFactory] = {}
+_FACTORIES: Registry[ConnectorFactory] = Registry("data source kind", error=ConfigError)
 
 
-def register_connector(kind: str, factory: ConnectorFactory) -> None:
+def register_connector(kind: str, factory: ConnectorFactory, *, replace: bool = False) -> None:
     """Make ``kind`` usable in data source definitions (built-ins register the same way)."""
-    _FACTORIES[kind.lower()] = factory
+    _FACTORIES.register(kind.lower(), factory, replace=replace)
 
 
 def connector_kinds() -> list[str]:
-    return sorted(_FACTORIES)
+    return _FACTORIES.names()
 
 
 def open_connector(config: DataSourceConfig) -> Connector:
-    factory = _FACTORIES.get(config.kind)
-    if factory is None:
-        raise ConfigError(f"unknown data source kind {config.kind!r}")
-    return factory(config)
+    return _FACTORIES.get(config.kind)(config)
 
 
 def _sql(config: DataSourceConfig) -> Connector:

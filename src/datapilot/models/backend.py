@@ -10,13 +10,13 @@ from __future__ import annotations
 import importlib
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Callable
-from importlib.metadata import entry_points
 from pathlib import Path
 from typing import ClassVar
 
 from datapilot.core.client import collect
 from datapilot.core.config import ModelConfig
 from datapilot.core.errors import ConfigError, InvalidRequestError
+from datapilot.core.registry import Registry
 from datapilot.core.types import EmbeddingOutput, ModelChunk, ModelOutput, ModelRequest, RerankOutput
 
 CHAT = "chat"
@@ -67,16 +67,23 @@ class ModelBackend(ABC):
 
 
 BackendLoader = Callable[[], type[ModelBackend]]
-_BACKENDS: dict[str, BackendLoader] = {}
+# Loaders, not classes: a backend's module (and its optional dependencies) is imported only when a model
+# asks for it. A plugin's entry point is kept unloaded too (``ep.load`` is its loader).
+_BACKENDS: Registry[BackendLoader] = Registry(
+    "backend",
+    entry_point_group="datapilot.backends",
+    error=ConfigError,
+    entry_point_loader=lambda ep: ep.load,
+)
+_CLASS_LOADERS: dict[type[ModelBackend], BackendLoader] = {}  # one loader per class: registering it again is a no-op
 
 
-def register_backend(name: str, loader: BackendLoader | type[ModelBackend]) -> None:
+def register_backend(name: str, loader: BackendLoader | type[ModelBackend], *, replace: bool = False) -> None:
     """Register a backend class, or a zero-argument callable that imports and returns it."""
     if isinstance(loader, type):
         cls = loader
-        _BACKENDS[name] = lambda: cls
-    else:
-        _BACKENDS[name] = loader
+        loader = _CLASS_LOADERS.setdefault(cls, lambda: cls)
+    _BACKENDS.register(name, loader, replace=replace)
 
 
 def _lazy(module: str, attr: str) -> BackendLoader:
@@ -87,23 +94,12 @@ def _lazy(module: str, attr: str) -> BackendLoader:
     return load
 
 
-def _load_entry_points() -> None:
-    for ep in entry_points(group="datapilot.backends"):
-        if ep.name not in _BACKENDS:
-            _BACKENDS[ep.name] = ep.load
-
-
 def backend_names() -> list[str]:
-    _load_entry_points()
-    return sorted(_BACKENDS)
+    return _BACKENDS.names()
 
 
 def get_backend(name: str) -> type[ModelBackend]:
-    if name not in _BACKENDS:
-        _load_entry_points()
-    if name not in _BACKENDS:
-        raise ConfigError(f"unknown backend {name!r}; registered backends: {', '.join(backend_names())}")
-    return _BACKENDS[name]()
+    return _BACKENDS.get(name)()
 
 
 for _name, _module, _attr in (

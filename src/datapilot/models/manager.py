@@ -32,7 +32,7 @@ from datapilot.core.types import (
 from datapilot.models._measure import MeasuredClient, RecordSink, RequestRecord
 from datapilot.models.assets import ProgressFn, resolve_model_path
 from datapilot.models.backend import EMBEDDING, RERANK, ModelBackend, get_backend
-from datapilot.models.structured._plan import PASSTHROUGH, advertised, prepare, wrap_stream
+from datapilot.models.structured import PASSTHROUGH, advertised, prepare, wrap_stream
 
 log = logging.getLogger("datapilot.models")
 

@@ -15,7 +15,14 @@ Public API:
 
 from datapilot.rag._awel import KNOWLEDGE_STORE, KnowledgeRetrieveOperator, KnowledgeVectorStore
 from datapilot.rag._bm25 import BM25Index
-from datapilot.rag._chat import SYSTEM_PROMPT, answer_question, build_prompt, cited_numbers, knowledge_chat
+from datapilot.rag._chat import (
+    SYSTEM_PROMPT,
+    KnowledgeTurn,
+    answer_question,
+    build_prompt,
+    cited_numbers,
+    knowledge_chat,
+)
 from datapilot.rag._chunking import chunk_document, chunker_names, count_tokens, register_chunker
 from datapilot.rag._config import ChunkingConfig, KnowledgeSettings
 from datapilot.rag._errors import (
@@ -61,6 +68,7 @@ __all__ = [
     "KnowledgeChatEvent",
     "KnowledgeRetrieveOperator",
     "KnowledgeSettings",
+    "KnowledgeTurn",
     "KnowledgeVectorStore",
     "LoadedDocument",
     "Passage",

@@ -21,12 +21,14 @@ from datapilot.awel import (
     ChatState,
     Document,
     FlowResources,
-    Hit,
     Requirement,
     Retrieved,
     register_operator,
 )
 from datapilot.core.errors import ConfigError, InvalidRequestError
+from datapilot.core.events import as_event
+from datapilot.core.retrieval import Hit
+from datapilot.rag._chat import KnowledgeTurn, answer_passages, cite, retrieve_passages
 from datapilot.rag._knowledge import _SCOPE, KnowledgeBase
 
 KNOWLEDGE_STORE = "knowledge"
@@ -145,3 +147,88 @@ class KnowledgeRetrieveOperator(BaseOperator):
         if self.rerank is not None:
             out["rerank"] = self.rerank
         return out
+
+
+# --- the knowledge chat scene: rag_retrieve -> rag_answer -> rag_cite -----------------------------------
+
+
+def _knowledge_of(ctx: CallContext, node: str) -> KnowledgeBase:
+    found = getattr(ctx.resources, "knowledge", None)
+    if not isinstance(found, KnowledgeBase):
+        raise InvalidRequestError("knowledge is not available on this server", param="scene")
+    return found
+
+
+@register_operator("rag_retrieve")
+class RetrieveOperator(BaseOperator):
+    """A request (``question``, ``space``, ``model``, ``history``) -> a ``KnowledgeTurn`` with the space's
+    passages, hybrid-searched and reranked (``citations`` event: the sources, before the answer)."""
+
+    def __init__(self, k: int | None = None, mode: str = "hybrid", **kw: Any) -> None:
+        self.k, self.mode = k, mode
+        super().__init__(**kw)
+
+    def default_name(self) -> str:
+        return "retrieve"
+
+    def output_type(self) -> Any:
+        return KnowledgeTurn
+
+    async def execute(self, inputs: list[Any], ctx: CallContext) -> Any:
+        request = inputs[0]
+        knowledge = _knowledge_of(ctx, self.name)
+        space = getattr(request, "space", None)
+        if not space:
+            raise InvalidRequestError("scene 'knowledge' needs a space: send \"space\": NAME", param="space")
+        model = getattr(request, "model", None) or knowledge.settings.chat_model
+        turn = KnowledgeTurn(space, str(request.question), model, list(getattr(request, "history", None) or []))
+        event = await retrieve_passages(knowledge, turn, k=self.k, mode=self.mode)
+        ctx.emit(as_event(event.to_dict()))
+        return turn
+
+    def params(self) -> dict[str, Any]:
+        return {"k": self.k, "mode": self.mode}
+
+
+@register_operator("rag_answer")
+class AnswerOperator(BaseOperator):
+    """The answer from the numbered passages, streamed (``delta`` events), through the flow's model client."""
+
+    def default_name(self) -> str:
+        return "answer"
+
+    def input_types(self) -> list[Any]:
+        return [KnowledgeTurn]
+
+    def output_type(self) -> Any:
+        return KnowledgeTurn
+
+    async def execute(self, inputs: list[Any], ctx: CallContext) -> Any:
+        turn: KnowledgeTurn = inputs[0]
+        knowledge = _knowledge_of(ctx, self.name)
+        llm = getattr(ctx.resources, "llm", None)
+        if llm is None:
+            raise ConfigError(f"node {self.name!r} needs a model client (resources.llm)")
+        async for event in answer_passages(knowledge, llm, turn):
+            ctx.emit(as_event(event.to_dict()))
+        return turn
+
+
+@register_operator("rag_cite")
+class CiteOperator(BaseOperator):
+    """The ``done`` event: the answer, the passages it cited (each citation marked ``cited``)."""
+
+    def default_name(self) -> str:
+        return "cite"
+
+    def input_types(self) -> list[Any]:
+        return [KnowledgeTurn]
+
+    def output_type(self) -> Any:
+        return dict[str, Any]
+
+    async def execute(self, inputs: list[Any], ctx: CallContext) -> Any:
+        turn: KnowledgeTurn = inputs[0]
+        done = cite(turn).to_dict()
+        ctx.emit(as_event(done))
+        return done

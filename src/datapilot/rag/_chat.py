@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
 from typing import Any
 
 from datapilot.core.client import LLMClient
@@ -64,6 +65,72 @@ def cited_numbers(answer: str, count: int) -> list[int]:
     return sorted(found)
 
 
+@dataclass(slots=True)
+class KnowledgeTurn:
+    """One question on its way through retrieve -> answer -> cite (what the ``rag_*`` operators pass)."""
+
+    space: str
+    question: str
+    model: str
+    history: list[Message] = field(default_factory=list)
+    passages: list[Passage] = field(default_factory=list)
+    citations: list[Citation] = field(default_factory=list)
+    text: str = ""
+    finish_reason: str | None = None
+    usage: Usage | None = None
+
+
+async def retrieve_passages(knowledge: KnowledgeBase, turn: KnowledgeTurn, **search: Any) -> KnowledgeChatEvent:
+    """Retrieve (and rerank) the passages; the ``citations`` event the answer will refer to."""
+    turn.passages = await knowledge.retrieve(turn.space, turn.question, **search)
+    turn.citations = citations_for(turn.passages)
+    return KnowledgeChatEvent("citations", citations=turn.citations)
+
+
+async def answer_passages(
+    knowledge: KnowledgeBase, llm: LLMClient, turn: KnowledgeTurn, params: SamplingParams | None = None
+) -> AsyncIterator[KnowledgeChatEvent]:
+    """The answer from the numbered passages, streamed as ``delta`` events (no passages: say so)."""
+    if not turn.passages:
+        turn.text, turn.finish_reason, turn.usage = NOTHING_FOUND.format(space=turn.space), "stop", Usage()
+        yield KnowledgeChatEvent("delta", text=turn.text)
+        return
+    messages = [
+        Message("system", SYSTEM_PROMPT),
+        *turn.history,
+        Message("user", build_prompt(turn.question, turn.passages, knowledge.settings.max_context_chars)),
+    ]
+    sampling = params or SamplingParams(max_tokens=256, temperature=0.2)
+    request = ModelRequest(model=turn.model, messages=messages, params=sampling)
+    parts: list[str] = []
+    async for chunk in llm.stream(request):
+        if chunk.text:
+            parts.append(chunk.text)
+            yield KnowledgeChatEvent("delta", text=chunk.text)
+        if chunk.finish_reason is not None:
+            turn.finish_reason, turn.usage = chunk.finish_reason, chunk.usage
+    turn.text = "".join(parts).strip()
+
+
+def cite(turn: KnowledgeTurn) -> KnowledgeChatEvent:
+    """The ``done`` event: the answer, the numbers it cited, and each citation marked ``cited``."""
+    if not turn.passages:
+        return KnowledgeChatEvent(
+            "done", text=turn.text, citations=turn.citations, finish_reason=turn.finish_reason, usage=turn.usage
+        )
+    cited = cited_numbers(turn.text, len(turn.citations))
+    for c in turn.citations:
+        c.cited = c.number in cited
+    return KnowledgeChatEvent(
+        "done",
+        text=turn.text,
+        citations=turn.citations,
+        cited=cited,
+        finish_reason=turn.finish_reason,
+        usage=turn.usage,
+    )
+
+
 async def knowledge_chat(
     knowledge: KnowledgeBase,
     llm: LLMClient,
@@ -80,37 +147,13 @@ async def knowledge_chat(
     params: SamplingParams | None = None,
 ) -> AsyncIterator[KnowledgeChatEvent]:
     """Answer ``question`` from ``space`` with ``model`` (default: the configured chat model), streaming."""
-    passages = await knowledge.retrieve(
-        space, question, k=k, mode=mode, documents=documents, metadata=metadata, rerank=rerank
+    turn = KnowledgeTurn(space, question, model or knowledge.settings.chat_model, list(history or []))
+    yield await retrieve_passages(
+        knowledge, turn, k=k, mode=mode, documents=documents, metadata=metadata, rerank=rerank
     )
-    citations = citations_for(passages)
-    yield KnowledgeChatEvent("citations", citations=citations)
-    if not passages:
-        text = NOTHING_FOUND.format(space=space)
-        yield KnowledgeChatEvent("delta", text=text)
-        yield KnowledgeChatEvent("done", text=text, citations=citations, finish_reason="stop", usage=Usage())
-        return
-    messages = [
-        Message("system", SYSTEM_PROMPT),
-        *(history or []),
-        Message("user", build_prompt(question, passages, knowledge.settings.max_context_chars)),
-    ]
-    sampling = params or SamplingParams(max_tokens=256, temperature=0.2)
-    request = ModelRequest(model=model or knowledge.settings.chat_model, messages=messages, params=sampling)
-    parts: list[str] = []
-    finish: str | None = None
-    usage: Usage | None = None
-    async for chunk in llm.stream(request):
-        if chunk.text:
-            parts.append(chunk.text)
-            yield KnowledgeChatEvent("delta", text=chunk.text)
-        if chunk.finish_reason is not None:
-            finish, usage = chunk.finish_reason, chunk.usage
-    answer = "".join(parts).strip()
-    cited = cited_numbers(answer, len(citations))
-    for c in citations:
-        c.cited = c.number in cited
-    yield KnowledgeChatEvent("done", text=answer, citations=citations, cited=cited, finish_reason=finish, usage=usage)
+    async for event in answer_passages(knowledge, llm, turn, params):
+        yield event
+    yield cite(turn)
 
 
 async def answer_question(

@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from functools import partial
 
 from datapilot.core.errors import InvalidRequestError
+from datapilot.core.registry import Registry
 from datapilot.rag._config import ChunkingConfig
 from datapilot.rag._loaders import markdown_sections
 from datapilot.rag._types import ChunkDraft, LoadedDocument, Segment
@@ -27,34 +29,32 @@ _PARAGRAPH_BREAK = re.compile(r"\n[ \t]*\n\s*")
 _SENTENCE_END = {".", "!", "?", "\u3002", "\uff01", "\uff1f"}
 
 Chunker = Callable[[LoadedDocument, ChunkingConfig], list[ChunkDraft]]
-_CHUNKERS: dict[str, Chunker] = {}
+_CHUNKERS: Registry[Chunker] = Registry(
+    "chunking strategy", error=partial(InvalidRequestError, param="chunking.strategy")
+)
 
 
-def register_chunker(name: str) -> Callable[[Chunker], Chunker]:
+def register_chunker(name: str, *, replace: bool = False) -> Callable[[Chunker], Chunker]:
     def deco(fn: Chunker) -> Chunker:
-        _CHUNKERS[name] = fn
+        _CHUNKERS.register(name, fn, replace=replace)
         return fn
 
     return deco
 
 
 def chunker_names() -> list[str]:
-    return sorted(_CHUNKERS)
+    return _CHUNKERS.names()
 
 
 def check_chunking(config: ChunkingConfig) -> ChunkingConfig:
-    if config.strategy not in _CHUNKERS:
-        raise InvalidRequestError(
-            f"unknown chunking strategy {config.strategy!r}; known: {', '.join(chunker_names())}",
-            param="chunking.strategy",
-        )
+    _CHUNKERS.get(config.strategy)  # an unknown strategy: a 400 naming the known ones
     if config.chunk_overlap >= config.chunk_size:
         raise InvalidRequestError("chunk_overlap must be smaller than chunk_size", param="chunking.chunk_overlap")
     return config
 
 
 def chunk_document(doc: LoadedDocument, config: ChunkingConfig) -> list[ChunkDraft]:
-    return _CHUNKERS[check_chunking(config).strategy](doc, config)
+    return _CHUNKERS.get(check_chunking(config).strategy)(doc, config)
 
 
 def count_tokens(text: str) -> int:

@@ -26,7 +26,6 @@ from typing import Any, Literal, Protocol
 
 import numpy as np
 
-from datapilot.cache import Embedder, EmbedderContext, FaissIndex, MilvusIndex, VectorIndex, make_embedder
 from datapilot.core.client import EmbeddingClient
 from datapilot.core.errors import DataPilotError, InvalidRequestError
 from datapilot.core.types import RerankOutput
@@ -37,6 +36,7 @@ from datapilot.rag._errors import DocumentNotFoundError, SpaceNotFoundError
 from datapilot.rag._loaders import check_size, discover, kind_of, load_bytes
 from datapilot.rag._store import KnowledgeStore
 from datapilot.rag._types import ChunkDraft, ChunkInfo, DocumentInfo, IngestStatus, Passage, SpaceInfo
+from datapilot.retrieval import Embedder, EmbedderContext, FaissIndex, MilvusIndex, VectorIndex, make_embedder
 
 log = logging.getLogger("datapilot.rag")
 

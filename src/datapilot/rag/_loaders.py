@@ -17,26 +17,28 @@ from pathlib import Path
 from typing import Any
 
 from datapilot.core.errors import MissingDependencyError
+from datapilot.core.registry import Registry
 from datapilot.rag._errors import DocumentParseError, FileTooLargeError, UnsupportedFileError
 from datapilot.rag._types import LoadedDocument, Segment
 
 Loader = Callable[[bytes, str], LoadedDocument]
-_LOADERS: dict[str, tuple[str, Loader]] = {}
+_LOADERS: Registry[tuple[str, Loader]] = Registry("file extension", error=UnsupportedFileError)  # -> (kind, loader)
 
 
-def register_loader(extensions: list[str] | str, kind: str) -> Callable[[Loader], Loader]:
+def register_loader(extensions: list[str] | str, kind: str, *, replace: bool = False) -> Callable[[Loader], Loader]:
     """Decorator: files ending in any of ``extensions`` (".md") are read by the function as ``kind``."""
 
     def deco(fn: Loader) -> Loader:
+        entry = (kind, fn)
         for ext in [extensions] if isinstance(extensions, str) else extensions:
-            _LOADERS[ext.lower()] = (kind, fn)
+            _LOADERS.register(ext.lower(), entry, replace=replace)
         return fn
 
     return deco
 
 
 def supported_extensions() -> list[str]:
-    return sorted(_LOADERS)
+    return _LOADERS.names()
 
 
 def _extension(name: str) -> str:
@@ -55,20 +57,19 @@ def check_size(name: str, size: int, max_bytes: int) -> None:
 
 
 def kind_of(name: str) -> str:
-    found = _LOADERS.get(_extension(name))
-    if found is None:
+    if _extension(name) not in _LOADERS:
         raise UnsupportedFileError(
             f"{name}: unsupported file type {_extension(name) or '(no extension)'!r}; "
             f"supported: {', '.join(supported_extensions())}"
         )
-    return found[0]
+    return _LOADERS.get(_extension(name))[0]
 
 
 def load_bytes(name: str, data: bytes, max_bytes: int) -> LoadedDocument:
     """Parse ``data`` as the file ``name``; the extension chooses the loader."""
     kind_of(name)
     check_size(name, len(data), max_bytes)
-    kind, loader = _LOADERS[_extension(name)]
+    kind, loader = _LOADERS.get(_extension(name))
     try:
         doc = loader(data, name)
     except (DocumentParseError, MissingDependencyError):

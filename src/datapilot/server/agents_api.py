@@ -10,88 +10,21 @@ unknown data source, space, agent or tool) is a 4xx before the stream starts. Th
 from __future__ import annotations
 
 import asyncio
-import json
-import logging
-from collections import OrderedDict
-from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request, Response
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
-from datapilot.agents import (
-    AGENTS,
-    TOOLS,
-    AgentSpec,
-    LongTermMemory,
-    PluginReport,
-    Registry,
-    Tool,
-    Trace,
-    load_entry_points,
-    load_folder,
+from datapilot.apps import AgentRunRequest
+from datapilot.server.deps import (
+    CLIENT_CLOSED,
+    ClientDisconnected,
+    agent_service,
+    require_api_key,
+    until_disconnect,
 )
-from datapilot.apps import AgentRunRequest, agent_team
-from datapilot.core.config import Settings
-from datapilot.core.errors import DataPilotError, NotFoundError
-from datapilot.server.datasource_api import data_service
-from datapilot.server.openai_api import ClientDisconnected, require_api_key, until_disconnect
-from datapilot.server.state import services
-
-log = logging.getLogger("datapilot.server")
-
-
-@dataclass
-class AgentService:
-    """Registries (built-ins plus allowed plugins), long-term memory, and the traces of recent runs."""
-
-    settings: Settings
-    agents: Registry[AgentSpec]
-    tools: Registry[Tool]
-    plugins: PluginReport
-    memory: LongTermMemory | None = None
-    runs: OrderedDict[str, Trace] = field(default_factory=OrderedDict)
-
-    @classmethod
-    def from_settings(cls, settings: Settings, embedder: Any = None) -> AgentService:
-        cfg = settings.agents
-        agents, tools = AGENTS.copy(cfg.plugins), TOOLS.copy(cfg.plugins)
-        report = load_entry_points(tools, agents)
-        if cfg.plugins_dir is not None:
-            report = load_folder(cfg.plugins_dir, tools, agents, report)
-        for problem in report.errors + report.refused:
-            log.warning("agent plugin: %s", problem)
-        memory = None
-        if cfg.memory and embedder is not None:
-            memory = LongTermMemory(embedder, cfg.memory_path or settings.home / "agents" / "memory.db")
-        return cls(settings, agents, tools, report, memory)
-
-    def keep(self, trace: Trace) -> None:
-        if self.settings.agents.runs_kept <= 0:
-            return
-        self.runs[trace.run_id] = trace
-        while len(self.runs) > self.settings.agents.runs_kept:
-            self.runs.popitem(last=False)
-
-    def trace(self, run_id: str) -> Trace:
-        try:
-            return self.runs[run_id]
-        except KeyError:
-            raise NotFoundError(f"no agent run {run_id!r} is kept here", param="run_id") from None
-
-
-def agent_service(request: Request) -> AgentService:
-    svc = getattr(request.app.state, "agent_service", None)
-    if svc is None:
-        state = services(request)
-        knowledge = getattr(state, "knowledge", None)
-        data = getattr(state, "data", None)
-        embedder = knowledge.knowledge.embedder if knowledge is not None else getattr(data, "embedder", None)
-        svc = AgentService.from_settings(state.settings, embedder)
-        request.app.state.agent_service = svc
-    return svc
+from datapilot.server.sse import SSE_RESPONSES, sse_response
 
 
 class AgentRunBody(BaseModel):
@@ -110,83 +43,33 @@ class AgentRunBody(BaseModel):
     max_tokens: int | None = Field(None, ge=100, le=1_000_000)
     memory: bool = Field(True, description="use and add to the long-term memory")
 
-
-def _json(obj: Any) -> str:
-    return json.dumps(obj, ensure_ascii=False, separators=(",", ":"), default=str)
-
-
-def _llm(request: Request) -> Any:
-    svc = services(request)
-    cache = getattr(svc, "cache", None)
-    client = getattr(cache, "client", None) if cache is not None else None
-    return client if client is not None else svc.llm
+    def to_request(self) -> AgentRunRequest:
+        return AgentRunRequest(
+            self.goal,
+            self.datasource,
+            self.space,
+            self.model,
+            self.agents,
+            self.tools,
+            self.plan,
+            self.max_rounds,
+            self.max_turns,
+            self.max_tokens,
+        )
 
 
 async def run_agents(body: AgentRunBody, request: Request, scene: str | None = None) -> Response:
-    """Build the team (bad input fails here, as a 4xx), then stream the run or answer when it is done."""
-    svc = agent_service(request)
-    data = data_service(request)
-    model = await data.chat_model(body.model or svc.settings.agents.model)
-    ctx = data.chat_context(_llm(request), model)
-    knowledge = getattr(services(request), "knowledge", None)
-    run = AgentRunRequest(
-        body.goal,
-        body.datasource,
-        body.space,
-        model,
-        body.agents,
-        body.tools,
-        body.plan,
-        body.max_rounds,
-        body.max_turns,
-        body.max_tokens,
-    )
-    team = await agent_team(
-        ctx,
-        run,
-        svc.settings.agents,
-        knowledge=knowledge.knowledge if knowledge else None,
-        memory=svc.memory if body.memory else None,
-        registry=svc.agents,
-        tool_registry=svc.tools,
-    )
-    trace = Trace(body.goal.strip())
+    """Build the team (bad input fails here, as a 4xx), then stream the run or answer when it is done.
+    ``scene``: tag every event (and the answer) with ``{"scene": scene}`` (the chat scene ``agent``)."""
+    run = await agent_service(request).prepare(body.to_request(), memory=body.memory)
     tag = {"scene": scene} if scene else {}
-    if not body.stream:
-
-        async def collect() -> dict[str, Any]:
-            final: dict[str, Any] = {}
-            async for event in team.run(run.goal, plan=run.plan, trace=trace):
-                if event["type"] == "report":
-                    final.update(report=event["markdown"], charts=event["charts"])
-                elif event["type"] == "done":
-                    final.update(
-                        ok=event["ok"], rounds=event["rounds"], model_calls=event["model_calls"], tokens=event["tokens"]
-                    )
-            return final
-
-        try:
-            final = await until_disconnect(request, collect())
-        except ClientDisconnected:
-            return Response(status_code=499)
-        finally:
-            svc.keep(trace)
-        return JSONResponse({**tag, "run_id": trace.run_id, **final, "trace": trace.to_dict()})
-    events = team.run(run.goal, plan=run.plan, trace=trace)
-
-    async def sse() -> AsyncIterator[str]:
-        try:
-            async for event in events:
-                yield f"data: {_json({**tag, **event})}\n\n"
-        except DataPilotError as exc:
-            yield f"data: {_json({'type': 'error', **exc.to_dict()})}\n\n"
-        finally:
-            svc.keep(trace)
-        yield "data: [DONE]\n\n"
-
-    return StreamingResponse(
-        sse(), media_type="text/event-stream", headers={"cache-control": "no-cache", "x-accel-buffering": "no"}
-    )
+    if body.stream:
+        return sse_response(request, run.events(), extra=tag)
+    try:
+        result = await until_disconnect(request, run.result())
+    except ClientDisconnected:
+        return Response(status_code=CLIENT_CLOSED)
+    return JSONResponse({**tag, **result})
 
 
 def build_agents_router() -> APIRouter:
@@ -194,29 +77,16 @@ def build_agents_router() -> APIRouter:
 
     @router.get("")
     async def list_agents(request: Request) -> dict[str, Any]:
-        svc = agent_service(request)
-        tools = [svc.tools.get(n) for n in svc.tools.names()]
-        return {
-            "agents": [svc.agents.get(n).to_dict() for n in svc.agents.names()],
-            "tools": [{"name": t.name, "description": t.description, "parameters": t.parameters()} for t in tools],
-            "plugins": svc.plugins.to_dict(),
-            "settings": svc.settings.agents.model_dump(
-                mode="json", include={"max_rounds", "max_turns", "max_tokens", "code_timeout_s", "code_memory_mb"}
-            ),
-        }
+        return agent_service(request).describe()
 
-    @router.post("/run", response_model=None)
+    @router.post("/run", response_model=None, responses=SSE_RESPONSES)
     async def run(body: AgentRunBody, request: Request) -> Response:
+        """Run a team on a goal: each record as SSE (``stream``, the default), or the answer when done."""
         return await run_agents(body, request)
 
     @router.get("/runs")
     async def runs(request: Request) -> dict[str, Any]:
-        svc = agent_service(request)
-        items = [
-            {"run_id": t.run_id, "goal": t.goal, "started": t.started, "records": len(t.records)}
-            for t in reversed(svc.runs.values())
-        ]
-        return {"object": "list", "data": items}
+        return {"object": "list", "data": agent_service(request).list_runs()}
 
     @router.get("/runs/{run_id}")
     async def get_run(run_id: str, request: Request) -> dict[str, Any]:

@@ -2,31 +2,41 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse, Response
+from pydantic import SecretStr
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from datapilot import __version__
-from datapilot.core.config import Settings
+from datapilot.apps import SceneService
+from datapilot.apps.services import AgentService, CacheService, DataService, KnowledgeService
+from datapilot.core.client import EmbeddingClient
+from datapilot.core.config import CacheEmbedderConfig, Settings
+from datapilot.core.errors import ConfigError
 from datapilot.models.manager import ModelManager
 from datapilot.models.service import ModelService
 from datapilot.server.agents_api import build_agents_router
 from datapilot.server.awel_api import build_awel_router, build_flow_manager, load_flows
-from datapilot.server.cache_api import CacheService, include_cache_routes
+from datapilot.server.cache_api import include_cache_routes
 from datapilot.server.chat_api import build_chat_router
-from datapilot.server.datasource_api import DataService, build_datasource_router
+from datapilot.server.datasource_api import build_datasource_router
+from datapilot.server.deps import Services, services
 from datapilot.server.errors import error_body, install_error_handlers
 from datapilot.server.examples_api import build_examples_router
-from datapilot.server.knowledge_api import KnowledgeService, build_knowledge_router
+from datapilot.server.knowledge_api import build_knowledge_router
 from datapilot.server.metrics import ServingMetrics, build_metrics_router
 from datapilot.server.openai_api import build_router
-from datapilot.server.state import Services, services
+from datapilot.server.sse import install_event_schemas
 from datapilot.web import mount_ui
+
+if TYPE_CHECKING:
+    from datapilot.core.retrieval import Embedder
 
 log = logging.getLogger("datapilot.server")
 
@@ -66,6 +76,51 @@ class Lifecycle(Protocol):
     async def close(self) -> None: ...
 
 
+class SharedEmbedders:
+    """One embedder per distinct embedding configuration, for every part of one server: the cache,
+    knowledge and the data sources' schema linking all configure MiniLM by default, and it is loaded
+    once. Closed after every part that uses it (it starts first)."""
+
+    def __init__(self, settings: Settings, local_client: EmbeddingClient | None = None) -> None:
+        self.home, self.local_client = settings.home, local_client
+        self._built: dict[str, Embedder] = {}
+
+    @staticmethod
+    def key(config: CacheEmbedderConfig) -> str:
+        """The configuration as a stable string; secrets compared by value, never shown."""
+
+        def plain(value: Any) -> Any:
+            return value.get_secret_value() if isinstance(value, SecretStr) else str(value)
+
+        return json.dumps(config.model_dump(), sort_keys=True, default=plain)
+
+    def get(self, config: CacheEmbedderConfig) -> Embedder | None:
+        """The embedder for ``config``, built on first request; ``None`` if it cannot be built here (its
+        user then builds it itself and reports the problem when it is used, as without sharing)."""
+        key = self.key(config)
+        if key not in self._built:
+            from datapilot.retrieval import EmbedderContext, make_embedder
+
+            try:
+                self._built[key] = make_embedder(config, EmbedderContext(self.home, self.local_client))
+            except ConfigError as exc:
+                log.warning("embedder %s not shared: %s", config.kind, exc.message)
+                return None
+        return self._built[key]
+
+    def __len__(self) -> int:
+        return len(self._built)
+
+    async def start(self) -> None:
+        pass
+
+    async def close(self) -> None:
+        for embedder in self._built.values():
+            close = getattr(embedder, "aclose", None)
+            if close is not None:
+                await close()
+
+
 def create_app(
     settings: Settings,
     manager: ModelService | None = None,
@@ -81,10 +136,24 @@ def create_app(
     elif manager.sink is None:
         manager.sink = metrics.observe
     service = manager
-    cache = CacheService.from_settings(settings, manager)
-    knowledge = KnowledgeService.from_settings(settings, manager)
-    data = DataService(settings, manager)
-    lifecycle = (*lifecycle, cache, knowledge, data)
+    local = manager if isinstance(manager, EmbeddingClient) else None
+    embedders = SharedEmbedders(settings, local)
+    cache_embedders = {
+        name: shared for name, cfg in settings.cache.embedders.items() if (shared := embedders.get(cfg)) is not None
+    }
+    cache = CacheService.from_settings(settings, manager, embedders=cache_embedders)
+    knowledge = KnowledgeService.from_settings(settings, manager, embedder=embedders.get(settings.knowledge.embedder))
+    data = DataService(settings, manager, embedder=embedders.get(settings.data.embedder))
+    state = Services(settings=settings, llm=manager, metrics=metrics, cache=cache, knowledge=knowledge, data=data)
+    # Flows call models through the same cache-aware client as every other app-level call.
+    state.awel = build_flow_manager(settings, state.chat_llm(), cache=cache.client)
+    scenes = state.scenes = SceneService(settings.home / "scenes")
+    # Agents remember with the knowledge embedder (the data sources' one when knowledge has none).
+    memory_embedder = embedders.get(settings.knowledge.embedder) or data.embedder
+    state.agents = AgentService.from_settings(
+        settings, memory_embedder, data=data, knowledge=knowledge.knowledge, llm=state.chat_llm()
+    )
+    lifecycle = (*lifecycle, embedders, cache, knowledge, data, state.agents)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -96,6 +165,10 @@ def create_app(
             if not service.started:
                 await service.start()
             await load_flows(settings, app.state.services.awel)
+            scenes.load_folder()
+            if state.awel is not None and data.sources is not None:  # the flows' sql operator queries them
+                state.awel.resources.sources = data.sources
+                state.awel.resources.default_source = settings.data.default_source
             yield
         finally:
             await service.close()
@@ -103,13 +176,10 @@ def create_app(
                 await part.close()
 
     app = FastAPI(title="DataPilot", version=__version__, lifespan=lifespan)
-    app.state.services = Services(
-        settings=settings, llm=manager, metrics=metrics, cache=cache, awel=build_flow_manager(settings, manager)
-    )
-    app.state.services.knowledge = knowledge
-    app.state.services.data = data
-    knowledge.attach(app.state.services.awel)
+    app.state.services = state
+    knowledge.attach(state.awel)
     install_error_handlers(app)
+    install_event_schemas(app)
     app.add_middleware(
         BodyLimit,
         max_bytes=settings.server.max_request_bytes,

@@ -15,22 +15,28 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
-from fastapi.responses import JSONResponse, Response, StreamingResponse
+from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel
 
 from datapilot.awel import SKIPPED, DAGManager, FlowInputError, FlowResources, to_jsonable
 from datapilot.core.config import Settings
 from datapilot.core.errors import DataPilotError
-from datapilot.server.openai_api import ClientDisconnected, require_api_key, until_disconnect
-from datapilot.server.state import services
+from datapilot.retrieval import InMemoryVectorIndex
+from datapilot.server.deps import CLIENT_CLOSED, ClientDisconnected, flow_manager, require_api_key, until_disconnect
+from datapilot.server.sse import sse_response
 
 log = logging.getLogger("datapilot.server")
-_CLIENT_CLOSED = 499
+TRIGGER_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
 
 
-def build_flow_manager(settings: Settings, client: Any) -> DAGManager:
-    """The server's DAG manager over the model manager and the configured in-memory stores."""
-    resources = FlowResources.embedded(client, settings.awel.vector_stores, settings.awel.databases)
+def build_flow_manager(settings: Settings, client: Any, *, cache: Any = None) -> DAGManager:
+    """The server's DAG manager over ``client`` (the cache-aware one) and the configured stores;
+    ``cache`` (the server's semantic cache client) is the flows' ``default`` cache."""
+    resources = FlowResources.embedded(
+        client, settings.awel.vector_stores, settings.awel.databases, index_factory=InMemoryVectorIndex
+    )
+    if cache is not None:
+        resources.caches["default"] = cache
     return DAGManager(resources)
 
 
@@ -45,30 +51,17 @@ class RunFlowRequest(BaseModel):
     input: Any = None
 
 
-def _manager(request: Request) -> DAGManager:
-    mgr = services(request).awel
-    if mgr is None:
-        raise DataPilotError("workflows are not enabled on this server")
-    return mgr
+async def _chunks(result: Any) -> AsyncIterator[Any]:
+    """A flow's answer as stream events: each chunk of a stream, else the one value (none if skipped)."""
+    if hasattr(result, "__aiter__"):
+        async for chunk in result:
+            yield to_jsonable(chunk)
+    elif result is not SKIPPED and result is not None:
+        yield to_jsonable(result)
 
 
-def _sse(obj: Any) -> str:
-    return f"data: {json.dumps(to_jsonable(obj), ensure_ascii=False, separators=(',', ':'))}\n\n"
-
-
-async def _events(stream: Any) -> AsyncIterator[str]:
-    try:
-        if hasattr(stream, "__aiter__"):
-            async for chunk in stream:
-                yield _sse(chunk)
-        elif stream is not SKIPPED and stream is not None:
-            yield _sse(stream)
-    except DataPilotError as e:
-        yield _sse(e.to_dict())
-    except Exception as e:  # the status line is gone: report in-band, then end the stream properly
-        log.exception("flow stream failed")
-        yield _sse({"error": {"message": f"{type(e).__name__}: {e}", "type": "server_error"}})
-    yield "data: [DONE]\n\n"
+def _stream(request: Request, result: Any) -> Response:
+    return sse_response(request, _chunks(result))
 
 
 async def _body(request: Request) -> Any:
@@ -91,7 +84,7 @@ def build_awel_router() -> APIRouter:
 
     @router.get("/flows")
     async def list_flows(request: Request) -> dict[str, Any]:
-        mgr = _manager(request)
+        mgr = flow_manager(request)
         return {
             "object": "list",
             "data": [f.to_dict() for f in mgr.list()],
@@ -100,35 +93,39 @@ def build_awel_router() -> APIRouter:
 
     @router.get("/flows/{name}")
     async def show_flow(name: str, request: Request) -> dict[str, Any]:
-        mgr = _manager(request)
+        mgr = flow_manager(request)
         dag = mgr.get(name)
         return {**mgr.info(name).to_dict(), "graph": dag.to_dict(), "mermaid": dag.to_mermaid()}
 
     @router.post("/flows/{name}/run")
     async def run_flow(name: str, body: RunFlowRequest, request: Request) -> Response:
-        dag = _manager(request).get(name)
+        dag = flow_manager(request).get(name)
         try:
             result = await until_disconnect(request, dag.run_raw(body.input))
         except ClientDisconnected:
-            return Response(status_code=_CLIENT_CLOSED)
+            return Response(status_code=CLIENT_CLOSED)
         if hasattr(result, "__aiter__"):
-            return StreamingResponse(_events(result), media_type="text/event-stream")
+            return _stream(request, result)
         return JSONResponse({"flow": name, "result": None if result is SKIPPED else to_jsonable(result)})
 
-    @router.api_route("/trigger/{endpoint:path}", methods=["GET", "POST", "PUT", "PATCH", "DELETE"])
     async def trigger(endpoint: str, request: Request) -> Response:
-        dag, trig = _manager(request).route(endpoint, request.method)
+        """Run the flow whose ``HttpTrigger`` serves this endpoint and method."""
+        dag, trig = flow_manager(request).route(endpoint, request.method)
         data = trig.parse(await _body(request))
         try:
             result = await until_disconnect(request, dag.run_raw(data))
         except ClientDisconnected:
-            return Response(status_code=_CLIENT_CLOSED)
+            return Response(status_code=CLIENT_CLOSED)
         if trig.streaming_response:
-            return StreamingResponse(_events(result), media_type="text/event-stream")
+            return _stream(request, result)
         if result is SKIPPED:
             raise DataPilotError(f"flow {dag.name!r} gave no answer: its end node {dag.end_node().name!r} was skipped")
         if hasattr(result, "__aiter__"):
-            return StreamingResponse(_events(result), media_type="text/event-stream")
+            return _stream(request, result)
         return JSONResponse(to_jsonable(result))
 
+    for method in TRIGGER_METHODS:  # one route per method: each its own OpenAPI operation
+        router.add_api_route(
+            "/trigger/{endpoint:path}", trigger, methods=[method], operation_id=f"awel_trigger_{method.lower()}"
+        )
     return router

@@ -12,9 +12,8 @@ import json
 import logging
 import re
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
 from typing import Any
 
 from fastapi import APIRouter, Depends, FastAPI, Query, Request
@@ -22,55 +21,15 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt
 
 from datapilot import __version__
-from datapilot.cache import CachedLLMClient, Scope, SemanticCache
-from datapilot.core.client import EmbeddingClient, LLMClient
+from datapilot.apps.services import BYPASS_HEADER, TENANT_HEADER, CacheHeaders, CacheService, serving
+from datapilot.cache import Scope, SemanticCache
+from datapilot.core.client import LLMClient
 from datapilot.core.config import Settings
 from datapilot.core.errors import DataPilotError, InvalidRequestError
 from datapilot.core.types import ModelRequest
+from datapilot.server.deps import cache_service
 
 log = logging.getLogger("datapilot.server")
-
-BYPASS_HEADER = "x-datapilot-cache"  # request: "bypass" (or "no-cache"); response: hit | miss | bypass
-TENANT_HEADER = "x-datapilot-cache-tenant"
-ENTRY_HEADER = "x-datapilot-cache-id"  # response, on a hit: the entry that answered (for feedback)
-
-
-@dataclass
-class CacheService:
-    """The cache a server holds, and the cached view of its models when serving integration is on."""
-
-    cache: SemanticCache
-    client: CachedLLMClient | None = None
-    started: float = field(default_factory=time.time)
-
-    @classmethod
-    def from_settings(cls, settings: Settings, llm: LLMClient | None = None) -> CacheService:
-        local: EmbeddingClient | None = llm if isinstance(llm, EmbeddingClient) else None
-        cache = SemanticCache(settings.cache, settings.home, local_client=local)
-        client = CachedLLMClient(llm, cache, settings.cache) if llm is not None and settings.cache.enabled else None
-        return cls(cache, client)
-
-    async def start(self) -> None:
-        if self.client is not None:  # serving integration on: open now, so the first request is fast
-            await self.cache.open()
-
-    async def close(self) -> None:
-        await self.aclose()
-
-    async def aclose(self) -> None:
-        if self.client is not None:
-            await self.client.drain()
-        await self.cache.close()
-
-
-def cache_service(request: Request) -> CacheService:
-    svc = getattr(request.app.state, "services", None)
-    cache: CacheService | None = (
-        getattr(svc, "cache", None) if svc is not None else getattr(request.app.state, "cache", None)
-    )
-    if cache is None:
-        raise InvalidRequestError("the semantic cache is not available on this server")
-    return cache
 
 
 # --- serving integration (used by /v1) ----------------------------------------------------------------
@@ -78,29 +37,18 @@ def cache_service(request: Request) -> CacheService:
 
 def serving_client(
     request: Request, llm: LLMClient, mreq: ModelRequest, use_cache: bool | None
-) -> tuple[LLMClient, Callable[[], dict[str, str]]]:
-    """The client that answers ``mreq``, and a function giving the cache headers for the response."""
-    svc = getattr(request.app.state.services, "cache", None)
-    client = svc.client if svc is not None else None
-    asked = request.headers.get(BYPASS_HEADER, "").lower()
-    if client is None:
-        return llm, dict
-    if use_cache is False or asked in ("bypass", "no-cache", "off", "0", "false"):
-        return llm, lambda: {BYPASS_HEADER: "bypass"}
-    cached = client.with_tenant(request.headers.get(TENANT_HEADER) or None)
-
-    def headers() -> dict[str, str]:
-        decision = cached.pop_decision(mreq.request_id)
-        if decision is None:
-            return {}
-        out = {BYPASS_HEADER: decision.status}
-        if decision.similarity is not None:
-            out["x-datapilot-cache-similarity"] = f"{decision.similarity:.4f}"
-        if decision.status == "hit" and decision.entry_id is not None:
-            out[ENTRY_HEADER] = str(decision.entry_id)
-        return out
-
-    return cached, headers
+) -> tuple[LLMClient, CacheHeaders]:
+    """The client that answers ``mreq``, and a function giving the cache headers for the response:
+    the request's ``x-datapilot-cache: bypass`` and ``x-datapilot-cache-tenant`` headers applied."""
+    svc = getattr(request.app.state, "services", None)
+    return serving(
+        getattr(svc, "cache", None),
+        llm,
+        mreq.request_id,
+        use_cache=use_cache,
+        bypass=request.headers.get(BYPASS_HEADER, ""),
+        tenant=request.headers.get(TENANT_HEADER) or None,
+    )
 
 
 # --- ModelCache-compatible API -------------------------------------------------------------------------

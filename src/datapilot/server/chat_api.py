@@ -1,35 +1,40 @@
-"""``POST /api/chat``: the chat scenes: over data (``data``, ``db_qa``, ``excel``, ``dashboard``) and
-over a knowledge space (``knowledge``: an answer with citations).
+"""``POST /api/chat``: every chat scene, run as its AWEL flow by the server's ``SceneService``.
 
-With ``"stream": true`` the scene's events go out as standard SSE (``data: {...}`` per event, then
-``data: [DONE]``); otherwise the final answer comes back as one JSON object. The scenes' model calls
-go through the cache-aware client when the server's cache is on. A client that disconnects cancels
-the work.
+Built-in scenes: ``data``, ``db_qa``, ``excel``, ``dashboard``, ``knowledge`` (an answer with
+citations), ``agent`` (a team of agents) and ``chat``; ``POST /api/chat/scenes`` adds a user's flow
+as a new scene. With ``"stream": true`` the flow's events go out through the server's one SSE writer
+(``data: {...}`` per event, then ``data: [DONE]``); otherwise the final answer comes back as one JSON
+object. The scenes' model calls go through the cache-aware client when the server's cache is on. A
+client that disconnects cancels the work.
 """
 
 from __future__ import annotations
 
-import json
-from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request, Response
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
-from datapilot.apps import SceneRequest, chat, run_scene, scene_names
-from datapilot.core.client import LLMClient
-from datapilot.core.errors import DataPilotError, InvalidRequestError
-from datapilot.rag import knowledge_chat
-from datapilot.server.datasource_api import data_service
-from datapilot.server.openai_api import ClientDisconnected, require_api_key, until_disconnect
-from datapilot.server.state import services
+from datapilot.apps import ChatContext, SceneRequest, SceneService, scene_text
+from datapilot.server.deps import (
+    CLIENT_CLOSED,
+    ClientDisconnected,
+    UnavailableError,
+    data_service,
+    require_api_key,
+    services,
+    until_disconnect,
+)
+from datapilot.server.sse import SSE_RESPONSES, sse_response
 
 
 class ChatBody(BaseModel):
     model_config = {"extra": "forbid"}
 
-    scene: str = Field("data", description="data, db_qa, excel, dashboard, knowledge or agent")
+    scene: str = Field(
+        "data", description="a scene: data, db_qa, excel, dashboard, knowledge, agent, chat, or a user's"
+    )
     question: str = Field(..., min_length=1)
     datasource: str | None = Field(None, description="a registered data source [default: the configured one]")
     model: str | None = None
@@ -38,15 +43,36 @@ class ChatBody(BaseModel):
     space: str | None = Field(None, description="the knowledge space, for scenes knowledge and agent")
 
 
-def _json(obj: Any) -> str:
-    return json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
+class SceneBody(BaseModel):
+    model_config = {"extra": "forbid"}
+
+    name: str = Field(..., min_length=1, max_length=64, description="the new scene's name")
+    flow: str = Field(..., min_length=1, description="the flow, as AWEL JSON or DSL text")
+    format: str = Field("json", pattern="^(json|dsl)$")
+    replace: bool = False
 
 
-def _llm(request: Request) -> LLMClient:
+def scene_service(request: Request) -> SceneService:
+    found = services(request).scenes
+    if found is None:
+        raise UnavailableError("chat scenes are not available on this server")
+    return found
+
+
+async def chat_context(request: Request, body: ChatBody) -> ChatContext:
+    """The environment a scene's flow runs in, for this request: the cache-aware model client, the
+    server's data sources (with their linkers and grounding), knowledge base, agents and cache."""
     svc = services(request)
-    cache = getattr(svc, "cache", None)
-    client = getattr(cache, "client", None) if cache is not None else None
-    return client if client is not None else svc.llm
+    data = data_service(request)
+    model = await data.chat_model(body.model, body.datasource)
+    llm = svc.chat_llm()
+    ctx = data.chat_context(llm, model)
+    ctx.knowledge = svc.knowledge.knowledge if svc.knowledge is not None else None
+    ctx.agents = svc.agents
+    cache = svc.cache.client if svc.cache is not None else None
+    if cache is not None:
+        ctx.stores["cache"] = {"default": cache}
+    return ctx
 
 
 def build_chat_router() -> APIRouter:
@@ -54,80 +80,38 @@ def build_chat_router() -> APIRouter:
 
     @router.get("/chat/scenes")
     async def scenes(request: Request) -> dict[str, Any]:
-        knowledge = ["knowledge"] if services(request).knowledge is not None else []
-        return {"data": sorted([*scene_names(), *knowledge])}
+        """The scenes served here (names), and each one's flow nodes and origin (``scenes``)."""
+        service = scene_service(request)
+        return {"data": service.names(), "scenes": [s.to_dict() for s in service.scenes()]}
 
-    @router.post("/chat", response_model=None)
+    @router.get("/chat/scenes/{name}")
+    async def show_scene(name: str, request: Request, format: str = "json") -> dict[str, Any]:
+        """A scene's flow, as AWEL JSON (``format=json``) or DSL text (``format=dsl``)."""
+        scene = scene_service(request).get(name)
+        return {**scene.to_dict(), "format": format, "flow": scene_text(scene.flow, format)}
+
+    @router.post("/chat/scenes", status_code=201)
+    async def add_scene(body: SceneBody, request: Request) -> dict[str, Any]:
+        """Serve a flow (a changed copy of a scene) as a new scene; kept in the scenes folder."""
+        scene = scene_service(request).save(body.name, body.flow, body.format, replace=body.replace)
+        return scene.to_dict()
+
+    @router.post("/chat", response_model=None, responses=SSE_RESPONSES)
     async def chat_endpoint(body: ChatBody, request: Request) -> Response:
-        if body.scene == "knowledge":
-            return await _knowledge(body, request)
-        if body.scene == "agent":
-            from datapilot.server.agents_api import AgentRunBody, run_agents
-
-            goal = AgentRunBody(
-                goal=body.question, datasource=body.datasource, space=body.space, model=body.model, stream=body.stream
-            )
-            return await run_agents(goal, request, scene="agent")
-        data = data_service(request)
-        model = await data.chat_model(body.model, body.datasource)
-        ctx = data.chat_context(_llm(request), model)
-        scene_request = SceneRequest(body.question, body.datasource, model, body.style)
+        service = scene_service(request)
+        service.get(body.scene)  # an unknown scene is a 400 before any work
+        ctx = await chat_context(request, body)
+        turn = SceneRequest(body.question, body.datasource, body.model, body.style, space=body.space)
         if not body.stream:
             try:
-                answer = await until_disconnect(request, chat(body.scene, ctx, scene_request))
+                answer = await until_disconnect(request, service.answer(body.scene, ctx, turn))
             except ClientDisconnected:
-                return Response(status_code=499)
+                return Response(status_code=CLIENT_CLOSED)
             return JSONResponse({"scene": body.scene, **answer})
-        events = run_scene(body.scene, ctx, scene_request)  # an unknown scene is a 400 before streaming
-
-        async def sse() -> AsyncIterator[str]:
-            try:
-                async for event in events:
-                    yield f"data: {_json({'scene': body.scene, **event})}\n\n"
-            except DataPilotError as exc:  # after the headers went out, the error travels in the stream
-                yield f"data: {_json({'type': 'error', **exc.to_dict()})}\n\n"
-            yield "data: [DONE]\n\n"
-
-        return StreamingResponse(
-            sse(), media_type="text/event-stream", headers={"cache-control": "no-cache", "x-accel-buffering": "no"}
-        )
+        events = service.events(body.scene, ctx, turn)
+        # The first event is awaited here, so that what fails before the flow produced anything (an
+        # unknown space or source, a refused goal) answers with its HTTP status, not inside the stream.
+        first = await events.__anext__()
+        return sse_response(request, events, extra={"scene": body.scene}, first=first)
 
     return router
-
-
-async def _knowledge(body: ChatBody, request: Request) -> Response:
-    """The knowledge scene: citations first, then the answer, through the same response shapes."""
-    service = services(request).knowledge
-    if service is None:
-        raise InvalidRequestError("knowledge is not available on this server", param="scene")
-    if not body.space:
-        raise InvalidRequestError("scene 'knowledge' needs a space: send \"space\": NAME", param="space")
-    events = knowledge_chat(service.knowledge, _llm(request), body.space, body.question, model=body.model)
-    if not body.stream:
-
-        async def collect() -> dict[str, Any]:
-            done: dict[str, Any] = {}
-            async for event in events:
-                if event.type == "done":
-                    done = event.to_dict()
-            return done
-
-        try:
-            done = await until_disconnect(request, collect())
-        except ClientDisconnected:
-            return Response(status_code=499)
-        return JSONResponse({"scene": "knowledge", **done})
-    first = await events.__anext__()  # an unknown space is a 404 before the stream starts
-
-    async def sse() -> AsyncIterator[str]:
-        try:
-            yield f"data: {_json({'scene': 'knowledge', **first.to_dict()})}\n\n"
-            async for event in events:
-                yield f"data: {_json({'scene': 'knowledge', **event.to_dict()})}\n\n"
-        except DataPilotError as exc:
-            yield f"data: {_json({'type': 'error', **exc.to_dict()})}\n\n"
-        yield "data: [DONE]\n\n"
-
-    return StreamingResponse(
-        sse(), media_type="text/event-stream", headers={"cache-control": "no-cache", "x-accel-buffering": "no"}
-    )

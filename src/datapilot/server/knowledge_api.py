@@ -17,73 +17,24 @@ Uploads answer 202 at once: ingestion runs in the background, and its status is 
 
 from __future__ import annotations
 
-import asyncio
 import json
-import logging
-import time
-from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from fastapi import APIRouter, Depends, File, Form, Query, Request, UploadFile
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi import APIRouter, Depends, File, Form, Query, Request, Response, UploadFile
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from datapilot.awel import DAGManager
-from datapilot.core.config import Settings
-from datapilot.core.errors import DataPilotError, InvalidRequestError
+from datapilot.apps.services import ChatQuestion
+from datapilot.core.errors import InvalidRequestError
 from datapilot.core.types import Message, SamplingParams
-from datapilot.models.service import ModelService
-from datapilot.rag import (
-    KNOWLEDGE_STORE,
-    ChunkingConfig,
-    KnowledgeBase,
-    KnowledgeChatEvent,
-    KnowledgeSettings,
-    KnowledgeVectorStore,
-    knowledge_chat,
+from datapilot.rag import ChunkingConfig
+from datapilot.server.deps import (
+    CLIENT_CLOSED,
+    ClientDisconnected,
+    knowledge_service,
+    require_api_key,
+    until_disconnect,
 )
-from datapilot.server.openai_api import require_api_key
-from datapilot.server.state import services
-
-log = logging.getLogger("datapilot.server")
-
-
-@dataclass
-class KnowledgeService:
-    """The knowledge base a server holds; opened at start-up, closed at shutdown."""
-
-    knowledge: KnowledgeBase
-    llm: ModelService
-    _warm: asyncio.Task[None] | None = field(default=None, init=False, repr=False)
-
-    @classmethod
-    def from_settings(cls, settings: Settings, llm: ModelService) -> KnowledgeService:
-        kb = KnowledgeBase(
-            KnowledgeSettings.from_settings(settings), settings.home, rerank_client=llm, local_client=llm
-        )
-        return cls(kb, llm)
-
-    def attach(self, flows: DAGManager | None) -> None:
-        """Let flows retrieve from the knowledge base (the ``knowledge_retrieve`` operator)."""
-        if flows is not None:
-            flows.resources.vector_stores[KNOWLEDGE_STORE] = KnowledgeVectorStore(self.knowledge)
-
-    async def start(self) -> None:
-        await self.knowledge.open()
-        load = getattr(self.knowledge.embedder, "load", None)
-        if load is not None:  # warm the embedder in the background: the first query is then fast too
-            self._warm = asyncio.create_task(load())
-
-    async def close(self) -> None:
-        await self.knowledge.close()
-
-
-def knowledge_service(request: Request) -> KnowledgeService:
-    svc = getattr(services(request), "knowledge", None)
-    if svc is None:
-        raise InvalidRequestError("knowledge is not available on this server")
-    return svc
+from datapilot.server.sse import SSE_RESPONSES, sse_response
 
 
 class CreateSpaceRequest(BaseModel):
@@ -132,6 +83,19 @@ class ChatRequest(QueryRequest):
     def text(self) -> str:
         return self.question or self.query
 
+    def to_question(self) -> ChatQuestion:
+        return ChatQuestion(
+            self.text,
+            model=self.model,
+            history=[Message(m.role, m.content) for m in self.history],
+            k=self.k,
+            mode=self.mode,
+            documents=self.documents,
+            metadata=self.metadata,
+            rerank=self.rerank,
+            params=SamplingParams(max_tokens=self.max_tokens, temperature=self.temperature),
+        )
+
 
 def _json_field(raw: str | None, name: str) -> Any:
     if not raw:
@@ -140,23 +104,6 @@ def _json_field(raw: str | None, name: str) -> Any:
         return json.loads(raw)
     except json.JSONDecodeError as exc:
         raise InvalidRequestError(f"form field {name!r} is not valid JSON: {exc}", param=name) from None
-
-
-def _sse(obj: dict[str, Any]) -> str:
-    return f"data: {json.dumps(obj, ensure_ascii=False, separators=(',', ':'))}\n\n"
-
-
-async def _chat_events(first: KnowledgeChatEvent, rest: AsyncIterator[KnowledgeChatEvent]) -> AsyncIterator[str]:
-    try:
-        yield _sse(first.to_dict())
-        async for event in rest:
-            yield _sse(event.to_dict())
-    except DataPilotError as exc:
-        yield _sse(exc.to_dict())
-    except Exception as exc:  # the status line is gone: report in-band, then end the stream properly
-        log.exception("knowledge chat failed")
-        yield _sse({"error": {"message": f"{type(exc).__name__}: {exc}", "type": "server_error"}})
-    yield "data: [DONE]\n\n"
 
 
 def build_knowledge_router() -> APIRouter:
@@ -188,8 +135,7 @@ def build_knowledge_router() -> APIRouter:
         files: list[UploadFile] = File(..., description="one or more documents"),
         metadata: str | None = Form(None, description="JSON object stored with each document"),
         chunking: str | None = Form(None, description="JSON chunking options for these documents"),
-    ) -> dict[str, Any] | JSONResponse:
-        kb = knowledge_service(request).knowledge
+    ) -> dict[str, Any]:
         meta = _json_field(metadata, "metadata")
         if meta is not None and not isinstance(meta, dict):
             raise InvalidRequestError("form field 'metadata' must be a JSON object", param="metadata")
@@ -197,22 +143,7 @@ def build_knowledge_router() -> APIRouter:
             config = ChunkingConfig.model_validate(_json_field(chunking, "chunking")) if chunking else None
         except ValidationError as exc:
             raise InvalidRequestError(f"invalid chunking options: {exc.errors()[0]['msg']}", param="chunking") from None
-        docs: list[dict[str, Any]] = []
-        errors: list[dict[str, Any]] = []
-        for upload in files:
-            name = upload.filename or "upload.txt"
-            try:
-                data = await upload.read()
-                doc = await kb.add_bytes(space, name, data, metadata=meta, chunking=config)
-            except DataPilotError as exc:
-                if len(files) == 1:
-                    raise
-                errors.append({"file": name, **exc.to_dict()})
-                continue
-            finally:
-                await upload.close()
-            docs.append(doc.to_dict())
-        return {"data": docs, "errors": errors}
+        return await knowledge_service(request).add_files(space, files, metadata=meta, chunking=config)
 
     @router.post("/spaces/{space}/documents/text", status_code=202)
     async def add_text(space: str, body: AddTextRequest, request: Request) -> dict[str, Any]:
@@ -247,41 +178,22 @@ def build_knowledge_router() -> APIRouter:
 
     @router.post("/spaces/{space}/query")
     async def query(space: str, body: QueryRequest, request: Request) -> dict[str, Any]:
-        started = time.perf_counter()
-        passages = await knowledge_service(request).knowledge.retrieve(
+        return await knowledge_service(request).retrieve(
             space, body.query, k=body.k, mode=body.mode, documents=body.documents, metadata=body.metadata,
             rerank=body.rerank,
         )  # fmt: skip
-        latency = round((time.perf_counter() - started) * 1000, 2)
-        return {"data": [p.to_dict() for p in passages], "latency_ms": latency}
 
-    @router.post("/spaces/{space}/chat", response_model=None)
-    async def chat(space: str, body: ChatRequest, request: Request) -> StreamingResponse | dict[str, Any]:
-        if not body.text.strip():
-            raise InvalidRequestError("Missing required parameter: 'question'", param="question")
+    @router.post("/spaces/{space}/chat", response_model=None, responses=SSE_RESPONSES)
+    async def chat(space: str, body: ChatRequest, request: Request) -> Response | dict[str, Any]:
+        """The knowledge chat: ``citations``, ``delta``..., ``done`` as SSE, or the answer as one object."""
         svc = knowledge_service(request)
-        events = knowledge_chat(
-            svc.knowledge,
-            svc.llm,
-            space,
-            body.text,
-            model=body.model,
-            history=[Message(m.role, m.content) for m in body.history],
-            k=body.k,
-            mode=body.mode,
-            documents=body.documents,
-            metadata=body.metadata,
-            rerank=body.rerank,
-            params=SamplingParams(max_tokens=body.max_tokens, temperature=body.temperature),
-        )
+        if not body.stream:
+            try:
+                return await until_disconnect(request, svc.answer(space, body.to_question()))
+            except ClientDisconnected:
+                return Response(status_code=CLIENT_CLOSED)
+        events = svc.chat(space, body.to_question())
         first = await anext(events)  # retrieval errors (no such space...) answer with their HTTP status
-        if body.stream:
-            return StreamingResponse(_chat_events(first, events), media_type="text/event-stream")
-        async for event in events:
-            if event.type == "done":
-                out = event.to_dict()
-                out.pop("type")
-                return out
-        raise DataPilotError("the knowledge chat ended without an answer")
+        return sse_response(request, events, first=first)
 
     return router

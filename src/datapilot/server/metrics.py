@@ -14,6 +14,7 @@ from fastapi import APIRouter, Depends, Request
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector, generate_latest
 
 from datapilot.models.manager import RequestRecord
+from datapilot.server.deps import require_api_key, services
 
 log = logging.getLogger("datapilot.serving")
 
@@ -128,10 +129,6 @@ class ServingMetrics:
 
 
 def build_metrics_router() -> APIRouter:
-    # Imported here: the server state module imports this one.
-    from datapilot.server.openai_api import require_api_key
-    from datapilot.server.state import services
-
     router = APIRouter(dependencies=[Depends(require_api_key)])
 
     @router.get("/metrics/models")

@@ -9,7 +9,7 @@ from fastapi.responses import JSONResponse
 
 from datapilot.core.config import ModelConfig
 from datapilot.models.cluster.host import ModelHost
-from datapilot.server.openai_api import require_api_key
+from datapilot.server.deps import require_api_key
 
 
 def models_router(host: ModelHost) -> APIRouter:

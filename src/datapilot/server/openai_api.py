@@ -6,41 +6,35 @@ Streams are standard SSE ending with ``data: [DONE]``; a client that goes away c
 
 from __future__ import annotations
 
-import asyncio
 import base64
-import json
-import secrets
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, TypeVar
+from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 from fastapi import APIRouter, Depends, Request, Response
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse
 
 from datapilot.core.client import LLMClient
-from datapilot.core.errors import AuthenticationError, DataPilotError, InvalidRequestError
+from datapilot.core.errors import InvalidRequestError
 from datapilot.core.types import ModelChunk, ModelOutput, ModelRequest, Timing, TokenLogprob, Usage
 from datapilot.models.service import model_info
 from datapilot.server.cache_api import serving_client
+from datapilot.server.deps import (
+    CLIENT_CLOSED,
+    ClientDisconnected,
+    Services,
+    require_api_key,
+    services,
+    until_disconnect,
+)
 from datapilot.server.openai_schemas import (
     ChatCompletionRequest,
     CompletionRequest,
     EmbeddingRequest,
     RerankRequest,
 )
-from datapilot.server.state import Services, services
-
-T = TypeVar("T")
-_CLIENT_CLOSED = 499
-
-
-class ClientDisconnected(Exception):
-    pass
-
-
-def _json(obj: Any) -> str:
-    return json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
+from datapilot.server.sse import sse_response
 
 
 def metrics_dict(timing: Timing | None, usage: Usage) -> dict[str, float | None]:
@@ -60,39 +54,6 @@ def timing_headers(timing: Timing | None, usage: Usage, request_id: str) -> dict
         if value is not None:
             headers[f"x-datapilot-{key.replace('_', '-')}"] = str(value)
     return headers
-
-
-async def require_api_key(request: Request) -> None:
-    keys = services(request).settings.server.api_keys
-    if not keys:
-        return
-    auth = request.headers.get("authorization", "")
-    scheme, _, token = auth.partition(" ")
-    if scheme.lower() != "bearer" or not token:
-        raise AuthenticationError(
-            "You didn't provide an API key. Send it as 'Authorization: Bearer <key>'.", code="missing_api_key"
-        )
-    if not any(secrets.compare_digest(token.strip(), k.get_secret_value()) for k in keys):
-        raise AuthenticationError("Incorrect API key provided.")
-
-
-async def until_disconnect(request: Request, work: Awaitable[T]) -> T:
-    """Await ``work``, cancelling it if the client disconnects first."""
-    task = asyncio.ensure_future(work)
-
-    async def watch() -> None:
-        while (await request.receive())["type"] != "http.disconnect":
-            pass
-
-    watcher = asyncio.ensure_future(watch())
-    try:
-        await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        watcher.cancel()
-    if task.done():
-        return task.result()
-    task.cancel()
-    raise ClientDisconnected
 
 
 ChunkShape = Callable[[ModelChunk | None, bool], dict[str, Any]]
@@ -173,45 +134,33 @@ async def _stream(
         first = None
     except ClientDisconnected:
         await _aclose(chunks)
-        return Response(status_code=_CLIENT_CLOSED)
+        return Response(status_code=CLIENT_CLOSED)
     except BaseException:
         await _aclose(chunks)
         raise
 
-    async def sse() -> AsyncIterator[str]:
+    async def openai_chunks() -> AsyncIterator[dict[str, Any]]:
+        # The chunk JSON is OpenAI's; errors and [DONE] are the SSE writer's.
         try:
             if role_chunk:
-                yield f"data: {_json(shape(None, True))}\n\n"
+                yield shape(None, True)
             chunk = first
             while chunk is not None:
                 out = shape(chunk, False)
                 if chunk.finish_reason is not None:
                     usage = chunk.usage or Usage()
                     out["metrics"] = metrics_dict(chunk.timing, usage)
-                    yield f"data: {_json(out)}\n\n"
+                    yield out
                     if include_usage:
-                        tail = {**base, "object": out["object"], "choices": [], "usage": usage.to_dict()}
-                        yield f"data: {_json(tail)}\n\n"
+                        yield {**base, "object": out["object"], "choices": [], "usage": usage.to_dict()}
                     break
                 if chunk.text or chunk.tool_calls or chunk.logprobs:
-                    yield f"data: {_json(out)}\n\n"
-                chunk = await chunks.__anext__()
-        except DataPilotError as exc:  # after the headers went out, the error travels in the stream
-            yield f"data: {_json(exc.to_dict())}\n\n"
+                    yield out
+                chunk = await anext(chunks, None)
         finally:
             await _aclose(chunks)
-        yield "data: [DONE]\n\n"
 
-    return StreamingResponse(
-        sse(),
-        media_type="text/event-stream",
-        headers={
-            "x-request-id": mreq.request_id,
-            "cache-control": "no-cache",
-            "x-accel-buffering": "no",
-            **extra_headers(),
-        },
-    )
+    return sse_response(request, openai_chunks(), headers={"x-request-id": mreq.request_id, **extra_headers()})
 
 
 async def _aclose(chunks: AsyncIterator[ModelChunk]) -> None:
@@ -230,7 +179,7 @@ async def _generate(
     try:
         return await until_disconnect(request, (llm or svc.llm).generate(mreq))
     except ClientDisconnected:
-        return Response(status_code=_CLIENT_CLOSED)
+        return Response(status_code=CLIENT_CLOSED)
 
 
 def _supports(capabilities: frozenset[str]) -> dict[str, bool]:

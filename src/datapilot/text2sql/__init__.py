@@ -33,25 +33,40 @@
 from pathlib import Path
 
 from datapilot.text2sql._eval import (
+    DIFFICULTIES,
+    GOLD_TIMEOUT_S,
     EvalReport,
     Prediction,
     Predictor,
     Question,
+    ablation_rows,
     database_path,
     difficulty_of,
     evaluate,
     gold_orders,
     load_questions,
     results_match,
+    run_sqlite,
+    write_chart,
 )
-from datapilot.text2sql._examples import ExampleStore, StoredExample, mask_question
+from datapilot.text2sql._examples import ExampleStore, StoredExample, mask_question, read_examples
 from datapilot.text2sql._extract import ParsedAnswer, extract_sql, parse_answer, parse_answer_list, repair_json
-from datapilot.text2sql._grammar import answer_grammar, grammar_dialects, sql_grammar, table_aliases
+from datapilot.text2sql._grammar import RESERVED, answer_grammar, grammar_dialects, sql_grammar, table_aliases
 from datapilot.text2sql._grounding import Grounding, Reuse
 from datapilot.text2sql._heldout import HELDOUT_DB_ID, build_heldout_database, ensure_heldout_database
 from datapilot.text2sql._linking import SchemaLinker
-from datapilot.text2sql._pipeline import Attempt, SQLAnswer, Text2SQL, Text2SQLOptions
+from datapilot.text2sql._operators import (
+    GenerateOperator,
+    GroundOperator,
+    LinkOperator,
+    PromptOperator,
+    Text2SQLEnv,
+    VoteOperator,
+    step_event,
+)
+from datapilot.text2sql._pipeline import Attempt, SQLAnswer, SQLTask, Text2SQL, Text2SQLOptions
 from datapilot.text2sql._prompt import Example, chat_messages, completion_prompt, schema_examples
+from datapilot.text2sql._runner import PipelineRunner
 from datapilot.text2sql._transpile import transpile
 from datapilot.text2sql._unseen import UNSEEN_DB_ID, ensure_unseen_database, unseen_set_path
 from datapilot.text2sql._values import ValueHit, ValueIndex, ValueIndexes, ValueIndexOptions
@@ -69,27 +84,39 @@ def heldout_set_path() -> Path:
 
 
 __all__ = [
+    "DIFFICULTIES",
+    "GOLD_TIMEOUT_S",
     "HELDOUT_DB_ID",
+    "RESERVED",
     "UNSEEN_DB_ID",
     "Attempt",
     "EvalReport",
     "Example",
     "ExampleStore",
+    "GenerateOperator",
+    "GroundOperator",
     "Grounding",
+    "LinkOperator",
     "ParsedAnswer",
+    "PipelineRunner",
     "Prediction",
     "Predictor",
+    "PromptOperator",
     "Question",
     "Reuse",
     "SQLAnswer",
+    "SQLTask",
     "SchemaLinker",
     "StoredExample",
     "Text2SQL",
+    "Text2SQLEnv",
     "Text2SQLOptions",
     "ValueHit",
     "ValueIndex",
     "ValueIndexOptions",
     "ValueIndexes",
+    "VoteOperator",
+    "ablation_rows",
     "answer_grammar",
     "build_heldout_database",
     "chat_messages",
@@ -108,11 +135,15 @@ __all__ = [
     "mask_question",
     "parse_answer",
     "parse_answer_list",
+    "read_examples",
     "repair_json",
     "results_match",
+    "run_sqlite",
     "schema_examples",
     "sql_grammar",
+    "step_event",
     "table_aliases",
     "transpile",
     "unseen_set_path",
+    "write_chart",
 ]

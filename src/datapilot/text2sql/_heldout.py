@@ -16,7 +16,7 @@ import random
 from pathlib import Path
 from typing import Any
 
-from datapilot.datasource._sample import ensure_database, random_day, writing_database
+from datapilot.datasource import ensure_database, random_day, writing_database
 
 HELDOUT_DB_ID = "clinic"
 HELDOUT_VERSION = 1

@@ -22,7 +22,7 @@ import numpy as np
 from datapilot.datasource import TableInfo
 
 if TYPE_CHECKING:
-    from datapilot.cache import Embedder
+    from datapilot.core.retrieval import Embedder
 
 _WORD = re.compile(r"[A-Za-z]+|[\u4e00-\u9fff]")
 MAX_PATH = 3  # foreign-key hops between two chosen tables that linking will bridge

@@ -151,6 +151,30 @@ class _Candidate:
     error: DataPilotError | None = None
 
 
+@dataclass(slots=True)
+class SQLTask:
+    """One question on its way through the pipeline's stages: what each stage found so far.
+
+    ``done`` is set when the task needs no further stage (a verified SQL answered it, the source has
+    no tables, or the vote settled it); a flow's later text2sql operators then pass it on untouched.
+    """
+
+    question: str
+    answer: SQLAnswer
+    pipeline: Text2SQL | None = None  # the pipeline a flow's operators run the stages of
+    source: str = ""
+    schema: list[TableInfo] = field(default_factory=list)
+    hits: list[ValueHit] = field(default_factory=list)
+    ranked: list[tuple[StoredExample, float]] = field(default_factory=list)
+    tables: list[TableInfo] = field(default_factory=list)
+    prompt: str | list[Message] | None = None
+    grammar: str | None = None
+    candidates: list[_Candidate] = field(default_factory=list)
+    done: bool = False
+    started: float = field(default_factory=time.perf_counter)
+    notes: dict[str, Any] = field(default_factory=dict)  # what a scene adds to the final answer
+
+
 def _signature(result: QueryResult) -> tuple[Any, ...]:
     """What two results share when they agree: their rows as a multiset, values compared loosely."""
     rows = Counter(tuple(_norm(v) for v in row) for row in result.rows)
@@ -195,70 +219,108 @@ class Text2SQL:
         ``{"type": "values"}`` (the real values the question names), ``{"type": "reuse"}`` (a verified
         example's SQL answered: nothing else follows but ``sql``), ``{"type": "tables"}``,
         ``{"type": "attempt"}`` (one per model answer, with its candidate),
-        ``{"type": "vote"}`` (several candidates: which result won) and ``{"type": "sql"}``."""
-        started = time.perf_counter()
-        opts = self.options
-        try:
-            schema = await self.schema()
-            if not schema:
-                answer.error = InvalidRequestError(
-                    "the data source has no tables to query: add data to it, or pick another source",
-                    code="empty_schema",
-                )
-                return
-            dialect = self.connector.dialect
-            g = self.grounding
-            hits = g.hits(question) if g is not None and opts.values else []
-            ranked = await g.ranked(question, schema) if g is not None and opts.verified else []
-            if hits:
-                yield {"type": "values", "hits": [h.to_dict() for h in hits]}
-            reused = reuse(question, ranked, hits, schema, threshold=opts.reuse_threshold, dialect=dialect)
-            if reused is not None and await self._reuse(reused, answer, dialect):
-                yield {"type": "reuse", **reused.to_dict()}
-                yield {"type": "sql", "sql": answer.sql}
-                return
-            tables, prompt = await self._prompt(question, schema, hits, ranked)
-            answer.tables = [t.name for t in tables]
-            yield {"type": "tables", "tables": answer.tables}
-            grammar = await self._grammar(tables, dialect)
-            n = max(1, opts.candidates)
-            if n == 1:
-                found = [_Candidate(0)]
-                async for event in self._solve(found[0], prompt, grammar, dialect):
-                    yield event
-            else:
-                # Candidate 0 is the greedy answer; the others sample. They run concurrently through
-                # the serving layer (which batches or queues them) and their events follow in order.
-                found = [_Candidate(i) for i in range(n)]
-                batches = await asyncio.gather(*(self._collect(c, prompt, grammar, dialect) for c in found))
-                for events in batches:
-                    for event in events:
-                        yield event
-            self._settle(answer, found)
-            if n > 1:
-                yield {"type": "vote", **answer.vote}
-            if answer.ok:
-                yield {"type": "sql", "sql": answer.sql}
-        finally:
-            answer.elapsed_ms = (time.perf_counter() - started) * 1000
-            if answer.attempts:
-                # The chosen candidate's answer (its last attempt) carries the thoughts and chart.
-                last = next((a for a in reversed(answer.attempts) if a.sql == answer.sql), answer.attempts[-1])
-                parsed = parse_answer(last.raw) if self.options.style == "chat" else None
-                if parsed is not None:
-                    answer.thoughts, answer.chart = parsed.thoughts, parsed.chart
+        ``{"type": "vote"}`` (several candidates: which result won) and ``{"type": "sql"}``.
 
-    async def _prompt(
+        The stages are the methods a flow's operators call one by one (``text2sql_ground``,
+        ``text2sql_link``, ``text2sql_prompt``, ``text2sql_generate``, ``text2sql_vote``)."""
+        task = SQLTask(question, answer)
+        try:
+            for stage in (self.ground, self.link, self.write_prompt, self.generate, self.vote):
+                if task.done:
+                    break
+                async for event in stage(task):
+                    yield event
+        finally:
+            self.finish(task)
+
+    async def ground(self, task: SQLTask) -> AsyncIterator[dict[str, Any]]:
+        """The schema, the real values the question names and the verified examples like it; a
+        verified example's SQL that answers the question ends the task here (``reuse``)."""
+        opts, answer, question = self.options, task.answer, task.question
+        task.schema = await self.schema()
+        if not task.schema:
+            answer.error = InvalidRequestError(
+                "the data source has no tables to query: add data to it, or pick another source",
+                code="empty_schema",
+            )
+            task.done = True
+            return
+        dialect = self.connector.dialect
+        g = self.grounding
+        task.hits = g.hits(question) if g is not None and opts.values else []
+        task.ranked = await g.ranked(question, task.schema) if g is not None and opts.verified else []
+        if task.hits:
+            yield {"type": "values", "hits": [h.to_dict() for h in task.hits]}
+        reused = reuse(question, task.ranked, task.hits, task.schema, threshold=opts.reuse_threshold, dialect=dialect)
+        if reused is not None and await self._reuse(reused, answer, dialect):
+            task.done = True
+            yield {"type": "reuse", **reused.to_dict()}
+            yield {"type": "sql", "sql": answer.sql}
+
+    async def link(self, task: SQLTask) -> AsyncIterator[dict[str, Any]]:
+        """The tables the question needs (with those its values name, and the join paths between)."""
+        task.tables = await self._link(task.question, task.schema, task.hits)
+        task.answer.tables = [t.name for t in task.tables]
+        yield {"type": "tables", "tables": task.answer.tables}
+
+    async def write_prompt(self, task: SQLTask) -> AsyncIterator[dict[str, Any]]:
+        """The prompt over the linked tables, and the grammar that holds the SQL to them."""
+        task.prompt = self._write(task.question, task.tables, task.hits, task.ranked)
+        task.grammar = await self._grammar(task.tables, self.connector.dialect)
+        return
+        yield  # an async generator that emits nothing
+
+    async def generate(self, task: SQLTask) -> AsyncIterator[dict[str, Any]]:
+        """The candidates: each written, guarded, run read-only and corrected on a database error."""
+        assert task.prompt is not None, "write_prompt runs before generate"
+        dialect, n = self.connector.dialect, max(1, self.options.candidates)
+        if n == 1:
+            task.candidates = [_Candidate(0)]
+            async for event in self._solve(task.candidates[0], task.prompt, task.grammar, dialect):
+                yield event
+            return
+        # Candidate 0 is the greedy answer; the others sample. They run concurrently through the
+        # serving layer (which batches or queues them) and their events follow in order.
+        task.candidates = [_Candidate(i) for i in range(n)]
+        batches = await asyncio.gather(*(self._collect(c, task.prompt, task.grammar, dialect) for c in task.candidates))
+        for events in batches:
+            for event in events:
+                yield event
+
+    async def vote(self, task: SQLTask) -> AsyncIterator[dict[str, Any]]:
+        """The answer: the largest group of candidates whose results agree."""
+        answer = task.answer
+        self._settle(answer, task.candidates)
+        if len(task.candidates) > 1:
+            yield {"type": "vote", **answer.vote}
+        if answer.ok:
+            yield {"type": "sql", "sql": answer.sql}
+        task.done = True
+
+    def finish(self, task: SQLTask) -> None:
+        """The time taken, and the thoughts and chart of the chosen candidate's answer."""
+        answer = task.answer
+        answer.elapsed_ms = (time.perf_counter() - task.started) * 1000
+        if answer.attempts:
+            # The chosen candidate's answer (its last attempt) carries the thoughts and chart.
+            last = next((a for a in reversed(answer.attempts) if a.sql == answer.sql), answer.attempts[-1])
+            parsed = parse_answer(last.raw) if self.options.style == "chat" else None
+            if parsed is not None:
+                answer.thoughts, answer.chart = parsed.thoughts, parsed.chart
+
+    async def _link(self, question: str, schema: list[TableInfo], hits: list[ValueHit]) -> list[TableInfo]:
+        return await self.linker.select(question, schema, must={h.table for h in hits})  # + the values'
+
+    def _write(
         self,
         question: str,
-        schema: list[TableInfo],
+        tables: list[TableInfo],
         hits: list[ValueHit],
         ranked: list[tuple[StoredExample, float]],
-    ) -> tuple[list[TableInfo], str | list[Message]]:
-        """The linked tables and the prompt for ``question``. A model trained on this database
-        (``trained``) reads the schema without samples or worked examples, as it was trained."""
+    ) -> str | list[Message]:
+        """The prompt for ``question`` over ``tables``. A model trained on this database (``trained``)
+        reads the schema without samples or worked examples, as it was trained."""
         opts, dialect = self.options, self.connector.dialect
-        tables = await self.linker.select(question, schema, must={h.table for h in hits})  # + the values'
         examples: list[Example] | None
         if opts.trained:
             examples = []
@@ -270,8 +332,19 @@ class Text2SQL:
         hint_lines = [h.condition(dialect) for h in hits]
         samples = not opts.trained
         if opts.style == "chat":
-            return tables, chat_messages(question, tables, dialect, examples, hint_lines, samples)
-        return tables, completion_prompt(question, tables, dialect, examples, hint_lines, samples)
+            return chat_messages(question, tables, dialect, examples, hint_lines, samples)
+        return completion_prompt(question, tables, dialect, examples, hint_lines, samples)
+
+    async def _prompt(
+        self,
+        question: str,
+        schema: list[TableInfo],
+        hits: list[ValueHit],
+        ranked: list[tuple[StoredExample, float]],
+    ) -> tuple[list[TableInfo], str | list[Message]]:
+        """The linked tables and the prompt for ``question``."""
+        tables = await self._link(question, schema, hits)
+        return tables, self._write(question, tables, hits, ranked)
 
     async def prompt_for(self, question: str) -> str | list[Message]:
         """The prompt the pipeline writes for ``question`` (value hints and linking included): what a

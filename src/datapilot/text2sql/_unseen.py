@@ -18,7 +18,7 @@ import random
 from pathlib import Path
 from typing import Any
 
-from datapilot.datasource._sample import ensure_database, random_day, writing_database
+from datapilot.datasource import ensure_database, random_day, writing_database
 
 UNSEEN_DB_ID = "university"
 UNSEEN_VERSION = 1

@@ -140,8 +140,7 @@ async def make_data(
 
 def _verified_pairs(settings: Settings, source: str, dialect: str) -> list[Any]:
     """The data source's verified examples as training pairs."""
-    from datapilot.text2sql import ExampleStore
-    from datapilot.text2sql._eval import difficulty_of
+    from datapilot.text2sql import ExampleStore, difficulty_of
     from datapilot.train._generate import Pair
 
     path = settings.home / "examples.db"
@@ -231,8 +230,7 @@ async def compare(
     """EX of the base and of the fine-tuned model on (up to ``n`` of) the generated dev questions,
     through the same pipeline, each prompted the way it expects."""
     from datapilot.models.manager import ModelManager
-    from datapilot.text2sql import Text2SQLOptions, load_questions
-    from datapilot.text2sql._runner import PipelineRunner
+    from datapilot.text2sql import PipelineRunner, Text2SQLOptions, load_questions
 
     items = load_questions(data / "dev.json")
     if len(items) > n:

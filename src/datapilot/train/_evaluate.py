@@ -52,7 +52,7 @@ from sqlglot.tokens import Token, TokenType
 
 from datapilot.core.errors import DataPilotError, InvalidRequestError
 from datapilot.datasource import check_read_only
-from datapilot.text2sql._eval import (
+from datapilot.text2sql import (
     DIFFICULTIES,
     GOLD_TIMEOUT_S,
     database_path,

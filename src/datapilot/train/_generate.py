@@ -45,11 +45,17 @@ import sqlglot
 from sqlglot.errors import SqlglotError
 
 from datapilot.core.errors import InvalidRequestError
-from datapilot.datasource._guard import check_read_only
-from datapilot.datasource._sample import writing_database
-from datapilot.datasource._types import ColumnInfo, Connector, ForeignKey, QueryResult, TableInfo, jsonable
-from datapilot.text2sql._eval import difficulty_of
-from datapilot.text2sql._grammar import RESERVED, table_aliases
+from datapilot.datasource import (
+    ColumnInfo,
+    Connector,
+    ForeignKey,
+    QueryResult,
+    TableInfo,
+    check_read_only,
+    jsonable,
+    writing_database,
+)
+from datapilot.text2sql import RESERVED, difficulty_of, table_aliases
 
 LANGUAGES = ("en", "zh")
 SAMPLE_ROWS = 2000  # rows read per table to profile it

@@ -41,8 +41,7 @@ from datapilot.core.types import (
 )
 from datapilot.models.backend import CHAT, COMPLETION, EMBEDDING, RERANK, ModelBackend
 from datapilot.models.prompt import StopFilter
-from datapilot.models.structured import JSON_SCHEMA, LOGPROBS
-from datapilot.models.structured._instance import is_valid, smallest_instance
+from datapilot.models.structured import JSON_SCHEMA, LOGPROBS, is_valid, smallest_instance
 
 _WORD = re.compile(r"\s*\S+")
 

@@ -1,6 +1,7 @@
 """Structured generation: JSON schemas and GBNF grammars, tool calling, and what each backend enforces."""
 
 from datapilot.models.structured._gbnf import GrammarError, check_gbnf, gbnf_literal, parse_gbnf
+from datapilot.models.structured._instance import is_valid, smallest_instance
 from datapilot.models.structured._json_schema import JSON_OBJECT_GBNF, GBNFBuilder, check_json_schema, schema_to_gbnf
 from datapilot.models.structured._plan import (
     GRAMMAR,
@@ -28,8 +29,10 @@ __all__ = [
     "check_json_schema",
     "check_supported",
     "gbnf_literal",
+    "is_valid",
     "parse_gbnf",
     "prepare",
     "schema_to_gbnf",
+    "smallest_instance",
     "wrap_stream",
 ]

@@ -1,4 +1,4 @@
-"""The cache's MiniLM runs on ONNX Runtime by default (exported once from the same weights) and must
+"""The MiniLM embedder runs on ONNX Runtime by default (exported once from the same weights) and must
 give the vectors torch gives; ``runtime = "torch"`` and bad values behave as documented."""
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from datapilot.cache._embed import SentenceTransformerEmbedder, weights_stamp
 from datapilot.core.errors import ConfigError
+from datapilot.retrieval import SentenceTransformerEmbedder, weights_stamp
 
 TEXTS = [
     "How do I learn Python?",

@@ -1,0 +1,297 @@
+"""Every chat scene is an AWEL flow, served by one ``SceneService``.
+
+The built-in scenes are written with ``>>`` below, from the modules' operators and the scenes' own;
+``datapilot flow show scene:data --format dsl`` prints one, and a changed copy is served as a new
+scene (``datapilot flow serve FILE --as-scene NAME``, ``POST /api/chat/scenes``). The CLI and the
+server call the same ``SceneService``: a scene's events stream as its operators emit them.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from datapilot.apps._agent import AgentRunOperator
+from datapilot.apps._scenes import (
+    AnswerOperator,
+    ChatAnswerOperator,
+    ChatContext,
+    DescribeOperator,
+    LoadFileOperator,
+    PlanOperator,
+    PresentOperator,
+    RunAnalysesOperator,
+    SceneRequest,
+    SceneRequestOperator,
+    SchemaAnswerOperator,
+    SummariseOperator,
+)
+from datapilot.awel import DAG, OPERATORS, NodeError, compile_dsl, to_dsl
+from datapilot.core.errors import DataPilotError, InvalidRequestError
+from datapilot.core.events import DoneEvent, Event
+from datapilot.core.registry import Registry
+from datapilot.datasource import ConnectOperator
+from datapilot.text2sql import GenerateOperator, GroundOperator, LinkOperator, PromptOperator, VoteOperator
+
+log = logging.getLogger("datapilot.apps")
+
+SCENE_FORMATS = ("json", "dsl")
+
+
+@dataclass(slots=True)
+class Scene:
+    """A chat scene: its flow, what it is for, and where it came from (``builtin`` or a file)."""
+
+    name: str
+    flow: DAG
+    description: str = ""
+    origin: str = "builtin"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "description": self.description,
+            "origin": self.origin,
+            "nodes": [op.name for op in self.flow.nodes.values()],
+        }
+
+
+SCENES: Registry[Scene] = Registry("chat scene", error=lambda m: InvalidRequestError(m, param="scene"))
+
+
+def _text2sql(dag_name: str, description: str, *, excel: bool = False) -> DAG:
+    """question -> data source -> (excel: columns) -> the text-to-SQL stages -> table, chart, answer."""
+    with DAG(f"scene:{dag_name}", description) as dag:
+        start = SceneRequestOperator()
+        if excel:
+            head = start >> LoadFileOperator() >> ConnectOperator() >> DescribeOperator()
+        else:
+            head = start >> ConnectOperator(answer_errors=True)
+        (
+            head
+            >> GroundOperator()
+            >> LinkOperator()
+            >> PromptOperator()
+            >> GenerateOperator()
+            >> VoteOperator()
+            >> PresentOperator()
+            >> SummariseOperator()
+            >> AnswerOperator()
+        )
+    return dag
+
+
+def _db_qa() -> DAG:
+    with DAG("scene:db_qa", "questions about the schema, answered from the introspected tables") as dag:
+        SceneRequestOperator() >> ConnectOperator() >> SchemaAnswerOperator()
+    return dag
+
+
+def _dashboard() -> DAG:
+    with DAG("scene:dashboard", "one request, several analyses (title, SQL, chart each)") as dag:
+        SceneRequestOperator() >> ConnectOperator() >> PlanOperator() >> RunAnalysesOperator()
+    return dag
+
+
+def _chat() -> DAG:
+    with DAG("scene:chat", "a plain conversation with the model") as dag:
+        SceneRequestOperator() >> ChatAnswerOperator()
+    return dag
+
+
+def _knowledge() -> DAG:
+    with DAG("scene:knowledge", "an answer from a knowledge space, with citations") as dag:
+        (
+            SceneRequestOperator()
+            >> OPERATORS.get("rag_retrieve")()
+            >> OPERATORS.get("rag_answer")()
+            >> OPERATORS.get("rag_cite")()
+        )
+    return dag
+
+
+def _agent() -> DAG:
+    with DAG("scene:agent", "a team of agents: plan, SQL, charts, report") as dag:
+        SceneRequestOperator() >> AgentRunOperator()
+    return dag
+
+
+BUILTIN_SCENES: dict[str, tuple[str, Callable[[], DAG]]] = {
+    "data": (
+        "a question over a database: SQL, a table, a chart and a sentence",
+        lambda: _text2sql("data", "a question over a database: SQL, a table, a chart and a sentence"),
+    ),
+    "excel": (
+        "a CSV / Excel / Parquet file in DuckDB, its columns described, then the question answered",
+        lambda: _text2sql("excel", "a spreadsheet loaded into DuckDB, then the question answered", excel=True),
+    ),
+    "db_qa": ("questions about the schema and metadata", _db_qa),
+    "dashboard": ("several analyses at once, each with its chart", _dashboard),
+    "chat": ("a plain conversation with the model", _chat),
+    "knowledge": ("an answer from a knowledge space, with citations", _knowledge),
+    "agent": ("a team of agents over the data source: plan, SQL, charts, report", _agent),
+}
+
+
+def register_scene(
+    name: str, flow: DAG, description: str = "", *, origin: str = "builtin", replace: bool = False
+) -> Scene:
+    """Serve ``flow`` as the chat scene ``name`` (its input is a ``SceneRequest``, its events are the
+    stream; the operator that ends it emits ``done``)."""
+    if not name.isidentifier():
+        raise InvalidRequestError(f"a scene name is a plain identifier, not {name!r}", param="name")
+    flow.validate()
+    return SCENES.register(name, Scene(name, flow, description or flow.description, origin), replace=replace)
+
+
+def _register_builtins() -> None:
+    for name, (description, build) in BUILTIN_SCENES.items():
+        if name not in SCENES:
+            register_scene(name, build(), description)
+
+
+def read_scene_file(path: Path) -> DAG:
+    """A flow file (``.json`` or ``.dsl``) as a scene's flow; names resolve only through the registries."""
+    text = path.read_text(encoding="utf-8")
+    if path.suffix == ".json":
+        return DAG.from_json(text)
+    if path.suffix == ".dsl":
+        flows = compile_dsl(text)
+        if len(flows) != 1:
+            raise InvalidRequestError(f"{path} holds {len(flows)} workflows; a scene is one", param="file")
+        return flows[0]
+    raise InvalidRequestError(f"a scene file is .json or .dsl, not {path.suffix or 'no suffix'}", param="file")
+
+
+def scene_text(flow: DAG, fmt: str) -> str:
+    if fmt == "json":
+        return flow.to_json()
+    if fmt == "dsl":
+        return to_dsl(flow)
+    raise InvalidRequestError(f"format is one of {', '.join(SCENE_FORMATS)}, not {fmt!r}", param="format")
+
+
+class SceneService:
+    """Runs chat scenes as flows. ``folder`` (``DATAPILOT_HOME/scenes``) holds the users' own scenes:
+    loaded at start, and where ``save`` writes a new one."""
+
+    def __init__(self, folder: Path | None = None) -> None:
+        _register_builtins()
+        self.folder = folder
+
+    def load_folder(self) -> list[str]:
+        """Register the scenes saved in ``folder``; a file that does not load is logged and skipped."""
+        loaded: list[str] = []
+        if self.folder is None or not self.folder.is_dir():
+            return loaded
+        for path in sorted([*self.folder.glob("*.json"), *self.folder.glob("*.dsl")]):
+            try:
+                register_scene(path.stem, read_scene_file(path), origin=str(path), replace=True)
+            except DataPilotError as exc:
+                log.error("scene file %s does not load: %s", path, exc.message)
+                continue
+            loaded.append(path.stem)
+        return loaded
+
+    def save(self, name: str, text: str, fmt: str = "json", *, replace: bool = False) -> Scene:
+        """Check ``text`` compiles to a flow, serve it as scene ``name`` and keep it in ``folder``."""
+        if fmt not in SCENE_FORMATS:
+            raise InvalidRequestError(f"format is one of {', '.join(SCENE_FORMATS)}, not {fmt!r}", param="format")
+        if name in BUILTIN_SCENES:
+            raise InvalidRequestError(f"{name!r} is a built-in scene: save the copy under another name", param="name")
+        if name in SCENES and not replace:
+            raise InvalidRequestError(f"scene {name!r} exists: pass replace to change it", param="name")
+        flow = DAG.from_json(text) if fmt == "json" else _one_flow(text)
+        origin = "api"
+        if self.folder is not None:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            path = self.folder / f"{name}.{fmt}"
+            tmp = path.with_suffix(path.suffix + ".tmp")
+            tmp.write_text(text, encoding="utf-8")
+            tmp.replace(path)
+            origin = str(path)
+        return register_scene(name, flow, origin=origin, replace=True)
+
+    def names(self) -> list[str]:
+        return SCENES.names()
+
+    def scenes(self) -> list[Scene]:
+        return [SCENES.get(n) for n in SCENES.names()]
+
+    def get(self, name: str) -> Scene:
+        return SCENES.get(name)
+
+    def events(self, name: str, ctx: ChatContext, request: SceneRequest) -> AsyncIterator[Event]:
+        """The scene's events as its operators emit them. An unknown scene or an empty question is an
+        error here, before anything streams (a 400, not an event)."""
+        scene = SCENES.get(name)
+        if not request.question or not request.question.strip():
+            raise InvalidRequestError("the question is empty", param="question")
+        return _run(scene.flow, ctx, request)
+
+    async def answer(self, name: str, ctx: ChatContext, request: SceneRequest) -> dict[str, Any]:
+        """Run a scene to the end and return its final answer (the ``done`` event's body)."""
+        final: dict[str, Any] = {}
+        async for event in self.events(name, ctx, request):
+            if isinstance(event, DoneEvent):
+                # A scene's answer is an object; the knowledge chat's done event carries it whole.
+                # An agent run's done event carries the whole run as its ``result``.
+                result = getattr(event, "result", None)
+                if isinstance(result, dict):
+                    final = result
+                else:
+                    final = event.answer if isinstance(event.answer, dict) else event.wire()
+        return final
+
+
+def _one_flow(text: str) -> DAG:
+    flows = compile_dsl(text)
+    if len(flows) != 1:
+        raise InvalidRequestError(f"the text holds {len(flows)} workflows; a scene is one", param="flow")
+    return flows[0]
+
+
+async def _run(flow: DAG, ctx: ChatContext, request: SceneRequest) -> AsyncIterator[Event]:
+    try:
+        async for event in flow.run_events(request, resources=ctx):
+            yield event
+    except NodeError as exc:
+        # A module's own error (an unknown source, a refused query) keeps its type, status and code.
+        if isinstance(exc.__cause__, DataPilotError):
+            raise exc.__cause__ from None
+        raise
+
+
+_SERVICE: SceneService | None = None
+
+
+def scene_service() -> SceneService:
+    """The process's scene service over the built-in scenes (the server and the CLI make their own
+    with a scenes folder)."""
+    global _SERVICE
+    if _SERVICE is None:
+        _SERVICE = SceneService()
+    return _SERVICE
+
+
+def scene_names() -> list[str]:
+    return scene_service().names()
+
+
+def run_scene(name: str, ctx: ChatContext, request: SceneRequest) -> AsyncIterator[dict[str, Any]]:
+    """The scene's events as plain JSON objects (what the SSE stream carries); an unknown scene or an
+    empty question raises here, before the first event."""
+    return _wire(scene_service().events(name, ctx, request))
+
+
+async def _wire(events: AsyncIterator[Event]) -> AsyncIterator[dict[str, Any]]:
+    async for event in events:
+        yield event.wire()
+
+
+async def chat(name: str, ctx: ChatContext, request: SceneRequest) -> dict[str, Any]:
+    """Run a scene to the end and return its final answer (the ``done`` event's body)."""
+    return await scene_service().answer(name, ctx, request)

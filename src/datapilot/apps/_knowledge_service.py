@@ -1,0 +1,177 @@
+"""The knowledge base a server holds: document uploads, retrieval and the knowledge chat.
+
+The chat streams typed events (``datapilot.core.events``): ``citations`` first, ``delta``... as the
+model writes, ``done`` last with the whole answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
+
+from datapilot.core.client import LLMClient
+from datapilot.core.config import Settings
+from datapilot.core.errors import DataPilotError, InvalidRequestError
+from datapilot.core.events import Event, as_event
+from datapilot.core.types import Message, SamplingParams
+from datapilot.rag import (
+    KNOWLEDGE_STORE,
+    ChunkingConfig,
+    KnowledgeBase,
+    KnowledgeChatEvent,
+    KnowledgeSettings,
+    KnowledgeVectorStore,
+    knowledge_chat,
+)
+
+if TYPE_CHECKING:
+    from datapilot.awel import DAGManager
+    from datapilot.core.retrieval import Embedder
+    from datapilot.models.service import ModelService
+
+
+class Upload(Protocol):
+    """A file being uploaded (Starlette's ``UploadFile`` is one): read once, then closed."""
+
+    filename: str | None
+
+    async def read(self) -> bytes: ...
+
+    async def close(self) -> None: ...
+
+
+@dataclass(slots=True)
+class ChatQuestion:
+    """A knowledge chat request: the question, the conversation so far and the retrieval options."""
+
+    question: str
+    model: str | None = None
+    history: list[Message] = field(default_factory=list)
+    k: int | None = None
+    mode: str = "hybrid"
+    documents: list[str] | None = None
+    metadata: dict[str, Any] | None = None
+    rerank: str | bool | None = None
+    params: SamplingParams | None = None
+
+
+@dataclass
+class KnowledgeService:
+    """The knowledge base a server holds; opened at start-up, closed at shutdown."""
+
+    knowledge: KnowledgeBase
+    llm: ModelService
+    _warm: asyncio.Task[None] | None = field(default=None, init=False, repr=False)
+
+    @classmethod
+    def from_settings(
+        cls, settings: Settings, llm: ModelService, *, embedder: Embedder | None = None
+    ) -> KnowledgeService:
+        """``embedder``: one shared with the server's other parts (then the knowledge base does not
+        close it); by default the one ``knowledge.embedder`` configures."""
+        kb = KnowledgeBase(
+            KnowledgeSettings.from_settings(settings),
+            settings.home,
+            embedder=embedder,
+            rerank_client=llm,
+            local_client=llm,
+        )
+        return cls(kb, llm)
+
+    def attach(self, flows: DAGManager | None) -> None:
+        """Let flows retrieve from the knowledge base (the ``knowledge_retrieve`` operator)."""
+        if flows is not None:
+            flows.resources.vector_stores[KNOWLEDGE_STORE] = KnowledgeVectorStore(self.knowledge)
+
+    async def start(self) -> None:
+        await self.knowledge.open()
+        load = getattr(self.knowledge.embedder, "load", None)
+        if load is not None:  # warm the embedder in the background: the first query is then fast too
+            self._warm = asyncio.create_task(load())
+
+    async def close(self) -> None:
+        if self._warm is not None and not self._warm.done():
+            self._warm.cancel()
+        await self.knowledge.close()
+
+    async def add_files(
+        self,
+        space: str,
+        files: Sequence[Upload],
+        *,
+        metadata: dict[str, Any] | None = None,
+        chunking: ChunkingConfig | None = None,
+    ) -> dict[str, Any]:
+        """Queue each file for ingestion: ``{"data": [documents], "errors": [{file, error}]}``. A single
+        file that is refused raises its error; among several, each refusal is listed and the rest go on."""
+        docs: list[dict[str, Any]] = []
+        errors: list[dict[str, Any]] = []
+        for upload in files:
+            name = upload.filename or "upload.txt"
+            try:
+                data = await upload.read()
+                doc = await self.knowledge.add_bytes(space, name, data, metadata=metadata, chunking=chunking)
+            except DataPilotError as exc:
+                if len(files) == 1:
+                    raise
+                errors.append({"file": name, **exc.to_dict()})
+                continue
+            finally:
+                await upload.close()
+            docs.append(doc.to_dict())
+        return {"data": docs, "errors": errors}
+
+    async def retrieve(
+        self,
+        space: str,
+        query: str,
+        *,
+        k: int | None = None,
+        mode: str = "hybrid",
+        documents: list[str] | None = None,
+        metadata: dict[str, Any] | None = None,
+        rerank: str | bool | None = None,
+    ) -> dict[str, Any]:
+        """Retrieval only: ``{"data": [passages], "latency_ms": ...}``."""
+        started = time.perf_counter()
+        passages = await self.knowledge.retrieve(
+            space, query, k=k, mode=mode, documents=documents, metadata=metadata, rerank=rerank
+        )
+        latency = round((time.perf_counter() - started) * 1000, 2)
+        return {"data": [p.to_dict() for p in passages], "latency_ms": latency}
+
+    def _chat(self, space: str, ask: ChatQuestion, llm: LLMClient | None) -> AsyncIterator[KnowledgeChatEvent]:
+        if not ask.question.strip():
+            raise InvalidRequestError("Missing required parameter: 'question'", param="question")
+        return knowledge_chat(
+            self.knowledge,
+            llm or self.llm,
+            space,
+            ask.question,
+            model=ask.model,
+            history=ask.history,
+            k=ask.k,
+            mode=ask.mode,
+            documents=ask.documents,
+            metadata=ask.metadata,
+            rerank=ask.rerank,
+            params=ask.params,
+        )
+
+    async def chat(self, space: str, ask: ChatQuestion, llm: LLMClient | None = None) -> AsyncIterator[Event]:
+        """The answer as typed events. Nothing runs until the first event is asked for; retrieval errors
+        (no such space...) are raised then, before any event."""
+        async for event in self._chat(space, ask, llm):
+            yield as_event(event.to_dict())
+
+    async def answer(self, space: str, ask: ChatQuestion, llm: LLMClient | None = None) -> dict[str, Any]:
+        """The whole answer at once: the ``done`` event's fields (answer, cited, citations, usage...)."""
+        async for event in self._chat(space, ask, llm):
+            if event.type == "done":
+                out = event.to_dict()
+                out.pop("type")
+                return out
+        raise DataPilotError("the knowledge chat ended without an answer")

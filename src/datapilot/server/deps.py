@@ -1,0 +1,145 @@
+"""What routes take from the running server: its service objects (from app state), the API key check,
+and cancellation when the client goes away.
+
+Each typed getter (``data_service``, ``cache_service``, ``knowledge_service``, ``agent_service``,
+``scene_service``, ``flow_manager``) answers 404 ``not_available``, "... is not available on this server", when this
+server runs without that part (a cache-only server, a role that leaves it out).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from collections.abc import Awaitable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from fastapi import Request
+
+from datapilot.core.errors import AuthenticationError, NotFoundError
+
+if TYPE_CHECKING:  # only for types: a cache-only server need not import the other services
+    from datapilot.apps import SceneService
+    from datapilot.apps.services import AgentService, CacheService, DataService, KnowledgeService
+    from datapilot.awel import DAGManager
+    from datapilot.core.client import LLMClient
+    from datapilot.core.config import Settings
+    from datapilot.models.service import ModelService
+    from datapilot.server.metrics import ServingMetrics
+
+T = TypeVar("T")
+CLIENT_CLOSED = 499  # nginx's "client closed request": the answer nobody reads
+
+
+@dataclass(slots=True)
+class Services:
+    """The service objects a running server holds, injected into routes from ``app.state.services``."""
+
+    settings: Settings
+    llm: ModelService
+    metrics: ServingMetrics
+    awel: DAGManager | None = None
+    cache: CacheService | None = None
+    data: DataService | None = None
+    knowledge: KnowledgeService | None = None
+    agents: AgentService | None = None
+    scenes: SceneService | None = None  # the chat scenes, each an AWEL flow (POST /api/chat)
+
+    def chat_llm(self) -> LLMClient:
+        """The client for app-level model calls (scenes, agents): the cache-aware one when the cache serves."""
+        client = self.cache.client if self.cache is not None else None
+        return client if client is not None else self.llm
+
+
+class UnavailableError(NotFoundError):
+    """A part of DataPilot this server does not run: its routes answer 404, saying so."""
+
+    default_code = "not_available"
+
+
+class ClientDisconnected(Exception):
+    """The client went away before the answer was ready; the work was cancelled."""
+
+
+def services(request: Request) -> Services:
+    svc: Services = request.app.state.services
+    return svc
+
+
+def _part(request: Request, name: str, what: str) -> Any:
+    svc = getattr(request.app.state, "services", None)
+    part = getattr(svc, name, None)
+    if part is None:
+        raise UnavailableError(f"{what} on this server")
+    return part
+
+
+def data_service(request: Request) -> DataService:
+    data: DataService = _part(request, "data", "data sources are not available")
+    return data
+
+
+def cache_service(request: Request) -> CacheService:
+    # A cache-only server (``datapilot cache serve``) holds its cache as ``app.state.cache``.
+    alone: CacheService | None = getattr(request.app.state, "cache", None)
+    if alone is not None:
+        return alone
+    cache: CacheService = _part(request, "cache", "the semantic cache is not available")
+    return cache
+
+
+def knowledge_service(request: Request) -> KnowledgeService:
+    knowledge: KnowledgeService = _part(request, "knowledge", "knowledge is not available")
+    return knowledge
+
+
+def agent_service(request: Request) -> AgentService:
+    agents: AgentService = _part(request, "agents", "agents are not available")
+    return agents
+
+
+def scene_service(request: Request) -> SceneService:
+    scenes: SceneService = _part(request, "scenes", "chat scenes are not available")
+    return scenes
+
+
+def flow_manager(request: Request) -> DAGManager:
+    flows: DAGManager = _part(request, "awel", "workflows are not enabled")
+    return flows
+
+
+async def require_api_key(request: Request) -> None:
+    keys = services(request).settings.server.api_keys
+    if not keys:
+        return
+    auth = request.headers.get("authorization", "")
+    scheme, _, token = auth.partition(" ")
+    if scheme.lower() != "bearer" or not token:
+        raise AuthenticationError(
+            "You didn't provide an API key. Send it as 'Authorization: Bearer <key>'.", code="missing_api_key"
+        )
+    if not any(secrets.compare_digest(token.strip(), k.get_secret_value()) for k in keys):
+        raise AuthenticationError("Incorrect API key provided.")
+
+
+async def wait_for_disconnect(request: Request) -> None:
+    """Return once the client has disconnected (the request body must already be read)."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+
+
+async def until_disconnect(request: Request, work: Awaitable[T]) -> T:
+    """Await ``work``, cancelling it if the client disconnects first (then raise ``ClientDisconnected``)."""
+    task = asyncio.ensure_future(work)
+    watcher = asyncio.ensure_future(wait_for_disconnect(request))
+    try:
+        await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+    except BaseException:  # this request was cancelled itself: the work goes with it
+        task.cancel()
+        raise
+    finally:
+        watcher.cancel()
+    if task.done():
+        return task.result()
+    task.cancel()
+    raise ClientDisconnected
