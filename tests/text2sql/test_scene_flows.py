@@ -49,6 +49,11 @@ def test_the_built_in_scenes_are_flows_of_module_operators() -> None:
         "scene_summarise",
         "scene_answer",
     ]
+    # What each scene needs from a server and reads from a request, from its operators.
+    assert service.get("knowledge").needs == {"knowledge"} and service.get("knowledge").inputs == ["space"]
+    assert service.get("agent").needs == {"data", "agents"}
+    assert service.get("data").inputs == ["datasource", "style"] and "file" in service.get("excel").inputs
+    assert service.get("chat").needs == frozenset() and service.get("chat").inputs == []
     # The modules register their operators in the one operator registry, as plugins do.
     for kind in ("datasource_connect", "sql", "text2sql_vote", "cache_lookup", "rag_retrieve", "agent_run"):
         assert kind in OPERATORS
@@ -223,3 +228,66 @@ def test_scene_run_overhead_is_measured_in_the_benchmark() -> None:
     mod = runpy.run_path(str(Path(__file__).parents[2] / "benchmarks" / "scene_flow.py"), run_name="not_main")
     p50 = asyncio.run(mod["measure"](calls=20))
     assert set(p50) == {"flow_ms", "direct_ms", "added_ms"}
+
+
+SQL_FLOW = """
+CREATE WORKFLOW shop_rows AS
+BEGIN
+  DATA req = RECEIVE REQUEST FROM http_trigger("/shop/rows", method = "post");
+  DATA rows = TRANSFORM req USING sql(datasource = "shop", limit = 2);
+  RESPOND TO req WITH rows;
+END;
+"""
+
+
+def test_the_server_serves_scenes_and_its_flows_query_sources_through_the_guard(tmp_path: Path) -> None:
+    from fastapi.testclient import TestClient
+
+    from datapilot.core.config import AWELSettings, CacheEmbedderConfig, ModelConfig, Settings
+    from datapilot.server.app import create_app
+
+    db = tmp_path / "shop.sqlite"
+    with sqlite3.connect(db) as conn:
+        conn.execute("create table orders (id integer primary key, item text, qty integer)")
+        conn.executemany("insert into orders (item, qty) values (?, ?)", [("pen", 3), ("ink", 1), ("pad", 7)])
+    flows = tmp_path / "flows"
+    flows.mkdir()
+    (flows / "shop.dsl").write_text(SQL_FLOW, encoding="utf-8")
+    hashed = CacheEmbedderConfig(kind="hash")
+    settings = Settings(
+        home=tmp_path / "home",
+        models=[ModelConfig(name="s", backend="scripted", params={"replies": [SQL_REPLY, "Online leads."]})],
+        awel=AWELSettings(flows_dir=flows, databases={"shop": db}),
+        cache=CacheSettings(embedders={"default": hashed}),
+        data=DataSettings(embedder=hashed),
+    )
+    app = create_app(settings)
+    with TestClient(app) as client:
+        # A flow's sql node reads a source registered from [awel] databases, read-only.
+        got = client.post("/api/v1/awel/trigger/shop/rows", json={"sql": "SELECT item FROM orders ORDER BY qty"})
+        assert got.status_code == 200, got.text
+        assert "pen" in got.text and "pad" not in got.text  # the row limit of 2
+        refused = client.post("/api/v1/awel/trigger/shop/rows", json={"sql": "DELETE FROM orders"})
+        assert refused.status_code == 400 and "read" in refused.text.lower()
+        # The scenes are listed with their flows, and a changed copy is served as a new one.
+        listed = client.get("/api/chat/scenes").json()
+        assert set(BUILTIN_SCENES) <= set(listed["data"])
+        shown = client.get("/api/chat/scenes/data", params={"format": "dsl"}).json()
+        body = {"name": "terse", "flow": shown["flow"].replace("max_tokens = 80", "max_tokens = 9"), "format": "dsl"}
+        made = client.post("/api/chat/scenes", json=body)
+        assert made.status_code == 201 and made.json()["nodes"][-1] == "answer"
+        assert client.post("/api/chat/scenes", json=body).status_code == 400  # taken: replace is explicit
+        bad = client.post("/api/chat/scenes", json={**body, "name": "bad", "flow": "CREATE WORKFLOW x AS BEGIN"})
+        assert bad.status_code == 400 and bad.json()["error"]["type"] == "invalid_request_error"
+        answer = client.post("/api/chat", json={"scene": "terse", "question": "Customers per segment?"}).json()
+        assert answer["scene"] == "terse" and answer["table"]["rows"][0] == ["Online", 43]
+        # The source's schema linker is kept across requests (its vectors are not rebuilt per request).
+        linker = app.state.services.data.linkers["sample"]
+        again = client.post("/api/chat", json={"scene": "data", "question": "Customers per segment?"}).json()
+        assert again["table"]["rows"][0] == ["Online", 43]
+        assert app.state.services.data.linkers["sample"] is linker
+        unknown = client.post("/api/chat", json={"scene": "terse2", "question": "q"})
+        assert unknown.status_code == 400 and "did you mean 'terse'" in unknown.json()["error"]["message"]
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("select count(*) from orders").fetchone()[0] == 3
+    assert (tmp_path / "home" / "scenes" / "terse.dsl").is_file()

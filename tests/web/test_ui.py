@@ -297,6 +297,33 @@ def test_pages_without_their_module_show_a_not_available_panel(
     w.assert_clean(allow=HTTP_ERROR_LOG)
 
 
+def test_a_scene_is_drawn_changed_and_saved_as_a_new_scene(ui_server: ServerProcess, open_page: PageFactory) -> None:
+    w = open_page(ui_server)
+    w.goto("flows/scene:data")
+    graph = w.page.locator("[data-testid=flow-graph]")
+    graph.wait_for()
+    info = httpx.get(f"{ui_server.url}/api/chat/scenes/data", timeout=10).json()
+    assert graph.locator("g.node").count() == len(info["nodes"]) == 10
+    dsl = w.page.locator("[data-testid=scene-dsl]")
+    text = dsl.input_value()
+    assert "text2sql_generate()" in text and "max_tokens = 80" in text
+    dsl.fill(text.replace("max_tokens = 80", "max_tokens = 24"))
+    w.page.fill("[data-testid=scene-name]", "ui_terse")
+    w.page.click("[data-testid=scene-save]")
+    w.page.locator("[data-testid=scene-saved]", has_text='"scene": "ui_terse"').wait_for()
+    w.page.wait_for_selector('[data-scene="ui_terse"][aria-current=true]')
+    w.shot("flows-scene-saved")
+    saved = httpx.get(f"{ui_server.url}/api/chat/scenes/ui_terse", params={"format": "dsl"}, timeout=10).json()
+    assert "max_tokens = 24" in saved["flow"] and saved["origin"].endswith("ui_terse.dsl")
+    # A name taken by a built-in scene is refused, with the API's message shown.
+    w.goto("flows/scene:chat")
+    w.page.locator("[data-testid=scene-dsl]").wait_for()
+    w.page.fill("[data-testid=scene-name]", "data")
+    w.page.click("[data-testid=scene-save]")
+    w.page.locator("[data-testid=scene-saved]", has_text="built-in scene").wait_for()
+    w.assert_clean(allow=HTTP_ERROR_LOG)
+
+
 def test_models_page_shows_health_figures_and_start_stop(ui_server: ServerProcess, open_page: PageFactory) -> None:
     reply = httpx.post(
         f"{ui_server.v1}/chat/completions",

@@ -126,14 +126,9 @@ class AgentRunOperator(BaseOperator):
     events as the team makes them; ``done`` carries the whole run (report, charts, trace) as its answer.
     On a server the run goes through its agent service (plugins, memory, kept traces)."""
 
-    def default_name(self) -> str:
-        return "team"
-
-    def input_types(self) -> list[Any]:
-        return [SceneRequest]
-
-    def output_type(self) -> Any:
-        return dict[str, Any]
+    node_name = "team"
+    accepts = (SceneRequest,)
+    produces = dict[str, Any]
 
     async def execute(self, inputs: list[Any], ctx: CallContext) -> Any:
         request: SceneRequest = inputs[0]
@@ -199,11 +194,8 @@ class AgentOperator(BaseOperator):
         self.connector, self.llm = connector, llm
         super().__init__(**kw)
 
-    def default_name(self) -> str:
-        return "agent_team"
-
-    def output_type(self) -> Any:
-        return dict
+    node_name = "agent_team"
+    produces = dict
 
     def requirements(self) -> list[Requirement]:
         reqs = [] if self.llm is not None else [Requirement(self.name, "model", self.model, "chat")]

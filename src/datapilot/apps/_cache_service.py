@@ -63,21 +63,6 @@ class CacheService:
             await self.client.drain()
         await self.cache.close()
 
-    def serving(
-        self,
-        llm: LLMClient,
-        request_id: str,
-        *,
-        use_cache: bool | None = None,
-        bypass: str = "",
-        tenant: str | None = None,
-    ) -> tuple[LLMClient, CacheHeaders]:
-        """The client that answers request ``request_id`` and the function giving its cache headers.
-
-        ``use_cache=False`` or a ``bypass`` value such as ``"bypass"`` skips the cache; ``tenant``
-        picks the tenant's own scope."""
-        return serving(self, llm, request_id, use_cache=use_cache, bypass=bypass, tenant=tenant)
-
 
 def serving(
     service: CacheService | None,
@@ -88,7 +73,9 @@ def serving(
     bypass: str = "",
     tenant: str | None = None,
 ) -> tuple[LLMClient, CacheHeaders]:
-    """``CacheService.serving`` for a server that may have no cache (then ``llm`` answers, no headers)."""
+    """The client that answers request ``request_id`` and the function giving its cache headers, on a
+    server that may have no cache (then ``llm`` answers, no headers). ``use_cache=False`` or a
+    ``bypass`` value such as ``"bypass"`` skips the cache; ``tenant`` picks the tenant's own scope."""
     client = service.client if service is not None else None
     if client is None:
         return llm, dict

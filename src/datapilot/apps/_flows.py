@@ -30,7 +30,7 @@ from datapilot.apps._scenes import (
     SummariseOperator,
 )
 from datapilot.awel import DAG, OPERATORS, NodeError, compile_dsl, to_dsl
-from datapilot.core.errors import DataPilotError, InvalidRequestError
+from datapilot.core.errors import ConfigError, DataPilotError, InvalidRequestError
 from datapilot.core.events import DoneEvent, Event
 from datapilot.core.registry import Registry
 from datapilot.datasource import ConnectOperator
@@ -50,13 +50,40 @@ class Scene:
     description: str = ""
     origin: str = "builtin"
 
+    @property
+    def needs(self) -> frozenset[str]:
+        """The parts of a server the scene's operators use (``data``, ``knowledge``, ``agents``)."""
+        return frozenset(part for op in self.flow.nodes.values() for part in _NEEDS.get(op.kind, ()))
+
+    @property
+    def inputs(self) -> list[str]:
+        """The request fields the scene reads besides the question (what a client should offer)."""
+        kinds = {op.kind for op in self.flow.nodes.values()}
+        return [field for field, users in _INPUTS.items() if kinds & users]
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "name": self.name,
             "description": self.description,
             "origin": self.origin,
             "nodes": [op.name for op in self.flow.nodes.values()],
+            "needs": sorted(self.needs),
+            "inputs": self.inputs,
         }
+
+
+# Which server parts and request fields the operators use: what a scene built from them needs.
+_NEEDS: dict[str, tuple[str, ...]] = {
+    "datasource_connect": ("data",),
+    "rag_retrieve": ("knowledge",),
+    "agent_run": ("data", "agents"),
+}
+_INPUTS: dict[str, set[str]] = {
+    "datasource": {"datasource_connect", "agent_run"},
+    "file": {"excel_load"},
+    "space": {"rag_retrieve", "agent_run"},
+    "style": {"text2sql_ground"},
+}
 
 
 SCENES: Registry[Scene] = Registry("chat scene", error=lambda m: InvalidRequestError(m, param="scene"))
@@ -204,7 +231,11 @@ class SceneService:
             raise InvalidRequestError(f"{name!r} is a built-in scene: save the copy under another name", param="name")
         if name in SCENES and not replace:
             raise InvalidRequestError(f"scene {name!r} exists: pass replace to change it", param="name")
-        flow = DAG.from_json(text) if fmt == "json" else _one_flow(text)
+        try:
+            flow = DAG.from_json(text) if fmt == "json" else _one_flow(text)
+            flow.validate()
+        except ConfigError as exc:  # a flow that does not compile is the request's fault here
+            raise InvalidRequestError(f"the flow does not compile: {exc.message}", param="flow") from None
         origin = "api"
         if self.folder is not None:
             self.folder.mkdir(parents=True, exist_ok=True)

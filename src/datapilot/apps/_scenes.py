@@ -213,11 +213,8 @@ class SceneRequestOperator(_SceneOperator):
     is_source = True
     max_inputs = 0
 
-    def default_name(self) -> str:
-        return "request"
-
-    def output_type(self) -> Any:
-        return SceneRequest
+    node_name = "request"
+    produces = SceneRequest
 
     async def execute(self, inputs: list[Any], ctx: CallContext) -> Any:
         if not isinstance(ctx.data, SceneRequest):
@@ -230,11 +227,8 @@ class PresentOperator(_SceneOperator):
     """The answer's SQL, table and chart (``sql``, ``table``, ``chart`` events); an answer without a
     result ends the scene here with its ``error`` and a ``done`` holding the attempts."""
 
-    def input_types(self) -> list[Any]:
-        return [SQLTask]
-
-    def output_type(self) -> Any:
-        return SQLTask
+    accepts = (SQLTask,)
+    produces = SQLTask
 
     async def execute(self, inputs: list[Any], ctx: CallContext) -> Any:
         task: SQLTask = inputs[0]
@@ -277,11 +271,8 @@ class SummariseOperator(_SceneOperator):
         self.max_tokens = max_tokens
         super().__init__(**kw)
 
-    def input_types(self) -> list[Any]:
-        return [SQLTask]
-
-    def output_type(self) -> Any:
-        return SQLTask
+    accepts = (SQLTask,)
+    produces = SQLTask
 
     async def execute(self, inputs: list[Any], ctx: CallContext) -> Any:
         task: SQLTask = inputs[0]
@@ -310,11 +301,8 @@ class SummariseOperator(_SceneOperator):
 class AnswerOperator(_SceneOperator):
     """The ``done`` event: the whole answer (SQL, table, chart, text, attempts, confidence)."""
 
-    def input_types(self) -> list[Any]:
-        return [SQLTask]
-
-    def output_type(self) -> Any:
-        return dict[str, Any]
+    accepts = (SQLTask,)
+    produces = dict[str, Any]
 
     async def execute(self, inputs: list[Any], ctx: CallContext) -> Any:
         task: SQLTask = inputs[0]
@@ -338,14 +326,9 @@ class AnswerOperator(_SceneOperator):
 class LoadFileOperator(_SceneOperator):
     """``file`` given: load it as a new data source (``step loaded``); then check the source is a file."""
 
-    def input_types(self) -> list[Any]:
-        return [SceneRequest]
-
-    def output_type(self) -> Any:
-        return SceneRequest
-
-    def default_name(self) -> str:
-        return "load"
+    accepts = (SceneRequest,)
+    produces = SceneRequest
+    node_name = "load"
 
     async def execute(self, inputs: list[Any], ctx: CallContext) -> Any:
         request: SceneRequest = inputs[0]
@@ -402,14 +385,9 @@ async def describe_columns(connector: Connector, table: TableInfo) -> list[dict[
 class DescribeOperator(_SceneOperator):
     """Each table's columns, cleaned and described (``columns``), kept for the final answer."""
 
-    def input_types(self) -> list[Any]:
-        return [Connection]
-
-    def output_type(self) -> Any:
-        return Connection
-
-    def default_name(self) -> str:
-        return "describe"
+    accepts = (Connection,)
+    produces = Connection
+    node_name = "describe"
 
     async def execute(self, inputs: list[Any], ctx: CallContext) -> Any:
         conn: Connection = inputs[0]
@@ -431,14 +409,9 @@ class SchemaAnswerOperator(_SceneOperator):
         self.max_tokens = max_tokens
         super().__init__(**kw)
 
-    def input_types(self) -> list[Any]:
-        return [Connection]
-
-    def output_type(self) -> Any:
-        return dict[str, Any]
-
-    def default_name(self) -> str:
-        return "answer"
+    accepts = (Connection,)
+    produces = dict[str, Any]
+    node_name = "answer"
 
     async def execute(self, inputs: list[Any], ctx: CallContext) -> Any:
         conn: Connection = inputs[0]
@@ -537,14 +510,9 @@ class PlanOperator(_SceneOperator):
     """The model plans 2 to 4 analyses (title, SQL, chart) over the linked tables (``step plan``):
     under ``DASHBOARD_SCHEMA`` when it enforces JSON schemas, else as text (repaired when malformed)."""
 
-    def input_types(self) -> list[Any]:
-        return [Connection]
-
-    def output_type(self) -> Any:
-        return DashboardPlan
-
-    def default_name(self) -> str:
-        return "plan"
+    accepts = (Connection,)
+    produces = DashboardPlan
+    node_name = "plan"
 
     async def execute(self, inputs: list[Any], ctx: CallContext) -> Any:
         conn: Connection = inputs[0]
@@ -575,14 +543,9 @@ class RunAnalysesOperator(_SceneOperator):
     """Runs each planned analysis read-only (``analysis`` events). When none yields a table, the
     request is split into its sub-questions, each answered by text-to-SQL; ``step fallback`` says why."""
 
-    def input_types(self) -> list[Any]:
-        return [DashboardPlan]
-
-    def output_type(self) -> Any:
-        return dict[str, Any]
-
-    def default_name(self) -> str:
-        return "run"
+    accepts = (DashboardPlan,)
+    produces = dict[str, Any]
+    node_name = "run"
 
     async def execute(self, inputs: list[Any], ctx: CallContext) -> Any:
         plan: DashboardPlan = inputs[0]
@@ -639,14 +602,9 @@ class ChatAnswerOperator(_SceneOperator):
         self.system, self.max_tokens = system, max_tokens
         super().__init__(**kw)
 
-    def input_types(self) -> list[Any]:
-        return [SceneRequest]
-
-    def output_type(self) -> Any:
-        return dict[str, Any]
-
-    def default_name(self) -> str:
-        return "answer"
+    accepts = (SceneRequest,)
+    produces = dict[str, Any]
+    node_name = "answer"
 
     async def execute(self, inputs: list[Any], ctx: CallContext) -> Any:
         request: SceneRequest = inputs[0]

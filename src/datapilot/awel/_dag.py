@@ -44,7 +44,7 @@ class Requirement:
     """Something a node needs from the environment: a model (with a capability) or a named store."""
 
     node: str
-    kind: str  # "model", "vector_store", "database", "cache", "history"
+    kind: str  # "model", "vector_store", "datasource", "cache", "history"
     name: str
     capability: str | None = None
 
@@ -58,6 +58,10 @@ class BaseOperator:
     is_join: ClassVar[bool] = False  # runs if any input arrived; skipped inputs are given as None
     routes: ClassVar[bool] = False  # output is a Routed (branches)
     max_inputs: ClassVar[int | None] = 1
+    # Fixed ports and node name, declared on the class (methods below compute them when they vary).
+    accepts: ClassVar[tuple[Any, ...]] = (None,)  # the type of each input (``None``: unknown)
+    produces: ClassVar[Any] = None  # the output's type
+    node_name: ClassVar[str | None] = None  # a node's name when the flow gives none [default: kind]
 
     def __init__(
         self,
@@ -83,10 +87,10 @@ class BaseOperator:
     # ports ---------------------------------------------------------------------------------------
     def input_types(self) -> list[Any]:
         """Type of each input position (``None``: unknown). Variadic operators give one, repeated."""
-        return [None]
+        return list(self.accepts)
 
     def output_type(self) -> Any:
-        return None
+        return self.produces
 
     def expected_inputs(self) -> int | None:
         """Exact input count required, when it is fixed (a join over ``fn(a, b)`` needs 2)."""
@@ -121,7 +125,7 @@ class BaseOperator:
 
     # naming and serialisation ---------------------------------------------------------------------
     def default_name(self) -> str:
-        return self.kind
+        return self.node_name or self.kind
 
     def params(self) -> dict[str, Any]:
         """Constructor parameters as JSON values; ``from_params`` must rebuild an equal node."""

@@ -199,11 +199,8 @@ class PromptTemplateOperator(BaseOperator):
         self._system = _Template(system, self) if system else None
         super().__init__(**kw)
 
-    def default_name(self) -> str:
-        return "prompt"
-
-    def output_type(self) -> Any:
-        return list[Message]
+    node_name = "prompt"
+    produces = list[Message]
 
     def _render(self, value: Any) -> list[Message]:
         variables = _variables(value)
@@ -230,11 +227,8 @@ class ChatRequestOperator(BaseOperator):
         self.default_model = default_model
         super().__init__(**kw)
 
-    def default_name(self) -> str:
-        return "parse_request"
-
-    def output_type(self) -> Any:
-        return ChatState
+    node_name = "parse_request"
+    produces = ChatState
 
     def _parse(self, value: Any) -> ChatState:
         data = value.model_dump() if isinstance(value, BaseModel) else value
@@ -270,14 +264,9 @@ class ChatPromptOperator(BaseOperator):
         self._template = _Template(system, self)
         super().__init__(**kw)
 
-    def default_name(self) -> str:
-        return "prompt"
-
-    def input_types(self) -> list[Any]:
-        return [ChatState]
-
-    def output_type(self) -> Any:
-        return ChatState
+    node_name = "prompt"
+    accepts = (ChatState,)
+    produces = ChatState
 
     def _apply(self, state: ChatState) -> ChatState:
         return dataclasses.replace(state, system=self._template.render(_variables(state)))
@@ -299,11 +288,8 @@ class _HistoryOperator(BaseOperator):
         self.store = store
         super().__init__(**kw)
 
-    def input_types(self) -> list[Any]:
-        return [ChatState]
-
-    def output_type(self) -> Any:
-        return ChatState
+    accepts = (ChatState,)
+    produces = ChatState
 
     def requirements(self) -> list[Requirement]:
         return [Requirement(self.name, "history", self.store)]
@@ -313,8 +299,7 @@ class _HistoryOperator(BaseOperator):
 class ChatHistoryStoreOperator(_HistoryOperator):
     """Appends the turn's question to the conversation's history store."""
 
-    def default_name(self) -> str:
-        return "store_history"
+    node_name = "store_history"
 
     async def execute(self, inputs: list[Any], ctx: CallContext) -> Any:
         state: ChatState = inputs[0]
@@ -334,8 +319,7 @@ class ChatHistoryLoadOperator(_HistoryOperator):
         self.limit = limit
         super().__init__(store, **kw)
 
-    def default_name(self) -> str:
-        return "load_history"
+    node_name = "load_history"
 
     async def execute(self, inputs: list[Any], ctx: CallContext) -> Any:
         state: ChatState = inputs[0]
@@ -361,11 +345,8 @@ class EmbeddingOperator(BaseOperator):
         self.model, self.field, self.client = model, field, client
         super().__init__(**kw)
 
-    def default_name(self) -> str:
-        return "embedding"
-
-    def output_type(self) -> Any:
-        return Embedded | ChatState
+    node_name = "embedding"
+    produces = Embedded | ChatState
 
     def requirements(self) -> list[Requirement]:
         return [Requirement(self.name, "model", self.model, "embedding")]
@@ -414,14 +395,9 @@ class VectorRetrieveOperator(BaseOperator):
         self.store, self.k, self.min_score, self.index = _store_name(store, database), k, min_score, index
         super().__init__(**kw)
 
-    def default_name(self) -> str:
-        return "retrieve"
-
-    def input_types(self) -> list[Any]:
-        return [Embedded | ChatState]
-
-    def output_type(self) -> Any:
-        return Retrieved | ChatState
+    node_name = "retrieve"
+    accepts = (Embedded | ChatState,)
+    produces = Retrieved | ChatState
 
     def requirements(self) -> list[Requirement]:
         return [] if self.index is not None else [Requirement(self.name, "vector_store", self.store)]
@@ -463,14 +439,9 @@ class VectorAddOperator(BaseOperator):
         self.store = _store_name(store, database)
         super().__init__(**kw)
 
-    def default_name(self) -> str:
-        return "vector_add"
-
-    def input_types(self) -> list[Any]:
-        return [Embedded]
-
-    def output_type(self) -> Any:
-        return dict[str, Any]
+    node_name = "vector_add"
+    accepts = (Embedded,)
+    produces = dict[str, Any]
 
     def requirements(self) -> list[Requirement]:
         return [Requirement(self.name, "vector_store", self.store)]
@@ -504,8 +475,7 @@ class _ModelCall(BaseOperator):
         self.client = client
         super().__init__(**kw)
 
-    def default_name(self) -> str:
-        return "llm"
+    node_name = "llm"
 
     def requirements(self) -> list[Requirement]:
         return [Requirement(self.name, "model", self.model, "chat")] if self.model else []
@@ -570,11 +540,8 @@ class _ModelCall(BaseOperator):
 class ChatOperator(_ModelCall):
     """Builds the model request for a chat turn (system prompt, retrieved context, history, question)."""
 
-    def default_name(self) -> str:
-        return "chat"
-
-    def output_type(self) -> Any:
-        return ModelRequest
+    node_name = "chat"
+    produces = ModelRequest
 
     def fast_path(self) -> tuple[Callable[..., Any] | None, Callable[..., Any] | None]:
         return self.request, None
@@ -591,8 +558,7 @@ class LLMOperator(_ModelCall):
     """Calls a model through the ``LLMClient`` (so the semantic cache and routing apply) and answers
     a ``ModelOutput``. Takes a request, messages, text, retrieved documents or a chat turn."""
 
-    def output_type(self) -> Any:
-        return ModelOutput
+    produces = ModelOutput
 
     async def execute(self, inputs: list[Any], ctx: CallContext) -> Any:
         client = self.client or _resources(ctx, self.name).chat_client(self.name)
@@ -603,11 +569,8 @@ class LLMOperator(_ModelCall):
 class StreamingLLMOperator(_ModelCall):
     """As ``LLMOperator``, answering a stream of text chunks."""
 
-    def default_name(self) -> str:
-        return "llm_stream"
-
-    def output_type(self) -> Any:
-        return AsyncIterator[str]
+    node_name = "llm_stream"
+    produces = AsyncIterator[str]
 
     async def execute(self, inputs: list[Any], ctx: CallContext) -> Any:
         client = self.client or _resources(ctx, self.name).chat_client(self.name)
@@ -637,14 +600,9 @@ def _text(value: Any) -> str:
 class TextOutputParser(BaseOperator):
     """A model's answer as plain text, stripped."""
 
-    def default_name(self) -> str:
-        return "output_parser"
-
-    def input_types(self) -> list[Any]:
-        return [ModelOutput | str]
-
-    def output_type(self) -> Any:
-        return str
+    node_name = "output_parser"
+    accepts = (ModelOutput | str,)
+    produces = str
 
     def fast_path(self) -> tuple[Callable[..., Any] | None, Callable[..., Any] | None]:
         return _strip_text, None
@@ -661,11 +619,8 @@ def _strip_text(value: Any) -> str:
 class JSONOutputParser(BaseOperator):
     """The JSON value in a model's answer (inside a ``` fence, or the first {...} / [...])."""
 
-    def default_name(self) -> str:
-        return "json_parser"
-
-    def input_types(self) -> list[Any]:
-        return [ModelOutput | str]
+    node_name = "json_parser"
+    accepts = (ModelOutput | str,)
 
     def fast_path(self) -> tuple[Callable[..., Any] | None, Callable[..., Any] | None]:
         return self._parse, None
@@ -694,14 +649,9 @@ _SQL_START = re.compile(r"\b(with|select)\b", re.I)
 class SQLOutputParser(BaseOperator):
     """The SQL statement in a model's answer (a ```sql fence, or from the first SELECT/WITH to ';')."""
 
-    def default_name(self) -> str:
-        return "sql_parser"
-
-    def input_types(self) -> list[Any]:
-        return [ModelOutput | str]
-
-    def output_type(self) -> Any:
-        return str
+    node_name = "sql_parser"
+    accepts = (ModelOutput | str,)
+    produces = str
 
     def fast_path(self) -> tuple[Callable[..., Any] | None, Callable[..., Any] | None]:
         return self._parse, None
@@ -730,8 +680,7 @@ class RespondOperator(BaseOperator):
         self.to = to
         super().__init__(**kw)
 
-    def default_name(self) -> str:
-        return "respond"
+    node_name = "respond"
 
     def _shape(self, value: Any) -> Any:
         return value if hasattr(value, "__aiter__") else to_jsonable(value)

@@ -85,8 +85,7 @@ class InputOperator(BaseOperator):
         self.source = fn_load(source)
         super().__init__(**kw)
 
-    def default_name(self) -> str:
-        return "input"
+    node_name = "input"
 
     def output_type(self) -> Any:
         if self.source is not None:
@@ -207,8 +206,7 @@ class MergeOperator(BaseOperator):
     is_join = True
     max_inputs = None
 
-    def default_name(self) -> str:
-        return "merge"
+    node_name = "merge"
 
     def fast_path(self) -> tuple[Callable[..., Any] | None, Callable[..., Any] | None]:
         return _first_present, None
@@ -245,8 +243,7 @@ class BranchOperator(BaseOperator):
         self.choose = fn_load(choose)
         super().__init__(**kw)
 
-    def default_name(self) -> str:
-        return "branch"
+    node_name = "branch"
 
     def input_types(self) -> list[Any]:
         fn = self.choose or next(iter(self.branches.values()), None)
@@ -325,8 +322,7 @@ class StreamifyOperator(BaseOperator):
         self.fn = fn_load(fn)
         super().__init__(**kw)
 
-    def default_name(self) -> str:
-        return "streamify"
+    node_name = "streamify"
 
     def input_types(self) -> list[Any]:
         return signature_types(self.fn)[0][:1] or [None] if self.fn else [None]
@@ -393,11 +389,8 @@ class CollectStreamOperator(BaseOperator):
         self.separator = separator
         super().__init__(**kw)
 
-    def default_name(self) -> str:
-        return "collect"
-
-    def input_types(self) -> list[Any]:
-        return [_stream_of(None)]
+    node_name = "collect"
+    accepts = (_stream_of(None),)
 
     def output_type(self) -> Any:
         return list[Any] if self.separator is None else str
@@ -464,5 +457,3 @@ def check_is_operator(x: object) -> BaseOperator:
     if not isinstance(x, BaseOperator):
         raise DAGError(f"expected an operator, got {type(x).__name__}")
     return x
-
-

@@ -16,9 +16,8 @@ from __future__ import annotations
 import itertools
 import uuid
 from collections import defaultdict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import numpy as np
@@ -140,7 +139,6 @@ class InMemoryChatHistory:
 
 _STORE_KINDS = {
     "vector_store": ("vector_stores", "vector store"),
-    "database": ("databases", "database"),
     "cache": ("caches", "cache"),
     "history": ("histories", "chat history store"),
 }
@@ -153,7 +151,6 @@ class FlowResources:
     llm: LLMClient | None = None
     embeddings: EmbeddingClient | None = None
     vector_stores: dict[str, VectorStore] = field(default_factory=dict)
-    databases: dict[str, Path] = field(default_factory=dict)
     caches: dict[str, Any] = field(default_factory=dict)  # name -> a semantic cache client (lookup, store)
     histories: dict[str, ChatHistory] = field(default_factory=dict)
     sources: Any = None  # the data sources (``datapilot.datasource.DataSources``) the ``sql`` operator queries
@@ -164,7 +161,6 @@ class FlowResources:
         cls,
         client: Any = None,
         vector_stores: list[str] | tuple[str, ...] = (DEFAULT_VECTOR_STORE,),
-        databases: Mapping[str, str | Path] | None = None,
         *,
         index_factory: Callable[[], VectorIndex] | None = None,
     ) -> FlowResources:
@@ -175,7 +171,6 @@ class FlowResources:
             llm=client,
             embeddings=client,
             vector_stores={n: IndexedVectorStore(index_factory() if index_factory else None, n) for n in vector_stores},
-            databases={k: Path(v) for k, v in (databases or {}).items()},
             histories={DEFAULT_HISTORY: InMemoryChatHistory()},
         )
 
@@ -229,6 +224,12 @@ class FlowResources:
                             f"{', '.join(sorted(caps))}"
                         )
         for r in reqs:
+            if r.kind == "datasource":
+                store = getattr(self.sources, "store", None)
+                if store is None:
+                    problems.append(f"node {r.node!r} queries data sources, and this flow has none")
+                elif r.name != "*" and store.get(r.name) is None:
+                    problems.append(f"node {r.node!r} names data source {r.name!r}, which is not registered")
             if r.kind in _STORE_KINDS:
                 attr, label = _STORE_KINDS[r.kind]
                 stores = getattr(self, attr)

@@ -60,8 +60,7 @@ class HttpTrigger(TriggerOperator):
         self.streaming_response = streaming_response
         super().__init__(**kw)
 
-    def default_name(self) -> str:
-        return "http_trigger"
+    node_name = "http_trigger"
 
     def output_type(self) -> Any:
         return self.request_body or dict[str, Any]
@@ -125,8 +124,7 @@ class IteratorTrigger(TriggerOperator):
         self.max_concurrency = max_concurrency
         super().__init__(**kw)
 
-    def default_name(self) -> str:
-        return "iterator_trigger"
+    node_name = "iterator_trigger"
 
     async def trigger(
         self,

@@ -48,14 +48,9 @@ class CacheLookupOperator(BaseOperator):
         self.hit, self.miss, self.cache, self.instance = hit, miss, cache, instance
         super().__init__(**kw)
 
-    def default_name(self) -> str:
-        return "cache_lookup"
-
-    def input_types(self) -> list[Any]:
-        return [ModelRequest]
-
-    def output_type(self) -> Any:
-        return ModelRequest | ModelOutput
+    node_name = "cache_lookup"
+    accepts = (ModelRequest,)
+    produces = ModelRequest | ModelOutput
 
     def requirements(self) -> list[Requirement]:
         return [] if self.instance else [Requirement(self.name, "cache", self.cache)]
@@ -89,14 +84,9 @@ class CacheStoreOperator(BaseOperator):
         self.cache, self.instance = cache, instance
         super().__init__(**kw)
 
-    def default_name(self) -> str:
-        return "cache_store"
-
-    def input_types(self) -> list[Any]:
-        return [ModelOutput]
-
-    def output_type(self) -> Any:
-        return ModelOutput
+    node_name = "cache_store"
+    accepts = (ModelOutput,)
+    produces = ModelOutput
 
     def requirements(self) -> list[Requirement]:
         return [] if self.instance else [Requirement(self.name, "cache", self.cache)]

@@ -182,12 +182,17 @@ async def _run_local(settings: Settings, folder: Path, name: str, data: Any, ite
     if models.workers:
         with model_progress(err, list(models.workers)) as progress:
             await models.start(progress)
+    sources = None
     try:
         from datapilot.retrieval import InMemoryVectorIndex
 
-        resources = FlowResources.embedded(
-            models, settings.awel.vector_stores, settings.awel.databases, index_factory=InMemoryVectorIndex
-        )
+        resources = FlowResources.embedded(models, settings.awel.vector_stores, index_factory=InMemoryVectorIndex)
+        if any(r.kind == "datasource" for r in dag.requirements()):  # the sql operator queries data sources
+            from datapilot.datasource import DataSources
+
+            sources = DataSources(settings.data, settings.home)
+            await sources.add_sqlite_files(settings.awel.databases)
+            resources.sources, resources.default_source = sources, settings.data.default_source
         dag.bind(resources)
         await resources.check(dag)
         if items is None:
@@ -218,6 +223,8 @@ async def _run_local(settings: Settings, folder: Path, name: str, data: Any, ite
             err.print(f"[yellow]{failed} of {len(items)} item(s) failed[/]")
     finally:
         await models.close()
+        if sources is not None:
+            await sources.close()
 
 
 @flow_app.command("run")

@@ -61,14 +61,11 @@ class ConnectOperator(BaseOperator):
         self.answer_errors = answer_errors
         super().__init__(**kw)
 
-    def default_name(self) -> str:
-        return "connect"
-
-    def output_type(self) -> Any:
-        return Connection
+    node_name = "connect"
+    produces = Connection
 
     def requirements(self) -> list[Requirement]:
-        return [Requirement(self.name, "database", "*")]
+        return [Requirement(self.name, "datasource", "*")]
 
     async def execute(self, inputs: list[Any], ctx: CallContext) -> Any:
         request = inputs[0]
@@ -93,14 +90,9 @@ class ConnectOperator(BaseOperator):
 class SchemaOperator(BaseOperator):
     """A ``Connection`` -> the tables of its source (introspected once per connector)."""
 
-    def default_name(self) -> str:
-        return "schema"
-
-    def input_types(self) -> list[Any]:
-        return [Connection]
-
-    def output_type(self) -> Any:
-        return list[TableInfo]
+    node_name = "schema"
+    accepts = (Connection,)
+    produces = list[TableInfo]
 
     async def execute(self, inputs: list[Any], ctx: CallContext) -> Any:
         conn: Connection = inputs[0]
@@ -116,17 +108,12 @@ class SQLOperator(BaseOperator):
         self.datasource, self.limit, self.timeout_s = datasource, limit, timeout_s
         super().__init__(**kw)
 
-    def default_name(self) -> str:
-        return "sql"
-
-    def input_types(self) -> list[Any]:
-        return [str | dict[str, Any]]
-
-    def output_type(self) -> Any:
-        return QueryResult
+    node_name = "sql"
+    accepts = (str | dict[str, Any],)
+    produces = QueryResult
 
     def requirements(self) -> list[Requirement]:
-        return [Requirement(self.name, "database", self.datasource)]
+        return [Requirement(self.name, "datasource", self.datasource)]
 
     async def execute(self, inputs: list[Any], ctx: CallContext) -> Any:
         value = inputs[0]

@@ -8,13 +8,14 @@ returns, prints or logs contains it: public views show ``***``.
 from __future__ import annotations
 
 import asyncio
+import builtins
 import json
 import logging
 import os
 import re
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -280,6 +281,16 @@ class DataSources:
         await self._drop(config.name)
         log.info("data source %s (%s) registered", config.name, config.kind)
         return config
+
+    async def add_sqlite_files(self, databases: Mapping[str, str | Path]) -> builtins.list[str]:
+        """Register SQLite files by name (``[awel] databases``: what flows may query), unless a source
+        of that name exists; returns the names added."""
+        added: builtins.list[str] = []
+        for name, path in databases.items():
+            if self.store.get(name) is None:
+                await self.add(DataSourceConfig(name=name, kind="sqlite", path=str(path)))
+                added.append(name)
+        return added
 
     async def add_upload(self, filename: str, data: bytes, name: str | None = None) -> DataSourceConfig:
         """Save an uploaded CSV / Excel / Parquet file under the data folder and register it."""

@@ -105,11 +105,8 @@ class KnowledgeRetrieveOperator(BaseOperator):
         self.knowledge = knowledge
         super().__init__(**kw)
 
-    def default_name(self) -> str:
-        return "knowledge_retrieve"
-
-    def output_type(self) -> Any:
-        return Retrieved | ChatState
+    node_name = "knowledge_retrieve"
+    produces = Retrieved | ChatState
 
     def requirements(self) -> list[Requirement]:
         return [] if self.knowledge is not None else [Requirement(self.name, "vector_store", KNOWLEDGE_STORE)]
@@ -162,17 +159,15 @@ def _knowledge_of(ctx: CallContext, node: str) -> KnowledgeBase:
 @register_operator("rag_retrieve")
 class RetrieveOperator(BaseOperator):
     """A request (``question``, ``space``, ``model``, ``history``) -> a ``KnowledgeTurn`` with the space's
-    passages, hybrid-searched and reranked (``citations`` event: the sources, before the answer)."""
+    passages: searched (``mode``: hybrid, vector or keyword), then reranked (``rerank``: a reranker's
+    name, ``false`` for none, ``null`` for the space's default); the ``citations`` event first."""
 
-    def __init__(self, k: int | None = None, mode: str = "hybrid", **kw: Any) -> None:
-        self.k, self.mode = k, mode
+    def __init__(self, k: int | None = None, mode: str = "hybrid", rerank: str | bool | None = None, **kw: Any) -> None:
+        self.k, self.mode, self.rerank = k, mode, rerank
         super().__init__(**kw)
 
-    def default_name(self) -> str:
-        return "retrieve"
-
-    def output_type(self) -> Any:
-        return KnowledgeTurn
+    node_name = "retrieve"
+    produces = KnowledgeTurn
 
     async def execute(self, inputs: list[Any], ctx: CallContext) -> Any:
         request = inputs[0]
@@ -182,26 +177,21 @@ class RetrieveOperator(BaseOperator):
             raise InvalidRequestError("scene 'knowledge' needs a space: send \"space\": NAME", param="space")
         model = getattr(request, "model", None) or knowledge.settings.chat_model
         turn = KnowledgeTurn(space, str(request.question), model, list(getattr(request, "history", None) or []))
-        event = await retrieve_passages(knowledge, turn, k=self.k, mode=self.mode)
+        event = await retrieve_passages(knowledge, turn, k=self.k, mode=self.mode, rerank=self.rerank)
         ctx.emit(as_event(event.to_dict()))
         return turn
 
     def params(self) -> dict[str, Any]:
-        return {"k": self.k, "mode": self.mode}
+        return {"k": self.k, "mode": self.mode, "rerank": self.rerank}
 
 
 @register_operator("rag_answer")
 class AnswerOperator(BaseOperator):
     """The answer from the numbered passages, streamed (``delta`` events), through the flow's model client."""
 
-    def default_name(self) -> str:
-        return "answer"
-
-    def input_types(self) -> list[Any]:
-        return [KnowledgeTurn]
-
-    def output_type(self) -> Any:
-        return KnowledgeTurn
+    node_name = "answer"
+    accepts = (KnowledgeTurn,)
+    produces = KnowledgeTurn
 
     async def execute(self, inputs: list[Any], ctx: CallContext) -> Any:
         turn: KnowledgeTurn = inputs[0]
@@ -218,14 +208,9 @@ class AnswerOperator(BaseOperator):
 class CiteOperator(BaseOperator):
     """The ``done`` event: the answer, the passages it cited (each citation marked ``cited``)."""
 
-    def default_name(self) -> str:
-        return "cite"
-
-    def input_types(self) -> list[Any]:
-        return [KnowledgeTurn]
-
-    def output_type(self) -> Any:
-        return dict[str, Any]
+    node_name = "cite"
+    accepts = (KnowledgeTurn,)
+    produces = dict[str, Any]
 
     async def execute(self, inputs: list[Any], ctx: CallContext) -> Any:
         turn: KnowledgeTurn = inputs[0]

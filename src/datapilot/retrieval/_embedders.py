@@ -32,6 +32,7 @@ import numpy as np
 from datapilot.core.client import EmbeddingClient
 from datapilot.core.config import CacheEmbedderConfig, CacheRerankerConfig
 from datapilot.core.errors import ConfigError, MissingDependencyError, ModelNotReadyError
+from datapilot.core.registry import Registry
 from datapilot.core.retrieval import Embedder
 
 log = logging.getLogger("datapilot.retrieval")
@@ -309,22 +310,21 @@ class EmbedderContext:
 
 
 EmbedderFactory = Callable[[CacheEmbedderConfig, EmbedderContext], Embedder]
-_FACTORIES: dict[str, EmbedderFactory] = {}
+EMBEDDERS: Registry[EmbedderFactory] = Registry(
+    "embedder kind", entry_point_group="datapilot.embedders", error=ConfigError
+)
 
 
-def register_embedder(kind: str, factory: EmbedderFactory) -> None:
-    _FACTORIES[kind] = factory
+def register_embedder(kind: str, factory: EmbedderFactory, *, replace: bool = False) -> None:
+    EMBEDDERS.register(kind, factory, replace=replace)
 
 
 def embedder_kinds() -> list[str]:
-    return sorted(_FACTORIES)
+    return EMBEDDERS.names()
 
 
 def make_embedder(config: CacheEmbedderConfig, context: EmbedderContext) -> Embedder:
-    factory = _FACTORIES.get(config.kind)
-    if factory is None:
-        raise ConfigError(f"unknown embedder kind {config.kind!r}; known: {', '.join(embedder_kinds())}")
-    return factory(config, context)
+    return EMBEDDERS.get(config.kind)(config, context)
 
 
 def _minilm(config: CacheEmbedderConfig, _: EmbedderContext) -> Embedder:

@@ -164,11 +164,12 @@ def create_app(
                 started.append(part)
             if not service.started:
                 await service.start()
-            await load_flows(settings, app.state.services.awel)
-            scenes.load_folder()
             if state.awel is not None and data.sources is not None:  # the flows' sql operator queries them
+                await data.sources.add_sqlite_files(settings.awel.databases)
                 state.awel.resources.sources = data.sources
                 state.awel.resources.default_source = settings.data.default_source
+            await load_flows(settings, app.state.services.awel)
+            scenes.load_folder()
             yield
         finally:
             await service.close()

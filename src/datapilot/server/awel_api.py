@@ -33,7 +33,7 @@ def build_flow_manager(settings: Settings, client: Any, *, cache: Any = None) ->
     """The server's DAG manager over ``client`` (the cache-aware one) and the configured stores;
     ``cache`` (the server's semantic cache client) is the flows' ``default`` cache."""
     resources = FlowResources.embedded(
-        client, settings.awel.vector_stores, settings.awel.databases, index_factory=InMemoryVectorIndex
+        client, settings.awel.vector_stores, index_factory=InMemoryVectorIndex
     )
     if cache is not None:
         resources.caches["default"] = cache

@@ -16,13 +16,13 @@ from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
-from datapilot.apps import ChatContext, SceneRequest, SceneService, scene_text
+from datapilot.apps import ChatContext, SceneRequest, scene_text
 from datapilot.server.deps import (
     CLIENT_CLOSED,
     ClientDisconnected,
-    UnavailableError,
     data_service,
     require_api_key,
+    scene_service,
     services,
     until_disconnect,
 )
@@ -52,13 +52,6 @@ class SceneBody(BaseModel):
     replace: bool = False
 
 
-def scene_service(request: Request) -> SceneService:
-    found = services(request).scenes
-    if found is None:
-        raise UnavailableError("chat scenes are not available on this server")
-    return found
-
-
 async def chat_context(request: Request, body: ChatBody) -> ChatContext:
     """The environment a scene's flow runs in, for this request: the cache-aware model client, the
     server's data sources (with their linkers and grounding), knowledge base, agents and cache."""
@@ -80,9 +73,13 @@ def build_chat_router() -> APIRouter:
 
     @router.get("/chat/scenes")
     async def scenes(request: Request) -> dict[str, Any]:
-        """The scenes served here (names), and each one's flow nodes and origin (``scenes``)."""
-        service = scene_service(request)
-        return {"data": service.names(), "scenes": [s.to_dict() for s in service.scenes()]}
+        """The scenes this server can answer (``data``: names), each with its flow's nodes, origin, the
+        parts it needs and the request fields it reads (``scenes``). A scene whose parts this server
+        does not run (knowledge, agents) is left out."""
+        svc = services(request)
+        have = {part for part in ("data", "knowledge", "agents") if getattr(svc, part) is not None}
+        served = [s for s in scene_service(request).scenes() if s.needs <= have]
+        return {"data": [s.name for s in served], "scenes": [s.to_dict() for s in served]}
 
     @router.get("/chat/scenes/{name}")
     async def show_scene(name: str, request: Request, format: str = "json") -> dict[str, Any]:

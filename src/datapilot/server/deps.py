@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -66,46 +66,31 @@ def services(request: Request) -> Services:
     return svc
 
 
-def _part(request: Request, name: str, what: str) -> Any:
-    svc = getattr(request.app.state, "services", None)
-    part = getattr(svc, name, None)
-    if part is None:
-        raise UnavailableError(f"{what} on this server")
-    return part
+def _part(name: str, what: str) -> Callable[[Request], Any]:
+    """The getter of the service ``name`` for routes; a server without it answers 404, saying so."""
+
+    def get(request: Request) -> Any:
+        part = getattr(getattr(request.app.state, "services", None), name, None)
+        if part is None:
+            raise UnavailableError(f"{what} on this server")
+        return part
+
+    get.__name__ = get.__qualname__ = f"{name}_service"
+    return get
 
 
-def data_service(request: Request) -> DataService:
-    data: DataService = _part(request, "data", "data sources are not available")
-    return data
+data_service: Callable[[Request], DataService] = _part("data", "data sources are not available")
+knowledge_service: Callable[[Request], KnowledgeService] = _part("knowledge", "knowledge is not available")
+agent_service: Callable[[Request], AgentService] = _part("agents", "agents are not available")
+scene_service: Callable[[Request], SceneService] = _part("scenes", "chat scenes are not available")
+flow_manager: Callable[[Request], DAGManager] = _part("awel", "workflows are not enabled")
+_shared_cache: Callable[[Request], CacheService] = _part("cache", "the semantic cache is not available")
 
 
 def cache_service(request: Request) -> CacheService:
     # A cache-only server (``datapilot cache serve``) holds its cache as ``app.state.cache``.
     alone: CacheService | None = getattr(request.app.state, "cache", None)
-    if alone is not None:
-        return alone
-    cache: CacheService = _part(request, "cache", "the semantic cache is not available")
-    return cache
-
-
-def knowledge_service(request: Request) -> KnowledgeService:
-    knowledge: KnowledgeService = _part(request, "knowledge", "knowledge is not available")
-    return knowledge
-
-
-def agent_service(request: Request) -> AgentService:
-    agents: AgentService = _part(request, "agents", "agents are not available")
-    return agents
-
-
-def scene_service(request: Request) -> SceneService:
-    scenes: SceneService = _part(request, "scenes", "chat scenes are not available")
-    return scenes
-
-
-def flow_manager(request: Request) -> DAGManager:
-    flows: DAGManager = _part(request, "awel", "workflows are not enabled")
-    return flows
+    return alone if alone is not None else _shared_cache(request)
 
 
 async def require_api_key(request: Request) -> None:

@@ -10,7 +10,7 @@ source's schema linker and grounding, the options). Each stage sends its progres
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol
 
 from datapilot.awel import BaseOperator, CallContext, register_operator
 from datapilot.core.errors import ConfigError
@@ -43,21 +43,17 @@ def step_event(event: dict[str, Any]) -> Event | None:
 class _Stage(BaseOperator):
     """One stage of the pipeline over an ``SQLTask``; a finished task passes through."""
 
-    def input_types(self) -> list[Any]:
-        return [SQLTask]
-
-    def output_type(self) -> Any:
-        return SQLTask
-
-    def stage(self, pipeline: Text2SQL) -> Callable[[SQLTask], AsyncIterator[dict[str, Any]]]:
-        raise NotImplementedError
+    accepts: ClassVar[tuple[Any, ...]] = (SQLTask,)
+    produces = SQLTask
+    stage: ClassVar[str]  # the ``Text2SQL`` method this operator runs
 
     async def execute(self, inputs: list[Any], ctx: CallContext) -> Any:
         task: SQLTask = inputs[0]
         if task.done or task.pipeline is None:
             return task
+        run: Callable[[SQLTask], AsyncIterator[dict[str, Any]]] = getattr(task.pipeline, self.stage)
         try:
-            async for event in self.stage(task.pipeline)(task):
+            async for event in run(task):
                 shown = step_event(event)
                 if shown is not None:
                     ctx.emit(shown)
@@ -72,11 +68,8 @@ class GroundOperator(_Stage):
     """A ``Connection`` -> the ``SQLTask``: the schema, the question's real values and verified examples
     (a verified SQL that answers the question finishes the task here). Emits ``step text2sql`` first."""
 
-    def default_name(self) -> str:
-        return "ground"
-
-    def input_types(self) -> list[Any]:
-        return [Connection]
+    node_name, stage = "ground", "ground"
+    accepts = (Connection,)
 
     async def execute(self, inputs: list[Any], ctx: CallContext) -> Any:
         conn: Connection = inputs[0]
@@ -90,30 +83,19 @@ class GroundOperator(_Stage):
         ctx.emit(StepEvent(name="text2sql", datasource=conn.source, model=pipeline.model))
         return await super().execute([task], ctx)
 
-    def stage(self, pipeline: Text2SQL) -> Callable[[SQLTask], AsyncIterator[dict[str, Any]]]:
-        return pipeline.ground
-
 
 @register_operator("text2sql_link")
 class LinkOperator(_Stage):
     """The tables the question needs, with the join paths between them (``step schema``)."""
 
-    def default_name(self) -> str:
-        return "link"
-
-    def stage(self, pipeline: Text2SQL) -> Callable[[SQLTask], AsyncIterator[dict[str, Any]]]:
-        return pipeline.link
+    node_name, stage = "link", "link"
 
 
 @register_operator("text2sql_prompt")
 class PromptOperator(_Stage):
     """The prompt over the linked tables, and the grammar holding the SQL to them."""
 
-    def default_name(self) -> str:
-        return "prompt"
-
-    def stage(self, pipeline: Text2SQL) -> Callable[[SQLTask], AsyncIterator[dict[str, Any]]]:
-        return pipeline.write_prompt
+    node_name, stage = "prompt", "write_prompt"
 
 
 @register_operator("text2sql_generate")
@@ -121,19 +103,11 @@ class GenerateOperator(_Stage):
     """The candidates, each written by the model, guarded, executed read-only and corrected on a
     database error (``step attempt`` per answer)."""
 
-    def default_name(self) -> str:
-        return "generate"
-
-    def stage(self, pipeline: Text2SQL) -> Callable[[SQLTask], AsyncIterator[dict[str, Any]]]:
-        return pipeline.generate
+    node_name, stage = "generate", "generate"
 
 
 @register_operator("text2sql_vote")
 class VoteOperator(_Stage):
     """The answer: the largest group of candidates whose results agree (``step vote``)."""
 
-    def default_name(self) -> str:
-        return "vote"
-
-    def stage(self, pipeline: Text2SQL) -> Callable[[SQLTask], AsyncIterator[dict[str, Any]]]:
-        return pipeline.vote
+    node_name, stage = "vote", "vote"

@@ -831,7 +831,9 @@ export async function render(root) {
   }
   if (scenes.status === "fulfilled") {
     const served = new Set(scenes.value.data);
-    options.scenes = ["normal", ...MODE_ORDER.filter((m) => m !== "normal" && served.has(m)), ...[...served].filter((m) => !MODE_ORDER.includes(m))];
+    // A user's own scene that reads a data source gets the source picker too; "chat" is "normal" here.
+    for (const s of scenes.value.scenes || []) if (s.inputs?.includes("datasource")) SOURCE_MODES.add(s.name);
+    options.scenes = ["normal", ...MODE_ORDER.filter((m) => m !== "normal" && served.has(m)), ...[...served].filter((m) => !MODE_ORDER.includes(m) && m !== "chat")];
   }
   if (sources.status === "fulfilled") options.sources = sources.value.data;
   if (spaces.status === "fulfilled") options.spaces = spaces.value.data;

@@ -1,7 +1,8 @@
-// Flows: the AWEL flows the server loaded, each drawn as a graph, and a form to run one.
+// Flows: the chat scenes (each an AWEL flow: draw it, edit its DSL, save the copy as a new scene) and
+// the AWEL flows the server loaded, each drawn as a graph, with a form to run one.
 
 import { api, streamEvents } from "../api.js";
-import { badge, errorNotice, field, h, loadFailure, pageHead, panel, spinner, svg } from "../ui.js";
+import { badge, errorNotice, field, h, loadFailure, pageHead, panel, spinner, svg, toast } from "../ui.js";
 
 const NODE_W = 184;
 const NODE_H = 54;
@@ -97,11 +98,87 @@ function drawGraph(graph) {
   return h("div", { class: "flow-graph", "data-testid": "flow-graph" }, root);
 }
 
+/** The chat scenes: each one's flow drawn, its DSL to copy and change, and "save as a new scene". */
+async function scenesPanel(detail, onShow) {
+  let scenes;
+  try {
+    scenes = await api("/api/chat/scenes");
+  } catch (err) {
+    return panel("Chat scenes", errorNotice(err, "Could not list the chat scenes"));
+  }
+  const list = h("ul", { class: "list", "data-testid": "scene-list" });
+
+  async function showScene(name, note = null) {
+    onShow(`scene:${name}`);
+    for (const b of list.querySelectorAll("[data-scene]")) b.setAttribute("aria-current", String(b.dataset.scene === name));
+    detail.replaceChildren(panel(`scene:${name}`, spinner()));
+    let graph, dsl, info;
+    try {
+      info = await api(`/api/chat/scenes/${encodeURIComponent(name)}`, { query: { format: "json" } });
+      graph = JSON.parse(info.flow);
+      dsl = (await api(`/api/chat/scenes/${encodeURIComponent(name)}`, { query: { format: "dsl" } })).flow;
+    } catch (err) {
+      detail.replaceChildren(panel(`scene:${name}`, errorNotice(err, "Could not load the scene")));
+      return;
+    }
+    const text = h("textarea", { rows: Math.min(18, dsl.split("\n").length + 1), class: "mono", spellcheck: "false", "data-testid": "scene-dsl" });
+    text.value = dsl;
+    const newName = h("input", { type: "text", required: true, pattern: "[A-Za-z_][A-Za-z0-9_]*", placeholder: `my_${name}`, "data-testid": "scene-name" });
+    const save = h("button", { class: "button primary", type: "submit", "data-testid": "scene-save" }, "Save as a new scene");
+    const out = h("div", { "aria-live": "polite", "data-testid": "scene-saved" }, note || "");
+    const form = h(
+      "form",
+      { class: "stack" },
+      field("Flow (DSL)", text, { hint: "Change operators' parameters or the chain; names resolve only through the operator registry." }),
+      field("New scene name", newName),
+      h("div", { class: "row" }, save),
+      out,
+    );
+    form.addEventListener("submit", async (e) => {
+      e.preventDefault();
+      save.disabled = true;
+      try {
+        const made = await api("/api/chat/scenes", { method: "POST", json: { name: newName.value.trim(), flow: text.value, format: "dsl" } });
+        toast(`Scene ${made.name} saved`, "ok");
+        // The new scene is shown, with what was saved.
+        await refresh(made.name, h("p", { class: "small" }, "Served as ", h("code", {}, `"scene": "${made.name}"`), ` (${made.nodes.join(" \u2192 ")})`));
+      } catch (err) {
+        out.replaceChildren(errorNotice(err, "The flow was not saved"));
+      } finally {
+        save.disabled = false;
+      }
+    });
+    detail.replaceChildren(
+      panel(
+        h("div", { class: "row" }, h("h2", {}, `scene:${name}`), badge(`${info.nodes.length} nodes`), badge(info.origin === "builtin" ? "built-in" : "yours")),
+        info.description ? h("p", { class: "muted" }, info.description) : null,
+        drawGraph(graph),
+        h("p", { class: "muted small", style: "margin:.75rem 0 0" }, "Answers ", h("code", {}, `POST /api/chat {"scene": "${name}"}`), " and the chat page."),
+      ),
+      panel("Copy and change", form),
+    );
+  }
+
+  async function refresh(show, note = null) {
+    const got = await api("/api/chat/scenes");
+    list.replaceChildren(
+      ...got.scenes.map((s) => {
+        const b = h("button", { class: "list-item", type: "button", "data-scene": s.name, "aria-current": "false" }, h("span", { class: "grow" }, h("strong", {}, s.name), s.description ? h("div", { class: "muted small" }, clip(s.description, 80)) : null), badge(`${s.nodes.length}`));
+        b.addEventListener("click", () => showScene(s.name));
+        return h("li", {}, b);
+      }),
+    );
+    if (show) await showScene(show, note);
+  }
+  await refresh(null);
+  return { box: panel(`Chat scenes (${scenes.data.length})`, list), showScene };
+}
+
 export async function render(root, { args }) {
   let selected = args[0] || null;
   const listBox = h("div", {}, spinner());
   const detail = h("div", { class: "stack" });
-  root.replaceChildren(pageHead("Flows", "AWEL workflows loaded by this server: see how they are wired, and run them."), h("div", { class: "grid-2" }, h("div", { class: "stack" }, listBox), detail));
+  root.replaceChildren(pageHead("Flows", "The chat scenes and the AWEL workflows this server runs: see how they are wired, change a scene, run a flow."), h("div", { class: "grid-2" }, h("div", { class: "stack" }, listBox), detail));
 
   let flows;
   try {
@@ -186,15 +263,28 @@ export async function render(root, { args }) {
     );
   }
 
+  const onScene = (name) => {
+    selected = name;
+    history.replaceState(null, "", `#/flows/${encodeURIComponent(name)}`);
+    for (const b of listBox.querySelectorAll("[data-flow]")) b.setAttribute("aria-current", "false");
+  };
+  const scenes = await scenesPanel(detail, onScene);
+  const scenesBox = scenes.box || scenes;
   if (!flows.data.length) {
-    root.replaceChildren(
-      pageHead("Flows", "AWEL workflows loaded by this server: see how they are wired, and run them."),
+    listBox.replaceChildren(
+      scenesBox,
       panel("Flows", h("p", { class: "empty", "data-testid": "no-flows" }, "No flows loaded. Put .py, .dsl or .json flows in the folder named by [awel] flows_dir.")),
       errorsPanel || "",
     );
+    if (scenes.showScene) await scenes.showScene(selected?.startsWith("scene:") ? selected.slice(6) : "data");
     return;
   }
+  if (selected?.startsWith("scene:") && scenes.showScene) {
+    listBox.replaceChildren(scenesBox);
+    await scenes.showScene(selected.slice(6));
+  }
   listBox.replaceChildren(
+    scenesBox,
     panel(
       `Flows (${flows.data.length})`,
       h(
@@ -209,5 +299,6 @@ export async function render(root, { args }) {
     ),
     errorsPanel || "",
   );
+  if (selected?.startsWith("scene:")) return;
   await show(flows.data.some((f) => f.name === selected) ? selected : flows.data[0].name);
 }
