@@ -118,8 +118,10 @@ async def test_a_changed_copy_is_served_as_a_new_scene(tmp_path: Path, scripted:
         service.save("data", text, "dsl")
     scene = service.save("terse_data", text, "dsl")
     assert scene.origin.endswith("terse_data.dsl") and (tmp_path / "scenes" / "terse_data.dsl").is_file()
-    # A fresh service (a restarted server) finds it in its folder.
+    # A fresh service (a restarted server) finds it in its folder; a service with another home does not.
     assert "terse_data" in SceneService(tmp_path / "scenes").load_folder()
+    assert "terse_data" not in SceneService(tmp_path / "elsewhere").names()
+    assert "terse_data" not in scene_service().names()
     sources = DataSources(DataSettings(), tmp_path / "home")
     manager = await scripted([SQL_REPLY, "Online has the most customers."])
     try:

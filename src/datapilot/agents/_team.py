@@ -299,8 +299,8 @@ def build_team(
 ) -> Team:
     """A team of agents named in ``registry`` (default: every one the resources allow), each given
     the extra ``tools`` named in ``tool_registry``. Unknown names are refused, never imported."""
-    registry = registry or AGENTS
-    tool_registry = tool_registry or TOOLS
+    registry = registry if registry is not None else AGENTS
+    tool_registry = tool_registry if tool_registry is not None else TOOLS
     extra = [tool_registry.get(name) for name in tools]
     names = list(agents) if agents is not None else registry.names()
     members: dict[str, Agent] = {}

@@ -8,6 +8,7 @@ server call the same ``SceneService``: a scene's events stream as its operators 
 
 from __future__ import annotations
 
+import difflib
 import logging
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -86,7 +87,11 @@ _INPUTS: dict[str, set[str]] = {
 }
 
 
-SCENES: Registry[Scene] = Registry("chat scene", error=lambda m: InvalidRequestError(m, param="scene"))
+# Plugins add scenes through the ``datapilot.scenes`` entry-point group (a ``Scene``, or a module that
+# calls ``register_scene`` on import), exactly as the built-ins register.
+SCENES: Registry[Scene] = Registry(
+    "chat scene", entry_point_group="datapilot.scenes", error=lambda m: InvalidRequestError(m, param="scene")
+)
 
 
 def _text2sql(dag_name: str, description: str, *, excel: bool = False) -> DAG:
@@ -164,14 +169,22 @@ BUILTIN_SCENES: dict[str, tuple[str, Callable[[], DAG]]] = {
 
 
 def register_scene(
-    name: str, flow: DAG, description: str = "", *, origin: str = "builtin", replace: bool = False
+    name: str,
+    flow: DAG,
+    description: str = "",
+    *,
+    origin: str = "builtin",
+    replace: bool = False,
+    registry: Registry[Scene] | None = None,
 ) -> Scene:
     """Serve ``flow`` as the chat scene ``name`` (its input is a ``SceneRequest``, its events are the
-    stream; the operator that ends it emits ``done``)."""
+    stream; the operator that ends it emits ``done``): in every scene service of the process (``SCENES``,
+    where built-ins and plugins go), or in one service's own ``registry``."""
     if not name.isidentifier():
         raise InvalidRequestError(f"a scene name is a plain identifier, not {name!r}", param="name")
     flow.validate()
-    return SCENES.register(name, Scene(name, flow, description or flow.description, origin), replace=replace)
+    scene = Scene(name, flow, description or flow.description, origin)
+    return (registry if registry is not None else SCENES).register(name, scene, replace=replace)
 
 
 def _register_builtins() -> None:
@@ -208,6 +221,9 @@ class SceneService:
     def __init__(self, folder: Path | None = None) -> None:
         _register_builtins()
         self.folder = folder
+        # This service's own scenes (its folder, the API): another service (a server with another home)
+        # never sees them. The built-ins and plugins' scenes are the process's (``SCENES``).
+        self.own: Registry[Scene] = Registry("chat scene", error=SCENES.error)
 
     def load_folder(self) -> list[str]:
         """Register the scenes saved in ``folder``; a file that does not load is logged and skipped."""
@@ -216,7 +232,9 @@ class SceneService:
             return loaded
         for path in sorted([*self.folder.glob("*.json"), *self.folder.glob("*.dsl")]):
             try:
-                register_scene(path.stem, read_scene_file(path), origin=str(path), replace=True)
+                if path.stem in BUILTIN_SCENES:
+                    raise InvalidRequestError(f"{path.stem!r} is a built-in scene's name", param="name")
+                register_scene(path.stem, read_scene_file(path), origin=str(path), replace=True, registry=self.own)
             except DataPilotError as exc:
                 log.error("scene file %s does not load: %s", path, exc.message)
                 continue
@@ -229,7 +247,7 @@ class SceneService:
             raise InvalidRequestError(f"format is one of {', '.join(SCENE_FORMATS)}, not {fmt!r}", param="format")
         if name in BUILTIN_SCENES:
             raise InvalidRequestError(f"{name!r} is a built-in scene: save the copy under another name", param="name")
-        if name in SCENES and not replace:
+        if (name in self.own or name in SCENES) and not replace:
             raise InvalidRequestError(f"scene {name!r} exists: pass replace to change it", param="name")
         try:
             flow = DAG.from_json(text) if fmt == "json" else _one_flow(text)
@@ -244,21 +262,27 @@ class SceneService:
             tmp.write_text(text, encoding="utf-8")
             tmp.replace(path)
             origin = str(path)
-        return register_scene(name, flow, origin=origin, replace=True)
+        return register_scene(name, flow, origin=origin, replace=True, registry=self.own)
 
     def names(self) -> list[str]:
-        return SCENES.names()
+        return sorted({*SCENES.names(), *self.own.names()})
 
     def scenes(self) -> list[Scene]:
-        return [SCENES.get(n) for n in SCENES.names()]
+        return [self.get(n) for n in self.names()]
 
     def get(self, name: str) -> Scene:
-        return SCENES.get(name)
+        if name in self.own:
+            return self.own.get(name)
+        if name in SCENES:
+            return SCENES.get(name)
+        raise SCENES.error(
+            f"unknown chat scene {name!r}{_close(name, self.names())}; registered: {', '.join(self.names())}"
+        )
 
     def events(self, name: str, ctx: ChatContext, request: SceneRequest) -> AsyncIterator[Event]:
         """The scene's events as its operators emit them. An unknown scene or an empty question is an
         error here, before anything streams (a 400, not an event)."""
-        scene = SCENES.get(name)
+        scene = self.get(name)
         if not request.question or not request.question.strip():
             raise InvalidRequestError("the question is empty", param="question")
         return _run(scene.flow, ctx, request)
@@ -276,6 +300,11 @@ class SceneService:
                 else:
                     final = event.answer if isinstance(event.answer, dict) else event.wire()
         return final
+
+
+def _close(name: str, names: list[str]) -> str:
+    close = difflib.get_close_matches(name, names, n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 def _one_flow(text: str) -> DAG:
