@@ -124,22 +124,11 @@ class KnowledgeService:
             docs.append(doc.to_dict())
         return {"data": docs, "errors": errors}
 
-    async def retrieve(
-        self,
-        space: str,
-        query: str,
-        *,
-        k: int | None = None,
-        mode: str = "hybrid",
-        documents: list[str] | None = None,
-        metadata: dict[str, Any] | None = None,
-        rerank: str | bool | None = None,
-    ) -> dict[str, Any]:
-        """Retrieval only: ``{"data": [passages], "latency_ms": ...}``."""
+    async def retrieve(self, space: str, query: str, **search: Any) -> dict[str, Any]:
+        """Retrieval only (``search``: ``KnowledgeBase.retrieve``'s options): ``{"data": [passages],
+        "latency_ms": ...}``."""
         started = time.perf_counter()
-        passages = await self.knowledge.retrieve(
-            space, query, k=k, mode=mode, documents=documents, metadata=metadata, rerank=rerank
-        )
+        passages = await self.knowledge.retrieve(space, query, **search)
         latency = round((time.perf_counter() - started) * 1000, 2)
         return {"data": [p.to_dict() for p in passages], "latency_ms": latency}
 

@@ -8,7 +8,6 @@ dangling inputs, join arity, branch routes), each problem naming its nodes.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import threading
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
@@ -20,6 +19,7 @@ from datapilot.awel._policy import FAIL, ErrorPolicy
 from datapilot.awel._ports import is_assignable, is_stream_type, type_name
 from datapilot.awel._registry import OPERATORS
 from datapilot.awel._runner import SKIPPED, CallContext, Plan, execute
+from datapilot.core.aio import stop_task
 
 FORMAT = "datapilot.awel/v1"
 
@@ -440,9 +440,7 @@ class DAG:
             task.result()  # raise the node's error, if any, after its events
         finally:
             if not task.done():
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+                await stop_task(task)
 
     async def run_raw(self, data: Any = None, *, output: BaseOperator | str | None = None) -> Any:
         """As ``run``, but a skipped end node gives ``SKIPPED`` rather than ``None``."""

@@ -7,15 +7,17 @@ stay optional). Plugins add backends through the ``datapilot.backends`` entry-po
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar, TypeVar
 
 from datapilot.core.client import collect
 from datapilot.core.config import ModelConfig
-from datapilot.core.errors import ConfigError, InvalidRequestError
+from datapilot.core.errors import ConfigError, InvalidRequestError, ModelNotReadyError
 from datapilot.core.registry import Registry
 from datapilot.core.types import EmbeddingOutput, ModelChunk, ModelOutput, ModelRequest, RerankOutput
 
@@ -23,6 +25,9 @@ CHAT = "chat"
 COMPLETION = "completion"
 EMBEDDING = "embedding"
 RERANK = "rerank"
+
+
+T = TypeVar("T")
 
 
 class ModelBackend(ABC):
@@ -64,6 +69,34 @@ class ModelBackend(ABC):
         raise InvalidRequestError(
             f"model {self.config.name!r} does not rerank", param="model", code="model_not_supported"
         )
+
+
+class ThreadedBackend(ModelBackend):
+    """A backend whose model lives on one worker thread (llama.cpp, transformers, sentence-transformers
+    are not thread-safe): ``load`` runs ``_load_sync`` there, and every call goes through ``in_thread``,
+    one at a time, in arrival order."""
+
+    thread_prefix: ClassVar[str] = "model"
+
+    def __init__(self, config: ModelConfig, model_path: Path | None) -> None:
+        super().__init__(config, model_path)
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"{self.thread_prefix}-{config.name}")
+
+    async def load(self) -> None:
+        await self.in_thread(self._load_sync)
+
+    @abstractmethod
+    def _load_sync(self) -> None:
+        """Load the model (on the backend's thread)."""
+
+    async def in_thread(self, fn: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+
+    def model_folder(self) -> Path:
+        """The model's folder, or the error that says to set ``path``."""
+        if self.model_path is None or not self.model_path.is_dir():
+            raise ModelNotReadyError(f"model folder not found: {self.model_path}; set `path` for this model")
+        return self.model_path
 
 
 BackendLoader = Callable[[], type[ModelBackend]]

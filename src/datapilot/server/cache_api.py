@@ -260,6 +260,19 @@ def _messages(messages: list[MessageIn] | None, prompt: str | None, param: str) 
     return ([m.model_dump() for m in messages] if messages is not None else None), prompt
 
 
+class Page:
+    """A page of one scope's rows: ``model`` (and ``tenant``), ``limit`` and ``offset`` query parameters."""
+
+    def __init__(
+        self,
+        model: str = Query(min_length=1),
+        tenant: str | None = None,
+        limit: int = Query(100, ge=1, le=10_000),
+        offset: int = Query(0, ge=0),
+    ) -> None:
+        self.scope, self.limit, self.offset = Scope(model, tenant), limit, offset
+
+
 def build_cache_router() -> APIRouter:
     router = APIRouter()
 
@@ -313,14 +326,8 @@ def build_cache_router() -> APIRouter:
         return {"data": [r.to_dict() for r in await cache.query_log(scope, limit)]}
 
     @router.get("/entries")
-    async def entries(
-        model: str = Query(min_length=1),
-        tenant: str | None = None,
-        limit: int = Query(100, ge=1, le=10_000),
-        offset: int = Query(0, ge=0),
-        cache: SemanticCache = Depends(_cache),
-    ) -> dict[str, Any]:
-        return {"data": [e.to_dict() for e in await cache.entries(Scope(model, tenant), limit, offset)]}
+    async def entries(page: Page = Depends(), cache: SemanticCache = Depends(_cache)) -> dict[str, Any]:
+        return {"data": [e.to_dict() for e in await cache.entries(page.scope, page.limit, page.offset)]}
 
     @router.post("/feedback")
     async def feedback(body: FeedbackIn, cache: SemanticCache = Depends(_cache)) -> dict[str, Any]:
@@ -331,14 +338,8 @@ def build_cache_router() -> APIRouter:
         return record.to_dict()
 
     @router.get("/feedback")
-    async def feedback_log(
-        model: str = Query(min_length=1),
-        tenant: str | None = None,
-        limit: int = Query(100, ge=1, le=10_000),
-        offset: int = Query(0, ge=0),
-        cache: SemanticCache = Depends(_cache),
-    ) -> dict[str, Any]:
-        return {"data": [r.to_dict() for r in await cache.feedback_log(Scope(model, tenant), limit, offset)]}
+    async def feedback_log(page: Page = Depends(), cache: SemanticCache = Depends(_cache)) -> dict[str, Any]:
+        return {"data": [r.to_dict() for r in await cache.feedback_log(page.scope, page.limit, page.offset)]}
 
     @router.get("/feedback/export")
     async def feedback_export(

@@ -52,6 +52,7 @@ from sqlalchemy.engine import Connection, Engine
 from datapilot.core.errors import InvalidRequestError
 from datapilot.datasource import Connector, TableInfo, check_read_only
 from datapilot.text2sql._prompt import Example
+from datapilot.text2sql._values import QUOTE_PAIRS
 
 if TYPE_CHECKING:
     from datapilot.cache import Embedder
@@ -96,15 +97,7 @@ class StoredExample:
 # --- masking ------------------------------------------------------------------------------------------------
 
 # Quoted text in ASCII, typographic and CJK quotes (written as escapes: several look like ASCII ones).
-_QUOTE_PAIRS = (
-    ("'", "'"),
-    ('"', '"'),
-    ("\u201c", "\u201d"),
-    ("\u2018", "\u2019"),
-    ("\u300c", "\u300d"),
-    ("\u300e", "\u300f"),
-    ("\u300a", "\u300b"),
-)
+_QUOTE_PAIRS = (("'", "'"), *QUOTE_PAIRS)
 _QUOTED = re.compile(
     "|".join(
         rf"(?<!\w){re.escape(a)}[^{re.escape(b)}\n]+{re.escape(b)}(?!\w)" if a in "'\"" else f"{a}[^{b}\\n]+{b}"

@@ -185,7 +185,8 @@ CJK_STOPWORDS = frozenset(
     所有 每个 每位 各个 数量 数目 个数 列出 显示 给出 查询 统计 的 了 吗 呢 是 有 在 和 与 及 或 个 位 名 些
     """.split()
 )
-_QUOTE_PAIRS = [
+# Quotation marks, Western and CJK, around a literal a question names (single quotes: see _QUOTES).
+QUOTE_PAIRS = [
     ('"', '"'),
     ("\u201c", "\u201d"),
     ("\u2018", "\u2019"),
@@ -196,7 +197,7 @@ _QUOTE_PAIRS = [
     ("\uff02", "\uff02"),
 ]
 _QUOTES = re.compile(
-    r"(?<!\w)'([^']+)'(?!\w)|" + "|".join(f"{re.escape(a)}([^{re.escape(b)}]+){re.escape(b)}" for a, b in _QUOTE_PAIRS)
+    r"(?<!\w)'([^']+)'(?!\w)|" + "|".join(f"{re.escape(a)}([^{re.escape(b)}]+){re.escape(b)}" for a, b in QUOTE_PAIRS)
 )
 # What may stand between two words of one span: spaces and joiners ("VP-100", "A & B", "St. Louis").
 _JOINER = re.compile(r"[\s\-'\u2019./&+#\u00b7]*")

@@ -13,13 +13,12 @@ import os
 import random
 import threading
 from collections.abc import AsyncIterator
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from datapilot.core.errors import ContextLengthExceededError, MissingDependencyError, ModelNotReadyError
 from datapilot.core.types import FinishReason, ModelChunk, ModelRequest, TokenLogprob, Usage
 from datapilot.models._threaded import Emit, stream_from_thread
-from datapilot.models.backend import CHAT, COMPLETION, ModelBackend
+from datapilot.models.backend import CHAT, COMPLETION, ThreadedBackend
 from datapilot.models.backends._llama_sampling import GuidedSampler, VocabIndex
 from datapilot.models.prompt import FormattedPrompt, StopFilter, few_shot_dialogue
 from datapilot.models.structured import GRAMMAR, LOGPROBS
@@ -27,8 +26,9 @@ from datapilot.models.structured import GRAMMAR, LOGPROBS
 _LLAMA_KWARGS = ("n_ctx", "n_threads", "n_batch", "n_gpu_layers", "use_mmap", "flash_attn", "lora_path", "lora_scale")
 
 
-class LlamaCppBackend(ModelBackend):
+class LlamaCppBackend(ThreadedBackend):
     capabilities = frozenset({CHAT, COMPLETION, GRAMMAR, LOGPROBS})
+    thread_prefix = "llama"
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -36,16 +36,10 @@ class LlamaCppBackend(ModelBackend):
         self._template: Any = None
         self._llama_cpp: Any = None
         self._vocab_index: VocabIndex | None = None
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"llama-{self.config.name}")
 
     @property
     def context_length(self) -> int | None:
         return self._llm.n_ctx() if self._llm is not None else None
-
-    async def load(self) -> None:
-        import asyncio
-
-        await asyncio.get_running_loop().run_in_executor(self._executor, self._load_sync)
 
     def _load_sync(self) -> None:
         try:

@@ -5,16 +5,14 @@ Loads strictly offline: no code path may fetch weights from a hub.
 
 from __future__ import annotations
 
-import asyncio
 import os
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
 
 from datapilot.core.errors import MissingDependencyError, ModelNotReadyError
 from datapilot.core.types import EmbeddingOutput, RerankOutput, Usage
-from datapilot.models.backend import EMBEDDING, RERANK, ModelBackend
+from datapilot.models.backend import EMBEDDING, RERANK, ThreadedBackend
 
 
 def _offline() -> None:
@@ -24,15 +22,15 @@ def _offline() -> None:
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
 
-class SentenceTransformersBackend(ModelBackend):
+class SentenceTransformersBackend(ThreadedBackend):
     """Embeddings; reranks by cosine similarity of query and document embeddings."""
 
     capabilities = frozenset({EMBEDDING, RERANK})
+    thread_prefix = "st"
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._model: Any = None
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"st-{self.config.name}")
         self.batch_size = int(self.config.params.get("batch_size", 32))
 
     @property
@@ -43,9 +41,6 @@ class SentenceTransformersBackend(ModelBackend):
     def dimension(self) -> int:
         return int(self._model.get_sentence_embedding_dimension())
 
-    async def load(self) -> None:
-        await asyncio.get_running_loop().run_in_executor(self._executor, self._load_sync)
-
     def _load_sync(self) -> None:
         _offline()
         try:
@@ -54,10 +49,8 @@ class SentenceTransformersBackend(ModelBackend):
         except ImportError:
             raise MissingDependencyError("sentence-transformers", "hf") from None
         transformers.logging.disable_progress_bar()  # one bar per load would clutter the server log
-        if self.model_path is None or not self.model_path.is_dir():
-            raise ModelNotReadyError(f"model folder not found: {self.model_path}; set `path` for this model")
         device = self.config.params.get("device", "cpu")
-        self._model = SentenceTransformer(str(self.model_path), device=device, local_files_only=True)
+        self._model = SentenceTransformer(str(self.model_folder()), device=device, local_files_only=True)
 
     async def close(self) -> None:
         self._model = None
@@ -66,7 +59,7 @@ class SentenceTransformersBackend(ModelBackend):
     async def embed(self, texts: list[str]) -> EmbeddingOutput:
         if self._model is None:
             raise ModelNotReadyError(f"model {self.config.name!r} is not loaded")
-        return await asyncio.get_running_loop().run_in_executor(self._executor, self._embed_sync, texts)
+        return await self.in_thread(self._embed_sync, texts)
 
     def _embed_sync(self, texts: list[str]) -> EmbeddingOutput:
         model = self._model
@@ -88,18 +81,15 @@ class SentenceTransformersBackend(ModelBackend):
         return RerankOutput([float(x) for x in scores], out.usage)
 
 
-class CrossEncoderBackend(ModelBackend):
+class CrossEncoderBackend(ThreadedBackend):
     """Reranks with a local cross-encoder folder (sentence-transformers ``CrossEncoder``)."""
 
     capabilities = frozenset({RERANK})
+    thread_prefix = "ce"
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._model: Any = None
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"ce-{self.config.name}")
-
-    async def load(self) -> None:
-        await asyncio.get_running_loop().run_in_executor(self._executor, self._load_sync)
 
     def _load_sync(self) -> None:
         _offline()
@@ -107,10 +97,8 @@ class CrossEncoderBackend(ModelBackend):
             from sentence_transformers import CrossEncoder
         except ImportError:
             raise MissingDependencyError("sentence-transformers", "hf") from None
-        if self.model_path is None or not self.model_path.is_dir():
-            raise ModelNotReadyError(f"model folder not found: {self.model_path}; set `path` for this model")
         self._model = CrossEncoder(
-            str(self.model_path), device=self.config.params.get("device", "cpu"), local_files_only=True
+            str(self.model_folder()), device=self.config.params.get("device", "cpu"), local_files_only=True
         )
 
     async def close(self) -> None:
@@ -120,7 +108,7 @@ class CrossEncoderBackend(ModelBackend):
     async def rerank(self, query: str, documents: list[str]) -> RerankOutput:
         if self._model is None:
             raise ModelNotReadyError(f"model {self.config.name!r} is not loaded")
-        return await asyncio.get_running_loop().run_in_executor(self._executor, self._rerank_sync, query, documents)
+        return await self.in_thread(self._rerank_sync, query, documents)
 
     def _rerank_sync(self, query: str, documents: list[str]) -> RerankOutput:
         scores = self._model.predict([(query, d) for d in documents], convert_to_numpy=True)

@@ -9,12 +9,10 @@ are enforced through llguidance: see ``_hf_guide``.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import importlib.util
 import threading
 from collections.abc import AsyncIterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,7 +24,7 @@ from datapilot.core.errors import (
 )
 from datapilot.core.types import FinishReason, ModelChunk, ModelRequest, Usage
 from datapilot.models._threaded import Emit, stream_from_thread
-from datapilot.models.backend import CHAT, COMPLETION, ModelBackend
+from datapilot.models.backend import CHAT, COMPLETION, ThreadedBackend
 from datapilot.models.backends.sentence_transformers import _offline
 from datapilot.models.prompt import FormattedPrompt, StopFilter, format_chat
 from datapilot.models.structured import GRAMMAR, LOGPROBS
@@ -41,9 +39,10 @@ def _llguidance_installed() -> bool:
     return importlib.util.find_spec("llguidance") is not None
 
 
-class TransformersBackend(ModelBackend):
+class TransformersBackend(ThreadedBackend):
     # Grammars need llguidance (in the ``hf`` extra); without it the layer above refuses them with a 400.
     capabilities = frozenset({CHAT, COMPLETION, LOGPROBS, *([GRAMMAR] if _llguidance_installed() else [])})
+    thread_prefix = "hf"
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -51,7 +50,6 @@ class TransformersBackend(ModelBackend):
         self._tokenizer: Any = None
         self._torch: Any = None
         self._table: Any = None
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"hf-{self.config.name}")
 
     @property
     def context_length(self) -> int | None:
@@ -59,9 +57,6 @@ class TransformersBackend(ModelBackend):
             return None
         cfg: Any = self._model.config
         return int(getattr(cfg, "max_position_embeddings", None) or getattr(cfg, "n_positions", None) or 2048)
-
-    async def load(self) -> None:
-        await asyncio.get_running_loop().run_in_executor(self._executor, self._load_sync)
 
     def _load_sync(self) -> None:
         _offline()
@@ -72,14 +67,13 @@ class TransformersBackend(ModelBackend):
         except ImportError:
             raise MissingDependencyError("transformers", "hf") from None
         transformers.logging.disable_progress_bar()
-        if self.model_path is None or not self.model_path.is_dir():
-            raise ModelNotReadyError(f"model folder not found: {self.model_path}; set `path` for this model")
+        folder = self.model_folder()
         params = self.config.params
         device = params.get("device") or ("cuda" if torch.cuda.is_available() else "cpu")
         dtype = getattr(torch, params["dtype"]) if "dtype" in params else None
         with _LOADING:
-            self._tokenizer = AutoTokenizer.from_pretrained(str(self.model_path), local_files_only=True)
-            model: Any = AutoModelForCausalLM.from_pretrained(str(self.model_path), local_files_only=True, dtype=dtype)
+            self._tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
+            model: Any = AutoModelForCausalLM.from_pretrained(str(folder), local_files_only=True, dtype=dtype)
             self._model = model.to(device).eval()
         self._torch = torch
 

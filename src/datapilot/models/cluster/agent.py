@@ -7,9 +7,9 @@ again; if the controller is unreachable, the agent keeps trying without stopping
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 
+from datapilot.core.aio import stop_task
 from datapilot.core.errors import DataPilotError
 from datapilot.models.cluster.client import ControllerClient
 from datapilot.models.cluster.registry import InstanceInfo
@@ -85,11 +85,8 @@ class WorkerAgent:
             await self._register(workers[iid])
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await stop_task(self._task)
+        self._task = None
         try:
             await self.controller.deregister(sorted(self._registered | set(self._by_instance())))
             self._registered.clear()

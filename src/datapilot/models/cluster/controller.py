@@ -15,6 +15,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, Field
 
+from datapilot.core.aio import stop_task
 from datapilot.models.cluster.registry import InstanceInfo, Registry
 
 log = logging.getLogger("datapilot.controller")
@@ -32,11 +33,8 @@ class Controller:
             self._task = asyncio.create_task(self._expiry_loop())
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await stop_task(self._task)
+        self._task = None
 
     async def _notify(self) -> None:
         async with self._changed:

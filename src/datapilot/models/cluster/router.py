@@ -18,6 +18,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from datapilot.core.aio import stop_task
 from datapilot.core.errors import (
     DataPilotError,
     InvalidRequestError,
@@ -123,10 +124,7 @@ class RoutingClient(MeasuredClient):
                 await self.refresh()
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await stop_task(self._task)
         for client in self._remote.values():
             await client.aclose()
         await self.controller.aclose()
