@@ -90,3 +90,39 @@ def test_api_keys(proxy_server: Server, make_client: Callable[..., OpenAI]) -> N
     import httpx
 
     assert httpx.get(f"{proxy_server.url}/health").status_code == 200  # health stays open
+
+
+def _requests_and_tokens(srv: Server, model: str) -> tuple[dict[str, float], float]:
+    """The ``/metrics`` request counts by status, and the completion tokens, of one model."""
+    import re
+
+    import httpx
+
+    text = httpx.get(srv.url + "/metrics", headers={"authorization": f"Bearer {PROXY_KEY}"}, timeout=30).text
+    counts: dict[str, float] = {}
+    for m in re.finditer(r'^datapilot_requests_total\{([^}]*)\} (\S+)$', text, re.M):
+        labels = dict(re.findall(r'(\w+)="([^"]*)"', m.group(1)))
+        if labels.get("model") == model:
+            counts[labels["status"]] = counts.get(labels["status"], 0) + float(m.group(2))
+    found = re.search(rf'^datapilot_completion_tokens_total\{{model="{model}"\}} (\S+)$', text, re.M)
+    return counts, float(found.group(1)) if found else 0.0
+
+
+def test_proxied_streams_are_logged_and_counted_as_what_happened(proxy: OpenAI, proxy_server: Server) -> None:
+    """A stream proxied to the upstream and read to its end is ``ok`` with its tokens, not ``cancelled``
+    with none, with or without the upstream's usage."""
+    before, tokens_before = _requests_and_tokens(proxy_server, "up-echo")
+    for usage in (True, False):
+        extra = {"stream_options": {"include_usage": True}} if usage else {}
+        chunks = list(
+            proxy.chat.completions.create(
+                model="up-echo", messages=[{"role": "user", "content": "one two three"}], stream=True, **extra
+            )
+        )
+        assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices).strip()
+        if usage:
+            assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens > 0
+    after, tokens_after = _requests_and_tokens(proxy_server, "up-echo")
+    assert after.get("ok", 0) - before.get("ok", 0) == 2
+    assert after.get("cancelled", 0) == before.get("cancelled", 0)
+    assert tokens_after - tokens_before > 0

@@ -83,11 +83,13 @@ class MeasuredClient(ABC):
                     produced += 1
                 if chunk.finish_reason is not None:
                     timing.finish()
-                    usage = chunk.usage or Usage(0, produced)
-                    chunk.timing, status = timing, "ok"
+                    usage = chunk.usage or Usage(0, produced)  # counted when the source gave none
+                    chunk.timing, chunk.usage, status = timing, usage, "ok"
                 yield chunk
         except BaseException as exc:
-            status = error_status(exc)
+            # Closed after the finishing chunk (a reader that stops at finish_reason): the answer was whole.
+            if status != "ok" or not isinstance(exc, GeneratorExit | asyncio.CancelledError):
+                status = error_status(exc)
             raise
         finally:
             if timing.finished_at is None:

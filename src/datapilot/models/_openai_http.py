@@ -259,7 +259,9 @@ class OpenAIHTTP:
                             yield ModelChunk(text or "", tool_calls=calls or None, logprobs=logprobs)
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise self._unreachable(exc) from exc
-        yield ModelChunk("", finish_reason=finish or "stop", usage=usage or Usage())
+        # No usage from the upstream (stream_usage off, or an upstream without it): the measuring layer
+        # counts the tokens it saw instead of reporting none.
+        yield ModelChunk("", finish_reason=finish or "stop", usage=usage)
 
     async def embed(self, texts: list[str], model: str) -> EmbeddingOutput:
         obj = await self._post("/embeddings", {"model": model, "input": texts, "encoding_format": "base64"})
