@@ -12,6 +12,7 @@ import logging
 from collections.abc import AsyncIterator, Callable, Iterable
 from enum import StrEnum
 from pathlib import Path
+from typing import Any
 
 from datapilot.core.config import ModelConfig
 from datapilot.core.errors import (
@@ -121,6 +122,17 @@ class ModelManager(MeasuredClient):
         self.home = home
         self.sink = sink
         self.started = False
+
+    def batch_stats(self) -> dict[str, dict[str, Any]]:
+        """Per model served with batching (``parallel`` > 1): slots, running and waiting sequences, KV
+        use and prefix reuse."""
+        out: dict[str, dict[str, Any]] = {}
+        for name, worker in self.workers.items():
+            stats = getattr(worker.backend, "batch_stats", None)
+            found = stats() if callable(stats) else None
+            if found is not None:
+                out[name] = found
+        return out
 
     async def start(self, progress: LoadProgress | None = None) -> None:
         await asyncio.gather(*(w.start(progress) for w in self.workers.values()))

@@ -224,7 +224,9 @@ def create_app(
     async def prometheus(request: Request) -> Response:
         svc = services(request)
         ready = {m.name: m.status == "ready" for m in await svc.llm.models()}
-        return Response(svc.metrics.render(ready), media_type="text/plain; version=0.0.4")
+        batching = getattr(svc.llm, "batch_stats", None)
+        body = svc.metrics.render(ready, batching() if callable(batching) else None)
+        return Response(body, media_type="text/plain; version=0.0.4")
 
     mount_ui(app)  # last: the UI's / and /static never shadow an API route
     return app

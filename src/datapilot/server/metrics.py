@@ -70,6 +70,12 @@ class ServingMetrics:
         self.prompt_tokens = Counter("datapilot_prompt_tokens", "Prompt tokens", ("model",), registry=r)
         self.completion_tokens = Counter("datapilot_completion_tokens", "Generated tokens", ("model",), registry=r)
         self.model_ready = Gauge("datapilot_model_ready", "1 when the model is loaded", ("model",), registry=r)
+        self.batching = Gauge(
+            "datapilot_batching",
+            "Batched models: running and waiting sequences, KV cells used, prefix hit rate",
+            ("model", "figure"),
+            registry=r,
+        )
         self.totals: dict[str, dict[str, int]] = {}
         self.recent: dict[str, deque[_Recent]] = {}
 
@@ -105,9 +111,12 @@ class ServingMetrics:
             tps,
         )
 
-    def render(self, ready: dict[str, bool]) -> bytes:
+    def render(self, ready: dict[str, bool], batching: dict[str, dict[str, Any]] | None = None) -> bytes:
         for model, ok in ready.items():
             self.model_ready.labels(model).set(1 if ok else 0)
+        for model, stats in (batching or {}).items():
+            for key in ("running", "waiting", "kv_used", "prefix_hit_rate"):
+                self.batching.labels(model, key).set(float(stats[key]))
         return generate_latest(self.registry)
 
     def summary(self) -> dict[str, dict[str, Any]]:
@@ -133,6 +142,11 @@ def build_metrics_router() -> APIRouter:
 
     @router.get("/metrics/models")
     async def model_figures(request: Request) -> dict[str, Any]:
-        return {"data": services(request).metrics.summary()}
+        svc = services(request)
+        data = svc.metrics.summary()
+        batching = getattr(svc.llm, "batch_stats", None)
+        for model, stats in (batching() if callable(batching) else {}).items():
+            data.setdefault(model, {})["batching"] = stats  # running / waiting sequences, KV, prefix reuse
+        return {"data": data}
 
     return router

@@ -4,10 +4,16 @@ Chat requests use the GGUF's own chat template when it has one; a base model wit
 few-shot dialogue prompt (see ``datapilot.models.prompt``). Generation runs token by token so that
 usage is exact, stop strings are honoured while streaming, and a cancelled request stops at once.
 llama.cpp reuses the longest cached prompt prefix, so the fixed few-shot preamble is evaluated once.
+
+With ``parallel`` > 1 (params: ``parallel``, ``ctx_per_slot``, ``batch_size``), requests are batched:
+up to ``parallel`` sequences decode together in one context (``_llama_batch.BatchEngine``: continuous
+batching, chunked prefill, prefix reuse across requests). Requests with a grammar or logprobs keep the
+single-sequence path.
 """
 
 from __future__ import annotations
 
+import asyncio
 import codecs
 import os
 import random
@@ -26,6 +32,9 @@ from datapilot.models.structured import GRAMMAR, LOGPROBS
 _LLAMA_KWARGS = ("n_ctx", "n_threads", "n_batch", "n_gpu_layers", "use_mmap", "flash_attn", "lora_path", "lora_scale")
 
 
+_LOADING = threading.Lock()
+
+
 class LlamaCppBackend(ThreadedBackend):
     capabilities = frozenset({CHAT, COMPLETION, GRAMMAR, LOGPROBS})
     thread_prefix = "llama"
@@ -36,6 +45,7 @@ class LlamaCppBackend(ThreadedBackend):
         self._template: Any = None
         self._llama_cpp: Any = None
         self._vocab_index: VocabIndex | None = None
+        self._engine: Any = None  # the batching engine, with parallel > 1
 
     @property
     def context_length(self) -> int | None:
@@ -54,7 +64,21 @@ class LlamaCppBackend(ThreadedBackend):
         kwargs.setdefault("n_ctx", 4096)
         kwargs.setdefault("n_threads", max(1, os.cpu_count() or 1))
         self._llama_cpp = llama_cpp
-        self._llm = Llama(model_path=str(self.model_path), verbose=False, **kwargs)
+        # One load at a time: Llama(verbose=False) points the process's fds 1 and 2 at /dev/null while it
+        # loads, and two loads at once (two GGUF models starting together) can leave them there for good.
+        with _LOADING:
+            self._llm = Llama(model_path=str(self.model_path), verbose=False, **kwargs)
+        parallel = int(params.get("parallel", 1))
+        if parallel > 1:
+            from datapilot.models.backends._llama_batch import BatchEngine
+
+            self._engine = BatchEngine(
+                self._llm,
+                parallel,
+                int(params.get("ctx_per_slot", 2048)),
+                int(params.get("batch_size", 256)),
+                int(kwargs["n_threads"]),
+            )
         style = params.get("prompt_style", "auto")
         template = self._llm.metadata.get("tokenizer.chat_template")
         if template and style in ("auto", "template"):
@@ -68,6 +92,9 @@ class LlamaCppBackend(ThreadedBackend):
             )
 
     async def close(self) -> None:
+        engine, self._engine = self._engine, None
+        if engine is not None:
+            await asyncio.to_thread(engine.close)
         llm, self._llm = self._llm, None
         if llm is not None:
             self._executor.submit(llm.close).result()
@@ -86,7 +113,38 @@ class LlamaCppBackend(ThreadedBackend):
         if self._llm is None:
             raise ModelNotReadyError(f"model {self.config.name!r} is not loaded")
         prompt = self.format(request)
+        if self._engine is not None and request.grammar is None and not request.logprobs:
+            return self._batched(request, prompt)
         return stream_from_thread(self._executor, lambda emit, cancel: self._run(request, prompt, emit, cancel))
+
+    def batch_stats(self) -> dict[str, Any] | None:
+        """Slots, running and waiting sequences, KV use and prefix reuse, with ``parallel`` > 1."""
+        return self._engine.stats() if self._engine is not None else None
+
+    async def _batched(self, request: ModelRequest, prompt: FormattedPrompt) -> AsyncIterator[ModelChunk]:
+        from datapilot.models.backends._llama_batch import Sequence
+
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[object] = asyncio.Queue()
+
+        def put(item: object) -> None:
+            if not loop.is_closed():
+                loop.call_soon_threadsafe(queue.put_nowait, item)
+
+        tokens = self._llm.tokenize(prompt.text.encode("utf-8"), add_bos=prompt.add_bos, special=True)
+        seq = Sequence(tokens, request.params, [*prompt.stop, *request.params.stop], put, prompt.strip_leading_space)
+        self._engine.submit(seq)
+        try:
+            while True:
+                item = await queue.get()
+                if isinstance(item, BaseException):
+                    raise item
+                assert isinstance(item, ModelChunk)
+                yield item
+                if item.finish_reason is not None:
+                    return
+        finally:
+            seq.cancel.set()  # a reader that went away frees the slot at the engine's next step
 
     def _run(self, request: ModelRequest, prompt: FormattedPrompt, emit: Emit, cancel: threading.Event) -> None:
         llm = self._llm
