@@ -21,41 +21,58 @@ BlockingGenerate = Callable[[Emit, threading.Event], None]
 _END = object()
 
 
-async def stream_from_thread(executor: ThreadPoolExecutor, work: BlockingGenerate) -> AsyncIterator[ModelChunk]:
-    loop = asyncio.get_running_loop()
-    queue: asyncio.Queue[object] = asyncio.Queue()
-    cancel = threading.Event()
+class ThreadChannel:
+    """Chunks from a worker thread to the event loop: ``put`` (any thread) and ``chunks()`` (the loop).
 
-    def put(item: object) -> None:
-        if loop.is_closed():
-            cancel.set()
+    An exception put is raised on the loop's side; ``_END`` or a chunk with a finish reason ends it.
+    ``cancel`` is set when the reader goes away (or the loop shuts down), for the worker to stop."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.queue: asyncio.Queue[object] = asyncio.Queue()
+        self.cancel = threading.Event()
+
+    def put(self, item: object) -> None:
+        if self.loop.is_closed():
+            self.cancel.set()
             return
         try:
-            loop.call_soon_threadsafe(queue.put_nowait, item)
+            self.loop.call_soon_threadsafe(self.queue.put_nowait, item)
         except RuntimeError:  # loop shut down while the thread was finishing
-            cancel.set()
+            self.cancel.set()
+
+    def end(self) -> None:
+        self.put(_END)
+
+    async def chunks(self) -> AsyncIterator[ModelChunk]:
+        try:
+            while True:
+                item = await self.queue.get()
+                if item is _END:
+                    return
+                if isinstance(item, BaseException):
+                    raise item
+                assert isinstance(item, ModelChunk)
+                yield item
+                if item.finish_reason is not None:
+                    return
+        finally:
+            self.cancel.set()
+
+
+async def stream_from_thread(executor: ThreadPoolExecutor, work: BlockingGenerate) -> AsyncIterator[ModelChunk]:
+    channel = ThreadChannel()
 
     def run() -> None:
-        if cancel.is_set():  # cancelled while waiting for the executor: never start
+        if channel.cancel.is_set():  # cancelled while waiting for the executor: never start
             return
         try:
-            work(put, cancel)
+            work(channel.put, channel.cancel)
         except BaseException as exc:  # handed to the awaiting side, which re-raises it
-            put(exc)
+            channel.put(exc)
         finally:
-            put(_END)
+            channel.end()
 
-    loop.run_in_executor(executor, run)
-    try:
-        while True:
-            item = await queue.get()
-            if item is _END:
-                return
-            if isinstance(item, BaseException):
-                raise item
-            assert isinstance(item, ModelChunk)
-            yield item
-            if item.finish_reason is not None:
-                return
-    finally:
-        cancel.set()
+    channel.loop.run_in_executor(executor, run)
+    async for chunk in channel.chunks():
+        yield chunk

@@ -23,7 +23,7 @@ from typing import Any
 
 from datapilot.core.errors import ContextLengthExceededError, MissingDependencyError, ModelNotReadyError
 from datapilot.core.types import FinishReason, ModelChunk, ModelRequest, TokenLogprob, Usage
-from datapilot.models._threaded import Emit, stream_from_thread
+from datapilot.models._threaded import Emit, ThreadChannel, stream_from_thread
 from datapilot.models.backend import CHAT, COMPLETION, ThreadedBackend
 from datapilot.models.backends._llama_sampling import GuidedSampler, VocabIndex
 from datapilot.models.prompt import FormattedPrompt, StopFilter, few_shot_dialogue
@@ -124,27 +124,13 @@ class LlamaCppBackend(ThreadedBackend):
     async def _batched(self, request: ModelRequest, prompt: FormattedPrompt) -> AsyncIterator[ModelChunk]:
         from datapilot.models.backends._llama_batch import Sequence
 
-        loop = asyncio.get_running_loop()
-        queue: asyncio.Queue[object] = asyncio.Queue()
-
-        def put(item: object) -> None:
-            if not loop.is_closed():
-                loop.call_soon_threadsafe(queue.put_nowait, item)
-
+        channel = ThreadChannel()
         tokens = self._llm.tokenize(prompt.text.encode("utf-8"), add_bos=prompt.add_bos, special=True)
-        seq = Sequence(tokens, request.params, [*prompt.stop, *request.params.stop], put, prompt.strip_leading_space)
-        self._engine.submit(seq)
-        try:
-            while True:
-                item = await queue.get()
-                if isinstance(item, BaseException):
-                    raise item
-                assert isinstance(item, ModelChunk)
-                yield item
-                if item.finish_reason is not None:
-                    return
-        finally:
-            seq.cancel.set()  # a reader that went away frees the slot at the engine's next step
+        stops = [*prompt.stop, *request.params.stop]
+        seq = Sequence(tokens, request.params, stops, channel.put, prompt.strip_leading_space, channel.cancel)
+        self._engine.submit(seq)  # a reader that goes away sets channel.cancel: the engine frees the slot
+        async for chunk in channel.chunks():
+            yield chunk
 
     def _run(self, request: ModelRequest, prompt: FormattedPrompt, emit: Emit, cancel: threading.Event) -> None:
         llm = self._llm
