@@ -4,7 +4,8 @@ Each event is one ``data: {json}`` frame (compact JSON, UTF-8 as is), and every 
 ``data: [DONE]``, whatever happened. An error after the headers went out travels in the stream in the
 shape every DataPilot API shares, ``{"type": "error", "error": {message, type, code, param}}`` (an
 OpenAI client reads the ``error`` key too), then ``[DONE]`` follows. When the client disconnects the
-producer is cancelled: it runs in a task of its own, raced against the disconnect.
+producer is cancelled: under uvicorn (ASGI 2.3) Starlette cancels the response, and frames go out with
+nothing in between; under ASGI 2.4 the producer runs in a task of its own, raced against the disconnect.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import AsyncIterable, AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Mapping
 from typing import Any
 
 import anyio
@@ -56,6 +57,37 @@ def error_frame(exc: BaseException, extra: Mapping[str, Any] | None = None) -> s
     return sse_frame(exception_event(exc), extra)
 
 
+async def _frames(events: AsyncIterable[Any], extra: Mapping[str, Any] | None, first: Any) -> AsyncGenerator[str]:
+    """The frames of ``events`` (after ``first``), an error frame if the producer fails, then ``[DONE]``;
+    the producer is closed however this ends (the client gone included)."""
+    iterator = aiter(events)
+    try:
+        if first is not None:
+            yield sse_frame(first, extra)
+        async for event in iterator:
+            yield sse_frame(event, extra)
+    except DataPilotError as exc:  # the status line is gone: the error travels in the stream
+        if exc.status_code >= 500:
+            log.warning("stream failed: %s: %s", type(exc).__name__, exc.message)
+        yield error_frame(exc, extra)
+    except Exception as exc:
+        log.exception("stream failed")
+        yield error_frame(exc, extra)
+    finally:
+        close = getattr(iterator, "aclose", None)
+        if close is not None:
+            await close()
+    yield DONE_FRAME
+
+
+def _watches_disconnect(request: Request) -> bool:
+    """Whether Starlette cancels a streaming response itself when the client goes away: it does under
+    ASGI spec 2.3 and earlier (uvicorn's), not under 2.4, where the writer watches for it."""
+    spec = str((request.scope.get("asgi") or {}).get("spec_version", "2.0"))
+    major, _, minor = spec.partition(".")
+    return (int(major or 2), int(minor or 0)) < (2, 4)
+
+
 async def sse_stream(
     request: Request,
     events: AsyncIterable[Any],
@@ -65,26 +97,21 @@ async def sse_stream(
 ) -> AsyncIterator[str]:
     """The frames of ``events`` (after ``first``, an event already taken from the producer), then
     ``[DONE]``; stops, cancelling the producer, when the client disconnects."""
+    frames_of = _frames(events, extra, first)
+    if _watches_disconnect(request):
+        # The frames go out as they come, with no task or queue in between (the hot path of every
+        # /v1 stream); a client that goes away cancels this generator, which closes the producer.
+        async for chunk in frames_of:
+            yield chunk
+        return
     frames: asyncio.Queue[object] = asyncio.Queue(maxsize=1)
 
     async def produce() -> None:
-        iterator = aiter(events)
         try:
-            if first is not None:
-                await frames.put(sse_frame(first, extra))
-            async for event in iterator:
-                await frames.put(sse_frame(event, extra))
-        except DataPilotError as exc:  # the status line is gone: the error travels in the stream
-            if exc.status_code >= 500:
-                log.warning("stream failed: %s: %s", type(exc).__name__, exc.message)
-            await frames.put(error_frame(exc, extra))
-        except Exception as exc:
-            log.exception("stream failed")
-            await frames.put(error_frame(exc, extra))
+            async for chunk in frames_of:
+                await frames.put(chunk)
         finally:
-            close = getattr(iterator, "aclose", None)
-            if close is not None:
-                await close()
+            await frames_of.aclose()
         await frames.put(_END)
 
     producer = asyncio.create_task(produce(), name="sse-producer")
@@ -101,7 +128,6 @@ async def sse_stream(
                 break
             assert isinstance(item, str)
             yield item
-        yield DONE_FRAME
     finally:
         # Also when the server cancels this response: wait until the producer has really stopped.
         with anyio.CancelScope(shield=True):
