@@ -85,6 +85,14 @@ class BatchEngine:
         self.ctx = lib.llama_init_from_model(llm._model.model, params)
         if not self.ctx:
             raise DataPilotError("llama.cpp could not create the batched context (out of memory?)")
+        adapter = getattr(llm, "_lora_adapter", None)
+        if adapter is not None:  # a fine-tuned model (``lora_path``): its adapter on this context too
+            import ctypes
+
+            adapters = (lib.llama_adapter_lora_p_ctypes * 1)(adapter)
+            scales = (ctypes.c_float * 1)(float(llm.lora_scale))
+            if lib.llama_set_adapters_lora(self.ctx, adapters, 1, scales):
+                raise DataPilotError(f"could not apply the LoRA adapter {llm.lora_path} to the batched context")
         self.mem = lib.llama_get_memory(self.ctx)
         self.vocab = llm._model.vocab
         self.n_vocab = int(llm.n_vocab())
