@@ -182,3 +182,17 @@ async def test_long_poll_wakes_on_change(tmp_path: Path) -> None:
     new_version, live = await waiter
     assert new_version > version and [i.instance_id for i in live] == ["w0/m"]
     assert time.monotonic() - started < 1
+
+
+async def test_an_instance_with_a_free_slot_is_preferred_to_a_queue(tmp_path: Path) -> None:
+    """Least in flight for its slots: a batching instance (``parallel`` 4) with 3 running still has a slot."""
+    batched, single = scripted(parallel=4), scripted()
+    async with Cluster(tmp_path, {"w0": [batched], "w1": [single]}) as c:
+        await c.router.wait_for("m", instances=2)
+        assert c.route("w0").info.slots == 4 and c.route("w1").info.slots == 1
+        c.route("w0").in_flight, c.route("w1").in_flight = 3, 1
+        assert c.router._pick("m", "chat", set()).info.worker_id == "w0"
+        c.route("w0").in_flight = 4  # full: now both queue, and the one-slot instance's queue is as short
+        assert c.router._pick("m", "chat", set()).info.worker_id in ("w0", "w1")
+        c.route("w0").in_flight = 5
+        assert c.router._pick("m", "chat", set()).info.worker_id == "w1"

@@ -41,7 +41,10 @@ class WorkerAgent:
 
     def _info(self, w: ModelWorker) -> InstanceInfo:
         caps = sorted(advertised(w.backend.capabilities)) if w.backend is not None else []
-        return InstanceInfo(self.instance_id(w.name), w.name, self.worker_id, self.url, caps, w.state.value, w.error)
+        slots = max(1, int(w.config.params.get("parallel", 1)))
+        return InstanceInfo(
+            self.instance_id(w.name), w.name, self.worker_id, self.url, caps, w.state.value, w.error, slots=slots
+        )
 
     def _by_instance(self) -> dict[str, ModelWorker]:
         return {self.instance_id(w.name): w for w in self.manager.workers.values()}

@@ -27,6 +27,7 @@ class InstanceInfo:
     error: str | None = None
     registered_at: float = field(default_factory=time.time)
     last_heartbeat: float = field(default_factory=time.time)
+    slots: int = 1  # sequences it decodes together (a batched GGUF's ``parallel``)
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)

@@ -131,6 +131,14 @@ class RoutingClient(MeasuredClient):
 
     # -- choosing an instance -----------------------------------------------------------------
 
+    def batch_stats(self) -> dict[str, dict[str, Any]]:
+        """The batching figures of this process's workers' models (see ``ModelManager.batch_stats``)."""
+        out: dict[str, dict[str, Any]] = {}
+        for wid, manager in self.local_workers.items():
+            for model, stats in manager.batch_stats().items():
+                out[model if model not in out else f"{model}@{wid}"] = stats
+        return out
+
     def _ready(self, model: str) -> list[Route]:
         return [r for r in self.routes.values() if r.info.model == model and r.info.state == "ready"]
 
@@ -149,8 +157,10 @@ class RoutingClient(MeasuredClient):
                 param="model",
                 code="model_not_supported",
             )
-        low = min(r.in_flight for r in healthy)
-        tied = [r for r in healthy if r.in_flight == low]
+        # Least loaded for its slots: an instance that batches 4 sequences with 3 running has a free
+        # slot, and is preferred to starting a queue on a one-at-a-time instance with 1 running.
+        low = min(r.in_flight / r.info.slots for r in healthy)
+        tied = [r for r in healthy if r.in_flight / r.info.slots == low]
         return tied[next(self._rr) % len(tied)]
 
     def _raise_unavailable(self, model: str) -> None:
