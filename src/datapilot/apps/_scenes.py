@@ -196,18 +196,11 @@ def summary_of(result: QueryResult) -> str:
     return f"{len(result.rows)} rows, columns: {', '.join(result.columns)}{more}"
 
 
-class _SceneOperator(BaseOperator):
-    """A scene's operator: runs on the general path, where it has the call's context (events)."""
-
-    def default_name(self) -> str:
-        return self.kind.removeprefix("scene_")
-
-
 # --- data: question -> SQL -> table -> chart -> short answer ------------------------------------------------
 
 
 @register_operator("scene_request")
-class SceneRequestOperator(_SceneOperator):
+class SceneRequestOperator(BaseOperator):
     """The scene's input: the ``SceneRequest`` the call was made with."""
 
     is_source = True
@@ -223,9 +216,11 @@ class SceneRequestOperator(_SceneOperator):
 
 
 @register_operator("scene_present")
-class PresentOperator(_SceneOperator):
+class PresentOperator(BaseOperator):
     """The answer's SQL, table and chart (``sql``, ``table``, ``chart`` events); an answer without a
     result ends the scene here with its ``error`` and a ``done`` holding the attempts."""
+
+    node_name = "present"
 
     accepts = (SQLTask,)
     produces = SQLTask
@@ -264,8 +259,10 @@ def _with_notes(final: dict[str, Any], notes: dict[str, Any]) -> dict[str, Any]:
 
 
 @register_operator("scene_summarise")
-class SummariseOperator(_SceneOperator):
+class SummariseOperator(BaseOperator):
     """The short answer in one sentence, written by the model from the result (``text`` events)."""
+
+    node_name = "summarise"
 
     def __init__(self, max_tokens: int = 80, **kw: Any) -> None:
         self.max_tokens = max_tokens
@@ -298,8 +295,10 @@ class SummariseOperator(_SceneOperator):
 
 
 @register_operator("scene_answer")
-class AnswerOperator(_SceneOperator):
+class AnswerOperator(BaseOperator):
     """The ``done`` event: the whole answer (SQL, table, chart, text, attempts, confidence)."""
+
+    node_name = "answer"
 
     accepts = (SQLTask,)
     produces = dict[str, Any]
@@ -323,7 +322,7 @@ class AnswerOperator(_SceneOperator):
 
 
 @register_operator("excel_load")
-class LoadFileOperator(_SceneOperator):
+class LoadFileOperator(BaseOperator):
     """``file`` given: load it as a new data source (``step loaded``); then check the source is a file."""
 
     accepts = (SceneRequest,)
@@ -382,7 +381,7 @@ async def describe_columns(connector: Connector, table: TableInfo) -> list[dict[
 
 
 @register_operator("excel_describe")
-class DescribeOperator(_SceneOperator):
+class DescribeOperator(BaseOperator):
     """Each table's columns, cleaned and described (``columns``), kept for the final answer."""
 
     accepts = (Connection,)
@@ -402,7 +401,7 @@ class DescribeOperator(_SceneOperator):
 
 
 @register_operator("db_qa_answer")
-class SchemaAnswerOperator(_SceneOperator):
+class SchemaAnswerOperator(BaseOperator):
     """The tables the question is about (``schema``), then the model's answer from them (``text``)."""
 
     def __init__(self, max_tokens: int = 120, **kw: Any) -> None:
@@ -506,7 +505,7 @@ class DashboardPlan:
 
 
 @register_operator("dashboard_plan")
-class PlanOperator(_SceneOperator):
+class PlanOperator(BaseOperator):
     """The model plans 2 to 4 analyses (title, SQL, chart) over the linked tables (``step plan``):
     under ``DASHBOARD_SCHEMA`` when it enforces JSON schemas, else as text (repaired when malformed)."""
 
@@ -539,7 +538,7 @@ class PlanOperator(_SceneOperator):
 
 
 @register_operator("dashboard_run")
-class RunAnalysesOperator(_SceneOperator):
+class RunAnalysesOperator(BaseOperator):
     """Runs each planned analysis read-only (``analysis`` events). When none yields a table, the
     request is split into its sub-questions, each answered by text-to-SQL; ``step fallback`` says why."""
 
@@ -595,7 +594,7 @@ class RunAnalysesOperator(_SceneOperator):
 
 
 @register_operator("chat_answer")
-class ChatAnswerOperator(_SceneOperator):
+class ChatAnswerOperator(BaseOperator):
     """A plain chat turn: the history and the question to the model, the answer streamed (``text``)."""
 
     def __init__(self, system: str = "You are a helpful assistant. Answer briefly.", max_tokens: int = 256, **kw: Any):

@@ -24,7 +24,6 @@ import codecs
 import logging
 import random
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -51,14 +50,12 @@ class Sequence:
     # engine state
     slot: int = -1
     n_past: int = 0  # tokens of this sequence in the KV
-    reused: int = 0  # prompt tokens found in the slot's KV already
     generated: list[int] = field(default_factory=list)
     last: int = -1  # the token to decode next
     sampler: Any = None
     decoder: Any = None
     stop_filter: Any = None
     finished: bool = False
-    started: float = field(default_factory=time.perf_counter)
 
     @property
     def prefilling(self) -> bool:
@@ -128,7 +125,8 @@ class BatchEngine:
 
     def stats(self) -> dict[str, Any]:
         with self.lock:
-            used = sum(len(c) for c in self.cached) + sum(s.n_past for s in self.running)
+            busy = {s.slot: s.n_past for s in self.running}  # a running slot's cells are its n_past
+            used = sum(busy.get(slot, len(cached)) for slot, cached in enumerate(self.cached))
             return {
                 "slots": self.slots,
                 "running": len(self.running),
@@ -187,7 +185,7 @@ class BatchEngine:
                 keep = 0
             self.lib.llama_memory_seq_rm(self.mem, best, keep, -1)
             self.cached[best] = self.cached[best][:keep]
-            seq.slot, seq.n_past, seq.reused = best, keep, keep
+            seq.slot, seq.n_past = best, keep
             self.prompt_tokens += len(seq.tokens)
             self.reused_tokens += keep
             self.prefix_hits += keep > 0
