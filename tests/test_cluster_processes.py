@@ -7,18 +7,17 @@ import os
 import signal
 import time
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor, wait
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
-import numpy as np
-import openai
 import pytest
 from openai import OpenAI
 
 from datapilot.testing import ServerProcess, start_server, write_config
 from tests.conftest import CHAT_MODEL, EMBED_MODEL
+from tests.load_checks import concurrent_chats, kill_under_load, stream_and_embed
 
 pytestmark = pytest.mark.slow
 HEARTBEAT_TIMEOUT = 2.0
@@ -88,55 +87,15 @@ def completions_served(worker: ServerProcess) -> float:
 def test_one_api_over_the_cluster(procs: Processes) -> None:
     with client(procs) as c:
         assert {CHAT_MODEL, EMBED_MODEL} <= {m.id for m in c.models.list()}
-        with ThreadPoolExecutor(6) as pool:
-            outs = list(pool.map(
-                lambda i: c.chat.completions.create(
-                    model=CHAT_MODEL, messages=[{"role": "user", "content": f"What is {i} plus {i}?"}],
-                    max_tokens=12, temperature=0,
-                ),
-                range(6),
-            ))
-        assert all(o.choices[0].message.content and o.usage.completion_tokens >= 1 for o in outs)
+        concurrent_chats(c, CHAT_MODEL, 6)
         assert completions_served(procs.workers["w1"]) >= 1 and completions_served(procs.workers["w2"]) >= 1
-        stream = c.chat.completions.create(
-            model=CHAT_MODEL, messages=[{"role": "user", "content": "What is the capital of Spain?"}],
-            max_tokens=16, temperature=0, stream=True,
-        )
-        assert "Madrid" in "".join(ch.choices[0].delta.content or "" for ch in stream if ch.choices)
-        emb = c.embeddings.create(model=EMBED_MODEL, input=["hello", "world"])
-        assert np.allclose(np.linalg.norm([d.embedding for d in emb.data], axis=1), 1, atol=1e-4)
+        stream_and_embed(c, CHAT_MODEL, EMBED_MODEL)
 
 
 def test_kill_a_worker_under_load(procs: Processes) -> None:
-    def non_stream(i: int) -> str:
-        out = c.completions.create(model=CHAT_MODEL, prompt=f"{i}, {i + 1}, {i + 2},", max_tokens=40, temperature=0)
-        return out.choices[0].text
-
-    def streamed(i: int) -> str:
-        parts = []
-        stream = c.completions.create(
-            model=CHAT_MODEL, prompt=f"{i}, {i + 1},", max_tokens=40, temperature=0, stream=True
-        )
-        for ch in stream:
-            parts.append(ch.choices[0].text if ch.choices else "")
-        return "".join(parts)
-
+    victim = procs.workers["w1"].process
     with client(procs) as c, ThreadPoolExecutor(8) as pool:
-        futures = [pool.submit(non_stream, i) for i in range(4)] + [pool.submit(streamed, i) for i in range(4)]
-        time.sleep(1.0)  # requests are running on both workers
-        victim = procs.workers["w1"].process
-        os.kill(victim.pid, signal.SIGKILL)
-        killed_at = time.monotonic()
-        # Requests arriving now, before the heartbeat timeout, fail over to the survivor.
-        after = [pool.submit(non_stream, 100 + i) for i in range(3)]
-        _, pending = wait(futures + after, timeout=90)
-        assert not pending, "a request hung after its worker was killed"
-        for f in futures[:4] + after:
-            assert f.result().strip(), "whole answers are retried on the surviving instance"
-        for f in futures[4:]:
-            exc = f.exception()
-            # A stream that had started on the dead worker ends with a clear error; the rest complete.
-            assert exc is None or (isinstance(exc, openai.APIError) and "incomplete" in str(exc)), exc
+        killed_at = kill_under_load(c, pool, CHAT_MODEL, lambda: os.kill(victim.pid, signal.SIGKILL))
         victim.wait(timeout=10)
         while f"w1/{CHAT_MODEL}" in procs.live_instances():
             assert time.monotonic() - killed_at < HEARTBEAT_TIMEOUT + 3, "dead instance still routable"

@@ -5,8 +5,10 @@ Used by the test suite and the benchmarks; useful to anyone testing code against
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -80,11 +82,13 @@ def start_server(
     name: str = "server",
     timeout: float = 180.0,
     role: Sequence[str] = (),
+    env: dict[str, str] | None = None,
 ) -> ServerProcess:
-    """Run ``datapilot start [ROLE ...]`` with ``config`` and wait until ``/health`` answers."""
+    """Run ``datapilot start [ROLE ...]`` with ``config`` (and ``env`` added to this process's
+    environment) and wait until ``/health`` answers."""
     port = free_port()
     log = workdir / f"{name}.log"
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
     env.pop("DATAPILOT_PROFILE", None)
     with log.open("wb") as sink:  # the child keeps its own descriptor
         proc = subprocess.Popen(
@@ -119,6 +123,69 @@ def start_server(
     proc.kill()
     proc.wait()
     raise RuntimeError(f"{name} did not answer within {timeout}s:\n{log.read_text()}")
+
+
+# --- a local Ray cluster of several nodes -----------------------------------------------------------------
+
+
+@dataclass
+class RayCluster:
+    address: str  # the head's GCS address, HOST:PORT
+    nodes: list[subprocess.Popen[bytes]]
+    env: dict[str, str]  # what a process joining it needs in its environment
+
+    def stop(self) -> None:
+        """Stop this cluster's nodes (not ``ray stop``, which would stop every Ray on the machine): each
+        node's processes (its raylet, the head's GCS, their workers) share the node's process group."""
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            for proc in reversed(self.nodes):
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, sig)
+            deadline = time.monotonic() + 10
+            for proc in self.nodes:
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+
+
+def start_ray_cluster(workdir: Path, nodes: int = 2, cpus_per_node: int = 2, timeout: float = 90.0) -> RayCluster:
+    """A head and ``nodes - 1`` more nodes joined to it, each its own raylet on 127.0.0.1 (the "machines"
+    of a Ray cluster, on one host). Node ``i`` carries the custom resource ``node_i``, so work can be
+    pinned to a node."""
+    ray_bin = str(Path(sys.executable).with_name("ray"))
+    port = free_port()
+    address = f"127.0.0.1:{port}"
+    # A cluster of this host's loopback only: no token (a token file in ~/.ray, written by any local
+    # ray.init on this machine, would otherwise switch token auth on for some processes and not others).
+    extra = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled"}
+    env = {**os.environ, **extra}
+    procs: list[subprocess.Popen[bytes]] = []
+    cluster = RayCluster(address, procs, extra)
+    try:
+        for i in range(nodes):
+            where = ["--head", f"--port={port}", "--include-dashboard=false"] if i == 0 else [f"--address={address}"]
+            cmd = [ray_bin, "start", "--block", *where, f"--num-cpus={cpus_per_node}"]
+            cmd += [f"--resources={json.dumps({f'node_{i}': 100})}", "--disable-usage-stats"]
+            with (workdir / f"ray-node-{i}.log").open("wb") as sink:
+                procs.append(
+                    subprocess.Popen(cmd, stdout=sink, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+                )
+            _wait_for_nodes(ray_bin, address, i + 1, timeout, env)
+    except BaseException:
+        cluster.stop()
+        raise
+    return cluster
+
+
+def _wait_for_nodes(ray_bin: str, address: str, count: int, timeout: float, env: dict[str, str]) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        done = subprocess.run(
+            [ray_bin, "status", f"--address={address}"], capture_output=True, text=True, env=env, timeout=60
+        )
+        if done.returncode == 0 and len(re.findall(r"^\s*1 node_[0-9a-f]{16,}", done.stdout, re.M)) >= count:
+            return
+        time.sleep(1.0)
+    raise RuntimeError(f"the Ray cluster at {address} did not reach {count} node(s) within {timeout}s")
 
 
 # --- throwaway database servers -------------------------------------------------------------------------

@@ -7,6 +7,10 @@
 All three produce a ``DAG`` that runs asynchronously (``await dag.run(data)``), serialises to JSON
 (``to_json``/``from_json``, names resolved only through the registries) and exports to Mermaid.
 ``DAGManager`` loads flows from a folder; the server mounts their ``HttpTrigger``s.
+
+A node, or a whole flow, may run on Ray: ``executor="ray"`` (with ``ray_options``) on an operator,
+``DAG(..., executor="ray")`` / ``Frame(..., executor="ray")`` for a flow, ``ON RAY`` in the DSL; the
+process joins the cluster given to ``set_ray_address`` on first use.
 """
 
 from datapilot.awel import _functions as _functions  # registers the built-in functions
@@ -70,6 +74,7 @@ from datapilot.awel._registry import (
     register_operator,
     register_schema,
 )
+from datapilot.awel._remote import set_ray_address
 from datapilot.awel._resources import (
     DEFAULT_VECTOR_STORE,
     ChatHistory,
@@ -159,6 +164,7 @@ __all__ = [
     "register_operator",
     "register_schema",
     "run_batch",
+    "set_ray_address",
     "to_dsl",
     "to_jsonable",
     "type_name",

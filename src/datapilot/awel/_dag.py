@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -18,6 +18,7 @@ from datapilot.awel._errors import DAGError, PortTypeError, SerializationError
 from datapilot.awel._policy import FAIL, ErrorPolicy
 from datapilot.awel._ports import is_assignable, is_stream_type, type_name
 from datapilot.awel._registry import OPERATORS
+from datapilot.awel._remote import Executor, check_executor, local_only_reason
 from datapilot.awel._runner import SKIPPED, CallContext, Plan, execute
 from datapilot.core.aio import stop_task
 
@@ -51,7 +52,12 @@ class Requirement:
 
 class BaseOperator:
     """A node. Subclasses give ports (``input_types``/``output_type``), a runtime (``execute`` and,
-    for speed, ``fast_path``) and their serialisable ``params``."""
+    for speed, ``fast_path``) and their serialisable ``params``.
+
+    Options every node takes: ``name``, ``on_error`` (an ``ErrorPolicy``), ``timeout`` (seconds), and
+    ``executor``: ``"local"`` (in this process) or ``"ray"`` (its work runs as a Ray task, with Ray's
+    task options from ``ray_options``, e.g. ``{"num_cpus": 1}``; given alone they mean ``"ray"``).
+    Unset, the node follows its DAG's executor where it can run on Ray (see ``remote_work``)."""
 
     kind: ClassVar[str] = "operator"
     is_source: ClassVar[bool] = False
@@ -69,6 +75,8 @@ class BaseOperator:
         name: str | None = None,
         on_error: ErrorPolicy | None = None,
         timeout: float | None = None,
+        executor: Executor | None = None,
+        ray_options: Mapping[str, Any] | None = None,
         dag: DAG | None = None,
     ) -> None:
         if timeout is not None and timeout <= 0:
@@ -77,6 +85,7 @@ class BaseOperator:
         self.explicit_name = name is not None
         self.on_error = on_error or FAIL
         self.timeout = timeout
+        self.executor, self.ray_options = check_executor(executor, ray_options, name or type(self).__name__)
         self.upstream: list[BaseOperator] = []
         self.downstream: list[BaseOperator] = []
         self.dag: DAG | None = None
@@ -114,6 +123,12 @@ class BaseOperator:
 
     def source_path(self) -> Callable[[Any], Any] | None:
         """For sources: a sync fn from the call data to the node's value."""
+        return None
+
+    def remote_work(self) -> Callable[..., Any] | None:
+        """The node's work as a plain function of its inputs (positionally), which can run in another
+        process: with ``executor="ray"`` it runs as a Ray task, so it and the inputs must pickle.
+        None (the default): the node needs this process (live clients, the call context, streams)."""
         return None
 
     def check_structure(self) -> list[str]:
@@ -193,12 +208,23 @@ def _connect(up: BaseOperator, down: BaseOperator) -> None:
 class DAG:
     """A named graph of operators. Use as a context manager to collect the operators created inside."""
 
-    def __init__(self, name: str, description: str = "", resources: Any = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        description: str = "",
+        resources: Any = None,
+        *,
+        executor: Executor | None = None,
+        ray_options: Mapping[str, Any] | None = None,
+    ) -> None:
+        """``executor="ray"`` runs every node that can run on Ray (maps, joins) as a Ray task, with
+        ``ray_options`` as the default task options; a node's own ``executor`` overrides it."""
         if not name or not isinstance(name, str):
             raise DAGError("a DAG needs a non-empty name")
         self.name = name
         self.description = description
         self.resources = resources
+        self._executor, self._ray_options = check_executor(executor, ray_options, f"DAG {name!r}")
         self.nodes: dict[str, BaseOperator] = {}
         self.source_file: str | None = None
         self._version = 0
@@ -268,6 +294,22 @@ class DAG:
         self._version += 1
         self._plans.clear()
 
+    @property
+    def executor(self) -> Executor | None:
+        """The flow's default executor for nodes that can run on Ray (None: in-process)."""
+        return self._executor
+
+    @property
+    def ray_options(self) -> dict[str, Any] | None:
+        """The flow's default Ray task options, under each node's own."""
+        return self._ray_options
+
+    def set_executor(self, executor: Executor | None, ray_options: Mapping[str, Any] | None = None) -> DAG:
+        """Change the flow's default executor (and Ray options) after it was built."""
+        self._executor, self._ray_options = check_executor(executor, ray_options, f"DAG {self.name!r}")
+        self._changed()
+        return self
+
     # structure -----------------------------------------------------------------------------------
     @property
     def sources(self) -> list[BaseOperator]:
@@ -318,6 +360,12 @@ class DAG:
                     f"node {op.describe()} produces a stream, which can be read once, but feeds "
                     f"{len(op.downstream)} nodes ({', '.join(d.name for d in op.downstream)}); collect it first"
                 )
+            if op.executor == "ray":
+                reason = local_only_reason(op)
+                if reason is not None:
+                    problems.append(
+                        f"node {op.describe()} cannot run on Ray: {reason}; leave its executor unset or 'local'"
+                    )
             problems.extend(op.check_structure())
         cycle = self._find_cycle()
         if cycle:
@@ -500,11 +548,20 @@ class DAG:
                 node["on_error"] = op.on_error.to_dict()
             if op.timeout is not None:
                 node["timeout"] = op.timeout
+            if op.executor is not None:
+                node["executor"] = op.executor
+            if op.ray_options:
+                node["ray_options"] = op.ray_options
             ins = op.input_types() if not op.is_source else []
             node["ports"] = {"inputs": [type_name(t) for t in ins], "output": type_name(op.output_type())}
             nodes.append(node)
         edges = [{"source": s, "target": t, "index": k} for s, t, k in self.edges()]
-        return {"format": FORMAT, "name": self.name, "description": self.description, "nodes": nodes, "edges": edges}
+        out: dict[str, Any] = {"format": FORMAT, "name": self.name, "description": self.description}
+        if self.executor is not None:
+            out["executor"] = self.executor
+        if self.ray_options:
+            out["ray_options"] = self.ray_options
+        return {**out, "nodes": nodes, "edges": edges}
 
     def to_json(self, indent: int | None = 2) -> str:
         return json.dumps(self.to_dict(), indent=indent)
@@ -515,12 +572,23 @@ class DAG:
         if not isinstance(data, dict) or data.get("format", FORMAT) != FORMAT:
             raise SerializationError(f"not an AWEL graph (expected format {FORMAT!r})")
         try:
-            dag = cls(str(data["name"]), str(data.get("description", "")), resources)
+            dag = cls(
+                str(data["name"]),
+                str(data.get("description", "")),
+                resources,
+                executor=data.get("executor"),
+                ray_options=data.get("ray_options"),
+            )
             for node in data.get("nodes", []):
                 op_cls = OPERATORS.get(str(node["type"]))
                 policy = ErrorPolicy.from_dict(node["on_error"]) if node.get("on_error") else None
+                placement = {k: node[k] for k in ("executor", "ray_options") if node.get(k) is not None}
                 op = op_cls.from_params(
-                    dict(node.get("params") or {}), name=str(node["id"]), on_error=policy, timeout=node.get("timeout")
+                    dict(node.get("params") or {}),
+                    name=str(node["id"]),
+                    on_error=policy,
+                    timeout=node.get("timeout"),
+                    **placement,
                 )
                 dag.add(op)
             for edge in sorted(data.get("edges", []), key=lambda e: (e["target"], e.get("index", 0))):

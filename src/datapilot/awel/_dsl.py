@@ -10,6 +10,10 @@
       RESPOND TO http_source WITH modelResult ON ERROR LOG "Failed to respond to request";
     END;
 
+``ON RAY`` (optionally with Ray's task options, ``ON RAY (num_cpus = 1)``) after a statement's
+expression runs that node as a Ray task, and ``ON LOCAL`` keeps it in-process; after the workflow's
+name (``CREATE WORKFLOW RAG ON RAY AS``) it is the flow's default for every node that can run on Ray.
+
 Each ``DATA`` variable becomes a node of that name. Operator names (``http_source``, ``embedding``,
 ``vstore``...) resolve only through the operator registry. Keywords are case-insensitive; ``--``
 starts a comment. Errors report the line and column and what was expected there.
@@ -29,20 +33,21 @@ from datapilot.awel._errors import DAGError, DSLError, RegistryError, Serializat
 from datapilot.awel._library import RespondOperator
 from datapilot.awel._policy import ErrorPolicy, Fail, Fallback, Retry, Skip
 from datapilot.awel._registry import OPERATORS
+from datapilot.awel._remote import check_executor, local_only_reason
 
 _KEYWORDS = (
     "CREATE WORKFLOW AS BEGIN END DATA RECEIVE REQUEST FROM TRANSFORM USING RETRIEVE APPLY LLM WITH AND "
-    "PARAMETERS RESPOND TO ON ERROR FAIL RETRY TIMES LOG FALLBACK TRUE FALSE NULL"
+    "PARAMETERS RESPOND TO ON ERROR FAIL RETRY TIMES LOG FALLBACK TRUE FALSE NULL RAY LOCAL"
 ).split()
 
 GRAMMAR = r"""
 start: workflow+
 
-workflow: _CREATE _WORKFLOW NAME _AS _BEGIN statement* _END ";"
+workflow: _CREATE _WORKFLOW NAME [run_on] _AS _BEGIN statement* _END ";"
 
 ?statement: data_stmt | respond_stmt
 
-data_stmt: _DATA NAME "=" expr [on_error] ";"
+data_stmt: _DATA NAME "=" expr [run_on] [on_error] ";"
 respond_stmt: _RESPOND _TO NAME _WITH NAME [on_error] ";"
 
 ?expr: receive | transform | retrieve | apply_llm
@@ -62,6 +67,10 @@ kwarg: NAME "=" value
       | _NULL -> null
       | NAME -> ref
       | "[" [value ("," value)*] "]" -> array
+
+?run_on: on_ray | on_local
+on_ray: _ON _RAY ["(" [kwarg ("," kwarg)*] ")"]
+on_local: _ON _LOCAL
 
 on_error: _ON _ERROR (fail | retry | log | fallback)
 fail: _FAIL
@@ -145,13 +154,14 @@ def _pos(node: Tree[Any] | Token) -> tuple[int, int]:
 class _Compiler:
     def __init__(self, resources: Any) -> None:
         self.resources = resources
+        self.placement: dict[str, Any] = {}  # the executor keywords of the statement being compiled
 
     def workflow(self, tree: Tree[Any]) -> DAG:
-        name_tok = tree.children[0]
-        self.dag = DAG(str(name_tok), resources=self.resources)
+        name_tok, run_on = tree.children[:2]
+        self.dag = DAG(str(name_tok), resources=self.resources, **self.run_on(run_on, f"workflow {name_tok}"))
         self.vars: dict[str, tuple[BaseOperator, int]] = {}
         self.calls: dict[str, str] = {}  # the registry name a trigger was made with -> its variable
-        for stmt in tree.children[1:]:
+        for stmt in tree.children[2:]:
             if isinstance(stmt, Tree):
                 getattr(self, stmt.data)(stmt)
         try:
@@ -163,12 +173,21 @@ class _Compiler:
 
     # statements ----------------------------------------------------------------------------------
     def data_stmt(self, tree: Tree[Any]) -> None:
-        name_tok, expr, on_error = tree.children
+        name_tok, expr, run_on, on_error = tree.children
         name = str(name_tok)
         if name in self.vars:
             raise DSLError(f"DATA {name} is already defined at line {self.vars[name][1]}", *_pos(name_tok))
         policy = self.on_error(on_error) if on_error is not None else None
-        op = getattr(self, f"expr_{expr.data}")(expr, name, policy)
+        self.placement = self.run_on(run_on, f"DATA {name}")
+        try:
+            op = getattr(self, f"expr_{expr.data}")(expr, name, policy)
+        finally:
+            self.placement = {}
+        if op.executor == "ray":
+            reason = local_only_reason(op)
+            if reason is not None:
+                at = run_on if run_on is not None else expr
+                raise DSLError(f"DATA {name} cannot run ON RAY: {reason}; remove ON RAY", *_pos(at))
         self.vars[name] = (op, _pos(name_tok)[0])
 
     def respond_stmt(self, tree: Tree[Any]) -> None:
@@ -264,7 +283,7 @@ class _Compiler:
         except RegistryError as e:
             raise DSLError(e.message, *_pos(at)) from None
         try:
-            op: BaseOperator = cls(*args, **kwargs, name=name, on_error=policy, dag=self.dag)
+            op: BaseOperator = cls(*args, **kwargs, **self.placement, name=name, on_error=policy, dag=self.dag)
             return op
         except TypeError as e:
             raise DSLError(f"bad arguments for {kind}(): {e}", *_pos(at)) from None
@@ -315,6 +334,26 @@ class _Compiler:
             )
         self.lookup(tok)
         return _Ref(tok)
+
+    def run_on(self, tree: Tree[Any] | None, where: str) -> dict[str, Any]:
+        """``ON RAY [(options)]`` / ``ON LOCAL`` as the executor keywords of a node or a DAG."""
+        if tree is None:
+            return {}
+        if tree.data == "on_local":
+            return {"executor": "local"}
+        options: dict[str, Any] = {}
+        for kwarg in tree.children:
+            if kwarg is None:
+                continue
+            key = str(kwarg.children[0])
+            if key in options:
+                raise DSLError(f"Ray option {key!r} given twice", *_pos(kwarg.children[0]))
+            options[key] = self.value(kwarg.children[1], False)
+        try:
+            check_executor("ray", options, where)
+        except ValueError as e:
+            raise DSLError(str(e), *_pos(tree)) from None
+        return {"executor": "ray", "ray_options": options} if options else {"executor": "ray"}
 
     def on_error(self, tree: Tree[Any]) -> ErrorPolicy:
         action = tree.children[0]
@@ -375,19 +414,30 @@ def _dsl_policy(op: BaseOperator) -> str:
     raise SerializationError(f"node {op.name!r}: its error policy has settings the DSL cannot write; use JSON")
 
 
+def _dsl_run_on(executor: str | None, options: dict[str, Any] | None, where: str) -> str:
+    if executor is None:
+        return ""
+    if executor == "local":
+        return " ON LOCAL"
+    if not options:
+        return " ON RAY"
+    return " ON RAY (" + ", ".join(f"{k} = {_dsl_value(v, where)}" for k, v in options.items()) + ")"
+
+
 def to_dsl(dag: DAG) -> str:
     """The DAG as DSL text that ``compile_dsl`` turns back into the same graph.
 
-    The DSL writes chains: each node has at most one input. A DAG with joins, timeouts or dict
-    parameters is refused with a ``SerializationError`` naming the node (use JSON for those). The
-    workflow's name keeps only the characters a DSL name may hold (``scene:data`` -> ``scene_data``).
+    The DSL writes chains: each node has at most one input. A DAG with joins, timeouts, dict
+    parameters or dict Ray options is refused with a ``SerializationError`` naming the node (use JSON
+    for those). The workflow's name keeps only the characters a DSL name may hold (``scene:data`` ->
+    ``scene_data``). A node's executor is written ``ON RAY [(options)]`` / ``ON LOCAL``.
     """
     dag.validate()
     name = "".join(c if c.isalnum() or c == "_" else "_" for c in dag.name) or "workflow"
     if name[0].isdigit():
         name = "_" + name
     lines = [f"-- {dag.description}"] if dag.description else []
-    lines += [f"CREATE WORKFLOW {name} AS", "BEGIN"]
+    lines += [f"CREATE WORKFLOW {name}{_dsl_run_on(dag.executor, dag.ray_options, dag.name)} AS", "BEGIN"]
     for op in dag._topological(dag.nodes.values()):
         kind = OPERATORS.name_of(type(op))
         if kind is None:
@@ -401,6 +451,7 @@ def to_dsl(dag: DAG) -> str:
         args = ", ".join(f"{k} = {_dsl_value(v, op.name)}" for k, v in op.params().items())
         call = f"{kind}({args})"
         expr = f"RECEIVE REQUEST FROM {call}" if not op.upstream else f"TRANSFORM {op.upstream[0].name} USING {call}"
-        lines.append(f"  DATA {op.name} = {expr}{_dsl_policy(op)};")
+        run_on = _dsl_run_on(op.executor, op.ray_options, op.name)
+        lines.append(f"  DATA {op.name} = {expr}{run_on}{_dsl_policy(op)};")
     lines.append("END;")
     return "\n".join(lines) + "\n"

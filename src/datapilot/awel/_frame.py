@@ -6,11 +6,14 @@
 
 Every method appends one node after the current one and returns a new ``Frame`` at that node, so a
 frame can be forked; ``.dag`` is the graph, ``await frame.run(data)`` runs it up to the current node.
+Every method takes the node options (``name``, ``on_error``, ``timeout``, ``executor``,
+``ray_options``): ``.map(fn, executor="ray")`` runs that step as a Ray task, and
+``Frame(..., executor="ray")`` makes Ray the flow's default for every step that can run there.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from datapilot.awel._dag import DAG, BaseOperator
@@ -34,11 +37,23 @@ from datapilot.awel._operators import (
     TransformStreamOperator,
 )
 from datapilot.awel._registry import OPERATORS
+from datapilot.awel._remote import Executor
 
 
 class Frame:
-    def __init__(self, source: BaseOperator | None = None, *, name: str = "frame", dag: DAG | None = None) -> None:
+    def __init__(
+        self,
+        source: BaseOperator | None = None,
+        *,
+        name: str = "frame",
+        dag: DAG | None = None,
+        executor: Executor | None = None,
+        ray_options: Mapping[str, Any] | None = None,
+    ) -> None:
+        """``executor``/``ray_options``: the flow's default executor (see ``DAG``)."""
         self.dag = dag or (source.dag if source is not None and source.dag is not None else DAG(name))
+        if executor is not None or ray_options is not None:
+            self.dag.set_executor(executor, ray_options)
         node = source if source is not None else InputOperator(dag=self.dag)
         if node.dag is None:
             self.dag.add(node)
@@ -117,6 +132,7 @@ class Frame:
             if not sink.is_source:
                 raise TypeError("write_to(operator) answers a trigger; pass the frame's source")
             return self.then(RespondOperator(to=sink.name, dag=self.dag, **kw))
+        kw.setdefault("executor", "local")  # the sink is this process's: a list, a callback
         if isinstance(sink, list):
             target = sink
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import collections.abc
+import copy
+import functools
 import inspect
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Mapping
 from typing import Any
@@ -155,6 +157,15 @@ class MapOperator(BaseOperator):
             return await asyncio.to_thread(fn, inputs[0])
         return await _maybe_await(fn(inputs[0]))
 
+    def remote_work(self) -> Callable[..., Any] | None:
+        if self._own_fn:
+            return self.fn
+        # A subclass's map(): ship a copy of the node without its graph (the DAG, its neighbours).
+        clone = copy.copy(self)
+        clone.dag, clone.upstream, clone.downstream = None, [], []
+        del clone.fn  # the bound method of the original node
+        return functools.partial(type(self).map, clone)
+
     def params(self) -> dict[str, Any]:
         return {"fn": fn_ref(self.fn)} if self._own_fn else {}
 
@@ -194,6 +205,9 @@ class JoinOperator(BaseOperator):
 
     async def execute(self, inputs: list[Any], ctx: CallContext) -> Any:
         return await _maybe_await(self.fn(*inputs))
+
+    def remote_work(self) -> Callable[..., Any] | None:
+        return self.fn
 
     def params(self) -> dict[str, Any]:
         return {"fn": fn_ref(self.fn)}

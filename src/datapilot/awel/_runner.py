@@ -3,7 +3,8 @@
 Per call it allocates one value slot per node and a copy of the in-degree counters. Ready nodes
 run inline when nothing else could run meanwhile (a linear chain never creates a task); when several
 async nodes are ready at once they become tasks and run concurrently. Sync functions always run
-inline: they cannot overlap anyway. Nodes with an error policy or a timeout take the general path.
+inline: they cannot overlap anyway. Nodes with an error policy or a timeout take the general path,
+and so do nodes that run on Ray (their work is a Ray task; the policy and timeout apply around it).
 """
 
 from __future__ import annotations
@@ -11,10 +12,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from datapilot.awel._errors import NodeError
+from datapilot.awel._remote import remote_runner
 
 if TYPE_CHECKING:
     from datapilot.awel._dag import DAG, BaseOperator
@@ -72,13 +74,15 @@ def _drop(_event: Any) -> None:
 
 
 class Step:
-    __slots__ = ("async_", "join", "name", "op", "preds", "routed", "single", "source", "succs", "sync")
+    __slots__ = ("async_", "join", "name", "op", "preds", "remote", "routed", "single", "source", "succs", "sync")
 
     def __init__(self, op: BaseOperator, preds: tuple[int, ...], succs: tuple[int, ...], routed: bool) -> None:
         self.op, self.name, self.preds, self.succs, self.routed = op, op.name, preds, succs, routed
         self.single = len(preds) == 1
         self.join = op.is_join
-        simple = op.on_error.is_default and op.timeout is None
+        # On Ray: the node's work as a Ray task, awaited on the general path (None: in this process).
+        self.remote: Callable[[list[Any]], Awaitable[Any]] | None = remote_runner(op)
+        simple = op.on_error.is_default and op.timeout is None and self.remote is None
         sync, async_ = op.fast_path() if simple else (None, None)
         self.sync: Callable[..., Any] | None = sync
         self.async_: Callable[..., Any] | None = async_
@@ -108,16 +112,17 @@ class Plan:
 
 
 async def run_node(step: Step, inputs: list[Any], ctx: CallContext) -> Any:
-    """The general path: timeout and error policy around ``op.execute``."""
+    """The general path: timeout and error policy around ``op.execute`` (or the node's Ray task)."""
     op = step.op
     policy = op.on_error
+    remote = step.remote
     attempt = 0
     while True:
         try:
             if op.timeout is not None:
                 async with asyncio.timeout(op.timeout):
-                    return await op.execute(inputs, ctx)
-            return await op.execute(inputs, ctx)
+                    return await (op.execute(inputs, ctx) if remote is None else remote(inputs))
+            return await (op.execute(inputs, ctx) if remote is None else remote(inputs))
         except asyncio.CancelledError:
             raise
         except Exception as exc:

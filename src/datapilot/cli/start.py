@@ -98,21 +98,41 @@ def start(
     profile: ProfileOpt = None,
     home: HomeOpt = None,
     log_level: LogOpt = None,
+    runtime: Annotated[
+        str | None, typer.Option(help="local (this machine's processes) or ray [default: the config's, local]")
+    ] = None,
+    ray_address: Annotated[
+        str | None,
+        typer.Option(help="Ray cluster to join: auto, HOST:6379 or ray://HOST:10001 [default: start a local Ray]"),
+    ] = None,
 ) -> None:
     """Start the all-in-one server: every configured model behind the OpenAI-compatible API.
 
     The controller, the workers (one per model instance) and the API server run in this process,
     through the same calls the separate roles make; external workers may register with it too.
+    With --runtime ray, each model instance is a Ray actor that Ray places on a node of its cluster.
     """
     if ctx.invoked_subcommand is not None:
         ctx.obj = {"config": config, "profile": profile, "home": home}
         return
-    from datapilot.server.roles import all_in_one_app, definition_store, local_managers
+    from datapilot.server.roles import all_in_one_app, definition_store, local_managers, ray_app
 
     settings = settings_from(config, profile, home, host=host, port=port, log_level=log_level)
+    if runtime is not None:
+        if runtime not in ("local", "ray"):
+            raise DataPilotError(f"--runtime must be local or ray, not {runtime!r}")
+        settings.runtime = "ray" if runtime == "ray" else "local"
+    if ray_address is not None:
+        settings.ray.address = ray_address
+        settings.runtime = "ray"
     setup_logging(settings.server.log_level)
     sock = bind(settings.server.host, settings.server.port)
     store = definition_store(settings)
+    if settings.runtime == "ray":
+        where = settings.ray.address or "a local Ray"
+        err.print(f"placing model instances as Ray actors on {where} (start-up waits until each has loaded)")
+        _serve(settings, ray_app(settings, store), sock, "serving /v1 (Ray runtime)")
+        return
     managers = local_managers(settings, store)
     _load(list(managers.values()))
     _serve(settings, all_in_one_app(settings, managers, store), sock, "serving /v1")

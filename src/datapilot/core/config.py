@@ -25,6 +25,19 @@ SMOLLM2_CHAT_MODEL = "smollm2-135m-instruct"
 DEFAULT_EMBEDDING_MODEL = "all-MiniLM-L6-v2"
 
 
+class ModelResources(BaseModel):
+    """What one instance of a model needs, for the Ray runtime to place it on a node that has it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    num_cpus: float = Field(1.0, ge=0, description="CPUs an instance reserves on its node")
+    num_gpus: float = Field(0.0, ge=0, description="GPUs an instance reserves (fractions share one)")
+    memory_mb: int | None = Field(None, ge=1, description="memory an instance reserves; Ray places by it")
+    custom: dict[str, float] = Field(
+        default_factory=dict, description="Ray custom resources (e.g. a node label resource to pin a model)"
+    )
+
+
 class ModelConfig(BaseModel):
     """One model to serve. ``backend`` is a name in the backend registry."""
 
@@ -39,7 +52,8 @@ class ModelConfig(BaseModel):
     upstream_model: str | None = Field(None, description="model name at the upstream; defaults to name")
     params: dict[str, Any] = Field(default_factory=dict, description="backend-specific parameters")
     enabled: bool = True
-    instances: int = Field(1, ge=1, description="copies of this model served by the all-in-one server")
+    instances: int = Field(1, ge=1, description="copies of this model served (processes, or Ray actors)")
+    resources: ModelResources = Field(default_factory=ModelResources, description="per instance, under Ray")
 
     @field_validator("name")
     @classmethod
@@ -272,6 +286,30 @@ class ClusterSettings(BaseModel):
     )
 
 
+class RaySettings(BaseModel):
+    """The Ray runtime (``runtime = "ray"``): model instances are Ray actors placed by Ray."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    address: str | None = Field(
+        None,
+        description="'auto' (the cluster this machine joined), 'host:6379' (a head's GCS), 'ray://host:10001' "
+        "(Ray Client); default: start a local Ray for this server",
+    )
+    namespace: str = Field("datapilot", description="Ray namespace of the model actors")
+    num_cpus: int | None = Field(None, ge=1, description="CPUs of a local Ray started by the server; default all")
+    placement: Literal["spread", "pack"] = Field(
+        "spread", description="spread: instances on as many nodes as possible; pack: fill one node first"
+    )
+    max_restarts: int = Field(3, ge=-1, description="times Ray restarts a dead instance (-1: always)")
+    health_interval_s: float = Field(1.0, gt=0, description="how often every instance is asked whether it is up")
+    call_timeout_s: float = Field(5.0, gt=0, description="an instance that does not answer this soon is down")
+    load_timeout_s: float = Field(600.0, gt=0, description="an instance not placed and loaded by then has failed")
+    startup_wait_s: float = Field(
+        300.0, ge=0, description="start-up waits this long for instances to load; later ones join routing when ready"
+    )
+
+
 # Knowledge (RAG) defaults; see datapilot.rag.
 DEFAULT_CHUNK_TOKENS = 160
 DEFAULT_CHUNK_OVERLAP = 32
@@ -326,6 +364,10 @@ class Settings(BaseSettings):
     awel: AWELSettings = Field(default_factory=AWELSettings)
     cache: CacheSettings = Field(default_factory=CacheSettings)
     cluster: ClusterSettings = Field(default_factory=ClusterSettings)
+    runtime: Literal["local", "ray"] = Field(
+        "local", description="local: model instances in this server's processes; ray: Ray actors on a Ray cluster"
+    )
+    ray: RaySettings = Field(default_factory=RaySettings)
     knowledge: KnowledgeSection = Field(default_factory=KnowledgeSection)
     data: DataSettings = Field(default_factory=DataSettings)
     agents: AgentSettings = Field(default_factory=AgentSettings)

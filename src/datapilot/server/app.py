@@ -17,6 +17,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from datapilot import __version__
 from datapilot.apps import SceneService
 from datapilot.apps.services import AgentService, CacheService, DataService, KnowledgeService
+from datapilot.awel import set_ray_address
 from datapilot.core.client import EmbeddingClient
 from datapilot.core.config import CacheEmbedderConfig, Settings
 from datapilot.core.errors import ConfigError
@@ -131,6 +132,8 @@ def create_app(
 ) -> FastAPI:
     """Build the server around a ``ModelService``: this process's models by default, or a cluster
     router. ``lifecycle`` objects start in order before the service and close in reverse after it."""
+    # Flows whose operators run on Ray (``executor = "ray"``) use the cluster the settings name.
+    set_ray_address(settings.ray.address, settings.ray.namespace)
     metrics = ServingMetrics()
     if manager is None:
         manager = ModelManager(settings.models, settings.home, sink=metrics.observe)

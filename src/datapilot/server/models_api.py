@@ -8,11 +8,11 @@ from fastapi import APIRouter, Depends
 from fastapi.responses import JSONResponse
 
 from datapilot.core.config import ModelConfig
-from datapilot.models.cluster.host import ModelHost
+from datapilot.models.cluster.host import ModelLifecycle
 from datapilot.server.deps import require_api_key
 
 
-def models_router(host: ModelHost) -> APIRouter:
+def models_router(host: ModelLifecycle) -> APIRouter:
     router = APIRouter(prefix="/api/models", tags=["models"], dependencies=[Depends(require_api_key)])
 
     @router.get("")
@@ -32,8 +32,8 @@ def models_router(host: ModelHost) -> APIRouter:
     @router.post("/{name}/start")
     async def start(name: str) -> dict[str, Any]:
         worker = await host.start(name)
-        state = host.managers[worker].workers[name]
-        return {"model": name, "worker": worker, "state": state.state.value, "error": state.error}
+        state, error = host.state_of(worker, name)
+        return {"model": name, "worker": worker, "state": state, "error": error}
 
     @router.post("/{name}/stop")
     async def stop(name: str) -> dict[str, Any]:

@@ -6,11 +6,12 @@ workers and the router in one process through the same calls the separate proces
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI
 
@@ -26,6 +27,11 @@ from datapilot.models.manager import ModelManager
 from datapilot.server.app import create_app
 from datapilot.server.errors import install_error_handlers
 from datapilot.server.models_api import models_router
+
+if TYPE_CHECKING:
+    from datapilot.models.cluster.ray_host import RayModels
+
+log = logging.getLogger("datapilot.server")
 
 
 def definition_store(settings: Settings) -> DefinitionStore:
@@ -61,6 +67,21 @@ def all_in_one_app(settings: Settings, managers: dict[str, ModelManager], store:
         router,
         routers=[controller_router(controller), models_router(host)],
         lifecycle=[controller, _Closing(managers, store), *agents.values()],
+    )
+
+
+def ray_app(settings: Settings, store: DefinitionStore) -> FastAPI:
+    """The API server of the Ray runtime: every model instance a Ray actor, placed by Ray."""
+    from datapilot.models.cluster.ray_host import RayModels
+
+    controller = Controller(Registry(settings.cluster.heartbeat_timeout_s))
+    models = RayModels(settings.ray, controller, settings.models, store, settings.home)
+    router = RoutingClient(LocalControllerClient(controller), local_workers=models.instances, api_key=_key(settings))
+    return create_app(
+        settings,
+        router,
+        routers=[controller_router(controller), models_router(models)],
+        lifecycle=[controller, _RayLifecycle(models)],
     )
 
 
@@ -133,6 +154,32 @@ class _AgentLifecycle:
     async def close(self) -> None:
         await self.agent.close()
         await self.agent.controller.aclose()
+
+
+class _RayLifecycle:
+    """Places the model actors at start-up and waits until each has loaded or failed; kills them at exit."""
+
+    def __init__(self, models: RayModels) -> None:
+        self.models = models
+
+    async def start(self) -> None:
+        await self.models.launch()
+        waiting = await self.models.wait_loaded(self.models.settings.startup_wait_s)
+        for inst in self.models.instances.values():
+            info = inst.info()
+            error = f" ({info.error})" if info.error else ""
+            log.info("%s: %s on %s%s", info.instance_id, info.state, info.node, error)
+        if waiting:
+            log.warning(
+                "%d instance(s) not placed or loaded after %.0fs (%s): serving without them until they are ready; "
+                "`ray status` shows whether the cluster has the resources they ask for",
+                len(waiting),
+                self.models.settings.startup_wait_s,
+                ", ".join(i.worker_id for i in waiting),
+            )
+
+    async def close(self) -> None:
+        await self.models.close()
 
 
 class _Closing:

@@ -7,9 +7,10 @@ embedded GGUF and MiniLM models.
 params: ``replies`` (list, cycled; default echoes the last user text), ``rules`` (``[[regex, reply or
 [replies]], ...]``: the first regex found in the prompt picks the reply, each rule cycling its own
 list, before ``replies``; lets concurrent callers get their own scripts), ``token_delay_s``,
-``load_delay_s``, ``fail_load`` (a reason: loading fails with it), ``fail_after_tokens`` (the
-answer breaks off with an instance failure after that many tokens), ``dimension`` (embeddings),
-``context_length``.
+``load_delay_s``, ``busy_s`` (each answer holds the instance this long, one answer at a time, as a
+model that uses all of its machine does: for throughput and scaling benchmarks), ``fail_load`` (a
+reason: loading fails with it), ``fail_after_tokens`` (the answer breaks off with an instance
+failure after that many tokens), ``dimension`` (embeddings), ``context_length``.
 
 It honours ``response_format`` (a JSON object, or a JSON schema) and so tool calls: a scripted reply
 that is valid stands, anything else is replaced by the smallest valid instance. Logprobs are reported
@@ -68,6 +69,8 @@ class ScriptedBackend(ModelBackend):
         self._context_length = int(p.get("context_length", 2048))
         self.tokens_generated = 0
         self.loaded = False
+        self.busy_s = float(p.get("busy_s", 0.0))
+        self._busy = asyncio.Lock()
 
     @property
     def context_length(self) -> int | None:
@@ -115,6 +118,9 @@ class ScriptedBackend(ModelBackend):
                 param="max_tokens",
             )
         limit = max_tokens or room
+        if self.busy_s:
+            async with self._busy:
+                await asyncio.sleep(self.busy_s)
         stops = StopFilter(request.params.stop)
         finish: FinishReason = "stop"
         n = 0

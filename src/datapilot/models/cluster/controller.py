@@ -54,7 +54,13 @@ class Controller:
 
     async def register(self, info: InstanceInfo) -> None:
         self.registry.register(info)
-        log.info("registered %s (%s) at %s: %s", info.instance_id, info.model, info.url or "in-process", info.state)
+        log.info(
+            "registered %s (%s) at %s: %s",
+            info.instance_id,
+            info.model,
+            info.url or info.node or "in-process",
+            info.state,
+        )
         await self._notify()
 
     async def heartbeat(self, instance_ids: list[str], states: dict[str, tuple[str, str | None]]) -> list[str]:

@@ -14,11 +14,30 @@ import sqlite3
 import threading
 from collections.abc import Callable
 from pathlib import Path
+from typing import Protocol
 
 from datapilot.core.config import ModelConfig
 from datapilot.core.errors import ConflictError, InvalidRequestError, ModelNotFoundError
 from datapilot.models.cluster.agent import WorkerAgent
 from datapilot.models.manager import ModelManager, ModelState
+
+
+class ModelLifecycle(Protocol):
+    """What ``/api/models`` drives: ``ModelHost`` (local processes) or ``RayModels`` (Ray actors)."""
+
+    def describe(self) -> list[dict[str, object]]: ...
+
+    async def define(self, config: ModelConfig) -> None: ...
+
+    async def undefine(self, name: str) -> None: ...
+
+    async def start(self, name: str) -> str: ...
+
+    def state_of(self, worker: str, name: str) -> tuple[str, str | None]: ...
+
+    async def stop(self, name: str, unload: bool = False) -> int: ...
+
+    async def restart(self, name: str) -> int: ...
 
 
 class DefinitionStore:
@@ -53,23 +72,13 @@ class DefinitionStore:
 WorkerFactory = Callable[[str, ModelManager], WorkerAgent]
 
 
-class ModelHost:
-    def __init__(
-        self,
-        configured: list[ModelConfig],
-        managers: dict[str, ModelManager],
-        agents: dict[str, WorkerAgent],
-        store: DefinitionStore | None,
-        home: Path,
-        new_agent: WorkerFactory | None = None,
-    ) -> None:
+class ModelDefinitions:
+    """The models a host knows: configured in the file, or defined through the API (kept in a
+    ``DefinitionStore``, so they survive a restart). Hosts say how instances start and stop."""
+
+    def __init__(self, configured: list[ModelConfig], store: DefinitionStore | None) -> None:
         self.configured = {m.name: m for m in configured}
-        self.managers = managers  # shared with the router: workers added here become routable
-        self.agents = agents
         self.store = store
-        self.home = home
-        self.new_agent = new_agent
-        self._lock = asyncio.Lock()
         self.defined: dict[str, ModelConfig] = {m.name: m for m in (store.load() if store else [])}
 
     def definition(self, name: str) -> ModelConfig:
@@ -79,24 +88,8 @@ class ModelHost:
             raise ModelNotFoundError(f"model {name!r} is not defined (defined: {known})", param="name")
         return cfg
 
-    def describe(self) -> list[dict[str, object]]:
-        out: list[dict[str, object]] = []
-        for name in sorted({*self.configured, *self.defined}):
-            cfg = self.definition(name)
-            instances = [
-                {"worker": wid, "state": m.workers[name].state.value, "error": m.workers[name].error}
-                for wid, m in self.managers.items()
-                if name in m.workers
-            ]
-            out.append(
-                {
-                    "name": name,
-                    "backend": cfg.backend,
-                    "source": "api" if name in self.defined else "config",
-                    "instances": instances,
-                }
-            )
-        return out
+    def names(self) -> list[str]:
+        return sorted({*self.configured, *self.defined})
 
     async def define(self, config: ModelConfig) -> None:
         if config.name in self.configured:
@@ -114,6 +107,46 @@ class ModelHost:
         if self.store is not None:
             self.store.delete(name)
         self.defined.pop(name, None)
+
+    async def stop(self, name: str, unload: bool = False) -> int:
+        raise NotImplementedError
+
+
+class ModelHost(ModelDefinitions):
+    def __init__(
+        self,
+        configured: list[ModelConfig],
+        managers: dict[str, ModelManager],
+        agents: dict[str, WorkerAgent],
+        store: DefinitionStore | None,
+        home: Path,
+        new_agent: WorkerFactory | None = None,
+    ) -> None:
+        super().__init__(configured, store)
+        self.managers = managers  # shared with the router: workers added here become routable
+        self.agents = agents
+        self.home = home
+        self.new_agent = new_agent
+        self._lock = asyncio.Lock()
+
+    def describe(self) -> list[dict[str, object]]:
+        out: list[dict[str, object]] = []
+        for name in self.names():
+            cfg = self.definition(name)
+            instances = [
+                {"worker": wid, "state": m.workers[name].state.value, "error": m.workers[name].error}
+                for wid, m in self.managers.items()
+                if name in m.workers
+            ]
+            out.append(
+                {
+                    "name": name,
+                    "backend": cfg.backend,
+                    "source": "api" if name in self.defined else "config",
+                    "instances": instances,
+                }
+            )
+        return out
 
     async def start(self, name: str) -> str:
         """Start one more instance of ``name``; returns the worker it runs on."""
@@ -161,6 +194,10 @@ class ModelHost:
                     await worker.stop()
                 await self.agents[wid].beat()
         return count
+
+    def state_of(self, worker: str, name: str) -> tuple[str, str | None]:
+        w = self.managers[worker].workers[name]
+        return w.state.value, w.error
 
     async def restart(self, name: str) -> int:
         count = max(1, await self.stop(name))

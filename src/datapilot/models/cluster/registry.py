@@ -28,6 +28,7 @@ class InstanceInfo:
     registered_at: float = field(default_factory=time.time)
     last_heartbeat: float = field(default_factory=time.time)
     slots: int = 1  # sequences it decodes together (a batched GGUF's ``parallel``)
+    node: str | None = None  # where the runtime placed it (the Ray node), when not this worker's host
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)

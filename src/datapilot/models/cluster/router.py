@@ -14,9 +14,9 @@ import contextlib
 import itertools
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from datapilot.core.aio import stop_task
 from datapilot.core.errors import (
@@ -31,7 +31,6 @@ from datapilot.models._measure import MeasuredClient, RecordSink
 from datapilot.models.backend import EMBEDDING, RERANK
 from datapilot.models.cluster.client import ControllerClient
 from datapilot.models.cluster.registry import InstanceInfo
-from datapilot.models.manager import ModelManager
 from datapilot.models.remote import RemoteLLMClient
 
 log = logging.getLogger("datapilot.router")
@@ -47,6 +46,21 @@ def is_instance_failure(exc: BaseException) -> bool:
     return isinstance(exc, UpstreamError) and exc.status_code >= 500
 
 
+class InstanceClient(Protocol):
+    """An instance this process reaches without HTTP: an in-process worker (``ModelManager``) or a Ray
+    actor's handle (``RayInstance``)."""
+
+    def stream(self, request: ModelRequest) -> AsyncIterator[ModelChunk]: ...
+
+    async def generate(self, request: ModelRequest) -> ModelOutput: ...
+
+    async def embed(self, model: str, texts: list[str]) -> EmbeddingOutput: ...
+
+    async def rerank(self, model: str, query: str, documents: list[str]) -> RerankOutput: ...
+
+    def batch_stats(self) -> dict[str, dict[str, Any]]: ...
+
+
 @dataclass(slots=True)
 class Route:
     info: InstanceInfo
@@ -59,13 +73,14 @@ class RoutingClient(MeasuredClient):
     def __init__(
         self,
         controller: ControllerClient,
-        local_workers: dict[str, ModelManager] | None = None,
+        local_workers: Mapping[str, InstanceClient] | None = None,
         sink: RecordSink | None = None,
         poll_wait: float = 10.0,
         api_key: str | None = None,
     ) -> None:
         self.controller = controller
-        self.local_workers = local_workers or {}
+        # Shared with whoever adds workers at run time (ModelHost, RayModels): never replaced by a copy.
+        self.local_workers: Mapping[str, InstanceClient] = local_workers if local_workers is not None else {}
         self.sink = sink
         self.poll_wait = poll_wait
         self.api_key = api_key
@@ -174,7 +189,7 @@ class RoutingClient(MeasuredClient):
         hint = f"; start it with `datapilot model start {model}`" if "stopped" in reasons else ""
         raise ModelNotReadyError(f"model {model!r} has no ready instance ({reasons}){hint}")
 
-    def _client(self, route: Route) -> ModelManager | RemoteLLMClient:
+    def _client(self, route: Route) -> InstanceClient | RemoteLLMClient:
         info = route.info
         if info.url is None:
             manager = self.local_workers.get(info.worker_id)
