@@ -23,6 +23,7 @@ from openai import OpenAI
 from datapilot.testing import RayCluster, ServerProcess, start_ray_cluster, start_server, write_config
 from tests.conftest import CHAT_MODEL, EMBED_MODEL
 from tests.load_checks import concurrent_chats, kill_under_load, stream_and_embed
+from tests.web.conftest import PageFactory, browser, open_page, output_dir  # noqa: F401 (fixtures)
 
 pytestmark = pytest.mark.slow
 
@@ -145,3 +146,18 @@ def test_kill_an_instance_process_under_load(ray_server: RayServer) -> None:
             lambda i: c.completions.create(model=CHAT_MODEL, prompt=f"{i},", max_tokens=4, temperature=0), range(4)
         ))
         assert all(o.usage.completion_tokens >= 1 for o in outs)
+
+
+def test_the_models_page_shows_where_each_instance_runs(
+    ray_server: RayServer,
+    open_page: PageFactory,  # noqa: F811 (the fixture imported above)
+) -> None:
+    nodes = {i["node"] for i in ray_server.wait_ready(CHAT_MODEL, 2)}
+    w = open_page(ray_server.api)
+    w.goto("models")
+    row = w.page.locator(f"[data-testid=model-row][data-model='{CHAT_MODEL}']")
+    row.locator(".instance-node").first.wait_for()
+    shown = row.text_content() or ""
+    assert all(f"on {node}" in shown for node in nodes), (shown, nodes)
+    w.shot("models-ray")
+    w.assert_clean()

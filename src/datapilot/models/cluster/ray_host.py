@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import math
 import os
 import uuid
 from collections.abc import AsyncIterator
@@ -73,9 +74,21 @@ class ModelActor:
     async def generate(self, request: ModelRequest) -> ModelOutput:
         return await self.manager.generate(request)
 
-    async def stream(self, request: ModelRequest) -> AsyncIterator[ModelChunk]:
-        async for chunk in self.manager.unmeasured_stream(request):
-            yield chunk
+    async def stream(self, request: ModelRequest) -> AsyncIterator[list[ModelChunk]]:
+        """The answer in batches: each yield (one Ray object) carries every chunk ready by then, so a
+        fast model costs a few objects an answer rather than one a token."""
+        sid = await self.open_stream(request)
+        try:
+            while True:
+                chunks, done, error = await self.read_stream(sid, wait_s=3600.0)
+                if chunks:
+                    yield chunks
+                if error is not None:
+                    raise error
+                if done:
+                    return
+        finally:  # cancelled (the client went away): stop generating, which frees the model's slot
+            await self.close_stream(sid)
 
     # Ray Client (``ray://``) has no streaming actor methods: a stream is opened, then read in batches.
 
@@ -184,7 +197,8 @@ class RayInstance:
                 except Exception as exc:
                     done = True
                     raise unwrap_ray_error(exc, self.what) from exc
-                yield await self._get(ref)
+                for chunk in await self._get(ref):
+                    yield chunk
         finally:
             if not done:  # the reader went away: stop generating in the actor and free its slot
                 with contextlib.suppress(Exception):
@@ -250,13 +264,19 @@ class RayModels(ModelDefinitions):
     async def launch(self) -> None:
         """Connect to Ray and place every enabled model's instances (loading goes on in the background)."""
         s = self.settings
-        self.cluster = await asyncio.to_thread(connect, s.address, s.namespace, s.num_cpus)
+        wanted = [cfg for cfg in [*self.configured.values(), *self.defined.values()] if cfg.enabled]
+        cpus = s.num_cpus
+        if s.address is None and cpus is None:
+            # A local Ray for this server is one machine: give it the CPUs its instances ask for, so a
+            # small machine places them all (oversubscribed) instead of leaving some pending forever.
+            asked = sum(cfg.resources.num_cpus * cfg.instances for cfg in wanted)
+            cpus = max(os.cpu_count() or 1, math.ceil(asked))
+        self.cluster = await asyncio.to_thread(connect, s.address, s.namespace, cpus)
         ray = ray_module()
         self._actor_class = ray.remote(ModelActor)
-        for cfg in [*self.configured.values(), *self.defined.values()]:
-            if cfg.enabled:
-                for _ in range(cfg.instances):
-                    self._spawn(cfg)
+        for cfg in wanted:
+            for _ in range(cfg.instances):
+                self._spawn(cfg)
         self._watch = asyncio.create_task(self._watch_loop())
 
     async def wait_loaded(self, within_s: float) -> list[RayInstance]:

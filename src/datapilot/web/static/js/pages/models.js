@@ -75,7 +75,7 @@ export async function render(root) {
         { "data-testid": "model-row", "data-model": m.id },
         h("td", { style: "min-width:170px" }, h("strong", {}, m.id), h("div", { class: "caps" }, (m.capabilities || []).join(" \u00B7 ") || m.backend || "")),
         h("td", { style: "min-width:150px" }, statusBadge(m.status), m.detail ? h("div", { class: "small", style: "color:var(--danger);max-width:280px" }, m.detail) : null),
-        h("td", {}, inst ? (inst.instances.length ? inst.instances.map((i) => h("div", { class: "small nowrap" }, `${i.worker}: `, statusBadge(i.state))) : h("span", { class: "muted small" }, "none running")) : h("span", { class: "muted small" }, "\u2013")),
+        h("td", {}, inst ? (inst.instances.length ? inst.instances.map((i) => h("div", { class: "small nowrap", title: i.error || "" }, `${i.worker}: `, statusBadge(i.state), i.node ? h("span", { class: "muted instance-node" }, ` on ${i.node}`) : null)) : h("span", { class: "muted small" }, "none running")) : h("span", { class: "muted small" }, "\u2013")),
         h("td", { class: "num" }, formatMs(f.first_token_p50_ms)),
         h("td", { class: "num" }, f.tokens_per_s ? f.tokens_per_s.toFixed(1) : "\u2013"),
         h("td", { class: "num" }, String(f.requests ?? 0), f.errors ? h("div", { class: "small", style: "color:var(--danger)" }, `${f.errors} failed`) : null),
