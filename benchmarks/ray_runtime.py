@@ -44,7 +44,7 @@ def _pct(xs: list[float], q: float) -> float:
 def latency(servers: dict[str, ServerProcess], requests: int) -> dict[str, list[float]]:
     clients = {name: httpx.Client(base_url=s.v1, timeout=30) for name, s in servers.items()}
     times: dict[str, list[float]] = {name: [] for name in servers}
-    for name, c in clients.items():  # warm up
+    for c in clients.values():  # warm up
         for _ in range(20):
             c.post("/chat/completions", json=BODY).raise_for_status()
     for _ in range(requests):
