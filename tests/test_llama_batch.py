@@ -11,7 +11,7 @@ import pytest
 import pytest_asyncio
 
 from datapilot.core import ModelConfig, ModelRequest, SamplingParams
-from datapilot.core.errors import ContextLengthExceededError
+from datapilot.core.errors import ContextLengthExceededError, InvalidRequestError
 from datapilot.models.manager import ModelManager
 
 SLOTS = 4
@@ -115,11 +115,80 @@ async def test_seeded_sampling_is_repeatable_and_limits_are_checked(batched: Mod
 
 
 @pytest.mark.asyncio(loop_scope="module")
-async def test_grammar_requests_keep_the_single_sequence_path(batched: ModelManager) -> None:
-    request = greedy("The answer is", max_tokens=8)
-    request.grammar = 'root ::= "yes" | "no"'
-    out = await batched.generate(request)
-    assert out.text in ("yes", "no")
+async def test_greedy_tokens_are_the_same_alone_and_beside_sampled_streams(batched: ModelManager) -> None:
+    # Seeded, so no prompt reuses a cached prefix (reuse evaluates it in other batches): alone and in
+    # company, a greedy sequence sees the same logits and picks the same tokens.
+    prompts = list(PROMPTS)[:3]
+    alone = [(await batched.generate(greedy(p, max_tokens=16, seed=1))).text for p in prompts]
+    noisy = [greedy(p, max_tokens=16, temperature=0.9, top_k=20, top_p=0.9, seed=5) for p in list(PROMPTS)[3:]]
+    together = await asyncio.gather(
+        *(batched.generate(greedy(p, max_tokens=16, seed=1)) for p in prompts), *(batched.generate(r) for r in noisy)
+    )
+    assert [o.text for o in together[: len(prompts)]] == alone
+
+
+@pytest.mark.asyncio(loop_scope="module")
+async def test_a_seeded_request_is_repeatable_under_load(batched: ModelManager) -> None:
+    def seeded() -> ModelRequest:
+        return greedy("Once upon a time", max_tokens=16, temperature=0.9, seed=11)
+
+    alone = (await batched.generate(seeded())).text
+    others = [greedy(p, max_tokens=24, temperature=0.8) for p in list(PROMPTS)[:3]]
+    loaded = await asyncio.gather(batched.generate(seeded()), *(batched.generate(r) for r in others))
+    assert loaded[0].text == alone
+
+
+@pytest.mark.asyncio(loop_scope="module")
+async def test_a_long_prompt_arriving_mid_stream_does_not_stall_it(batched: ModelManager) -> None:
+    # batch_size 64: a 230-token prompt is evaluated in chunks of at most 64 tokens, each step also
+    # decoding one token of the running stream, which keeps streaming while the long prompt is read.
+    received: list[int] = []
+    stream = batched.stream(greedy("One, two, three, four,", max_tokens=150))
+    first = await stream.__anext__()
+    assert first.finish_reason is None
+
+    async def read() -> None:
+        async for chunk in stream:
+            if chunk.text:
+                received.append(1)
+
+    reader = asyncio.create_task(read())
+    await asyncio.sleep(0)
+    before_steps, before_tokens = batched.batch_stats()["g"]["steps"], len(received)
+    long_prompt = "A list of words: " + ", ".join(["apple", "river", "stone", "cloud"] * 28)
+    long = await batched.generate(greedy(long_prompt, max_tokens=1))
+    during_steps = batched.batch_stats()["g"]["steps"] - before_steps
+    during_tokens = len(received) - before_tokens
+    assert long.usage.prompt_tokens > 200 and during_steps >= 4  # the prompt took several steps
+    assert during_tokens >= during_steps - 2, (during_tokens, during_steps)  # the stream got a token in each
+    await reader
+
+
+@pytest.mark.asyncio(loop_scope="module")
+async def test_grammars_and_logprobs_are_sampled_inside_the_batch(batched: ModelManager) -> None:
+    yes_no = greedy("Is water wet? The answer is", max_tokens=8)
+    yes_no.grammar = 'root ::= "yes" | "no"'
+    number = greedy("The number of legs of a spider is", max_tokens=8)
+    number.grammar = "root ::= [0-9]+"
+    scored = greedy("Monday, Tuesday,", max_tokens=6)
+    scored.logprobs, scored.top_logprobs = True, 3
+    plain = greedy("One, two, three, four,", max_tokens=6)
+    before = batched.batch_stats()["g"]["steps"]
+    outs = await asyncio.gather(*(batched.generate(r) for r in (yes_no, number, scored, plain)))
+    assert batched.batch_stats()["g"]["steps"] > before
+    assert outs[0].text in ("yes", "no")
+    assert outs[1].text.isdigit()
+    logprobs = outs[2].logprobs or []
+    assert len(logprobs) == outs[2].usage.completion_tokens == 6
+    assert all(lp.logprob <= 0 and len(lp.top) == 3 for lp in logprobs)
+    assert "".join(lp.token for lp in logprobs).strip() == outs[2].text.strip()
+    assert "five" in outs[3].text
+    # A greedy pick is the most likely token: the chosen one heads its own top list.
+    assert all(lp.top[0].token == lp.token for lp in logprobs)
+    with pytest.raises(InvalidRequestError, match="grammar"):
+        bad = greedy("x", max_tokens=2)
+        bad.grammar = "root ::= ("
+        await batched.generate(bad)
 
 
 def test_the_server_reports_batching_figures(models_home: Path) -> None:

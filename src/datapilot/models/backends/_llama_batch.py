@@ -15,7 +15,9 @@ cache) and runs a loop on its own thread:
   slot sharing the longest prefix with it (the system prompt, the text-to-SQL schema), whose cached
   tokens are not evaluated again.
 
-Requests with a grammar or logprobs keep the single-sequence path of the backend (its guided sampler).
+A request with a grammar (structured generation) or logprobs samples through its own
+``GuidedSampler``: the chain picks a token, the grammar is asked only about that token, and log-
+probabilities are read from the sequence's own row of logits.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import random
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 from typing import Any
 
 from datapilot.core.errors import ContextLengthExceededError, DataPilotError
@@ -35,6 +38,7 @@ from datapilot.models.prompt import StopFilter
 log = logging.getLogger("datapilot.models")
 
 Emit = Callable[[ModelChunk], None]
+_PENALTY_WINDOW = 64  # recent tokens the repetition penalties look back on
 
 
 @dataclass(eq=False)
@@ -47,6 +51,7 @@ class Sequence:
     emit: Emit
     strip_leading_space: bool = False
     cancel: threading.Event = field(default_factory=threading.Event)
+    guided: Any = None  # a GuidedSampler for a grammar or logprobs; it owns the chain once admitted
     # engine state
     slot: int = -1
     n_past: int = 0  # tokens of this sequence in the KV
@@ -91,6 +96,7 @@ class BatchEngine:
             if lib.llama_set_adapters_lora(self.ctx, adapters, 1, scales):
                 raise DataPilotError(f"could not apply the LoRA adapter {llm.lora_path} to the batched context")
         self.mem = lib.llama_get_memory(self.ctx)
+        self._ctx_ref = SimpleNamespace(ctx=self.ctx)  # what a GuidedSampler reads logits through
         self.vocab = llm._model.vocab
         self.n_vocab = int(llm.n_vocab())
         self.batch = lib.llama_batch_init(n_batch, 0, 1)
@@ -175,6 +181,7 @@ class BatchEngine:
         while self.waiting and free:
             seq = self.waiting.pop(0)
             if seq.cancel.is_set():
+                self._finish(seq, "cancelled")
                 continue
             best = max(free, key=lambda s: _common(self.cached[s], seq.tokens))
             free.remove(best)
@@ -190,6 +197,8 @@ class BatchEngine:
             self.reused_tokens += keep
             self.prefix_hits += keep > 0
             seq.sampler = self._sampler(seq.params)
+            if seq.guided is not None:
+                seq.guided.use_chain(seq.sampler, seq.params.temperature, seq.params.top_k, _PENALTY_WINDOW)
             seq.decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
             seq.stop_filter = StopFilter(seq.stops)
             self.running.append(seq)
@@ -198,7 +207,7 @@ class BatchEngine:
         from llama_cpp._internals import LlamaSampler
 
         s = LlamaSampler()
-        s.add_penalties(self.n_vocab, 64, p.repeat_penalty, p.frequency_penalty, p.presence_penalty)
+        s.add_penalties(self.n_vocab, _PENALTY_WINDOW, p.repeat_penalty, p.frequency_penalty, p.presence_penalty)
         if p.temperature <= 0:
             s.add_greedy()
         else:
@@ -241,7 +250,11 @@ class BatchEngine:
         self.steps += 1
         with self.lock:
             for seq, idx in wants:
-                if not seq.finished:
+                if seq.finished:
+                    continue
+                if seq.guided is not None:
+                    self._take(seq, seq.guided.sample(self._ctx_ref, idx))
+                else:
                     self._take(seq, int(self.lib.llama_sampler_sample(seq.sampler.sampler, self.ctx, idx)))
 
     @staticmethod
@@ -268,8 +281,9 @@ class BatchEngine:
         if seq.strip_leading_space and text:
             text = text.lstrip()
             seq.strip_leading_space = not text
-        if text:
-            seq.emit(ModelChunk(text))
+        logprobs = seq.guided.take_logprobs() if seq.guided is not None else None
+        if text or logprobs:
+            seq.emit(ModelChunk(text, logprobs=logprobs))
         if seq.stop_filter.stopped:
             self._finish(seq, "stop")
         elif seq.params.max_tokens is not None and len(seq.generated) >= seq.params.max_tokens:
@@ -302,7 +316,10 @@ class BatchEngine:
             kept = min(seq.n_past, len(seq.tokens))
             self.lib.llama_memory_seq_rm(self.mem, seq.slot, kept, -1)
             self.cached[seq.slot] = seq.tokens[:kept]
-        if seq.sampler is not None:
+        if seq.guided is not None:
+            seq.guided.close()  # with the chain it was given
+            seq.guided = seq.sampler = None
+        elif seq.sampler is not None:
             seq.sampler.close()
             seq.sampler = None
 

@@ -104,6 +104,16 @@ class GuidedSampler:
         self._window = int(getattr(self._llm, "last_n_tokens_size", 64))
         return self
 
+    def use_chain(self, chain: Any, temperature: float, top_k: int, window: int = 64) -> GuidedSampler:
+        """For a caller that builds the sampling chain itself (the batching engine): this sampler owns
+        ``chain`` from now on (``close`` frees it) and checks the grammar on what it picks."""
+        self._chain = chain
+        self._greedy = temperature <= 0
+        if not self._greedy:
+            self._need = top_k if top_k > 0 else self._n_vocab
+        self._window = window
+        return self
+
     def _first_pick(self, logits: np.ndarray) -> int:
         """The chain's own choice. Greedy skips building the vocabulary-sized array (1.3 ms of a 17 ms
         step): penalties only lower the logits of recent tokens, so the raw best token is the chain's

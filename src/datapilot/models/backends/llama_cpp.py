@@ -7,8 +7,9 @@ llama.cpp reuses the longest cached prompt prefix, so the fixed few-shot preambl
 
 With ``parallel`` > 1 (params: ``parallel``, ``ctx_per_slot``, ``batch_size``), requests are batched:
 up to ``parallel`` sequences decode together in one context (``_llama_batch.BatchEngine``: continuous
-batching, chunked prefill, prefix reuse across requests). Requests with a grammar or logprobs keep the
-single-sequence path.
+batching, chunked prefill, prefix reuse across requests), grammars and logprobs included: each
+sequence samples through its own guided sampler. A seeded request with temperature > 0 runs alone, so
+that it is repeatable under any load.
 """
 
 from __future__ import annotations
@@ -113,7 +114,11 @@ class LlamaCppBackend(ThreadedBackend):
         if self._llm is None:
             raise ModelNotReadyError(f"model {self.config.name!r} is not loaded")
         prompt = self.format(request)
-        if self._engine is not None and request.grammar is None and not request.logprobs:
+        p = request.params
+        # A seeded sampled request runs alone on the model's own context: llama.cpp's kernels round a
+        # little differently with the size of the batch, enough to flip a sampled token, and the same
+        # seed must give the same text whatever else is running.
+        if self._engine is not None and not (p.seed is not None and p.temperature > 0):
             return self._batched(request, prompt)
         return stream_from_thread(self._executor, lambda emit, cancel: self._run(request, prompt, emit, cancel))
 
@@ -128,7 +133,20 @@ class LlamaCppBackend(ThreadedBackend):
         tokens = self._llm.tokenize(prompt.text.encode("utf-8"), add_bos=prompt.add_bos, special=True)
         stops = [*prompt.stop, *request.params.stop]
         seq = Sequence(tokens, request.params, stops, channel.put, prompt.strip_leading_space, channel.cancel)
-        self._engine.submit(seq)  # a reader that goes away sets channel.cancel: the engine frees the slot
+        if request.grammar is not None or request.logprobs:
+            # Its own guided sampler: the grammar is asked about the token the chain picks (see
+            # _llama_sampling), and log-probabilities come from this sequence's row of logits.
+            if request.grammar is not None and self._vocab_index is None:
+                loop = asyncio.get_running_loop()
+                self._vocab_index = await loop.run_in_executor(self._executor, VocabIndex, self._llm)
+            top = request.top_logprobs if request.logprobs else None
+            seq.guided = GuidedSampler(self._llm, request.grammar, top, self._vocab_index)
+        try:
+            self._engine.submit(seq)
+        except BaseException:
+            if seq.guided is not None:
+                seq.guided.close()
+            raise  # a reader that goes away sets channel.cancel: the engine frees the slot
         async for chunk in channel.chunks():
             yield chunk
 
