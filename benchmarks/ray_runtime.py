@@ -102,20 +102,22 @@ def ray_processes() -> list[int]:
     return out
 
 
-def startup(tmp: Path) -> tuple[float, float, float]:
-    """Seconds to /health and MB (server + every Ray process on the machine started with it)."""
+def startup(tmp: Path, runtime: str) -> tuple[float, float, float]:
+    """Seconds to /health, and MB: the server process, and every other process started with it (a
+    local Ray's processes and its model actors)."""
     before = set(ray_processes())
     cfg = write_config(tmp / "defaults.toml", [], ray={"health_interval_s": 1.0})
     cfg.write_text("")  # the embedded defaults: no [[models]], no [ray] address (a local Ray)
     t0 = time.perf_counter()
-    server = start_server(tmp, cfg, tmp / "home", "startup", role=["--runtime", "ray"], timeout=600)
+    server = start_server(tmp, cfg, tmp / "home", f"startup-{runtime}", role=["--runtime", runtime], timeout=600)
     up = time.perf_counter() - t0
     try:
         time.sleep(3)
         mine = [pid for pid in ray_processes() if pid not in before]
-        server_mb = tree_rss_mb([server.process.pid])
-        ray_mb = tree_rss_mb(mine)
-        return up, server_mb, ray_mb
+        # The local Ray's processes are children of the server: count each process once.
+        server_mb = psutil.Process(server.process.pid).memory_info().rss / 2**20
+        total_mb = tree_rss_mb([server.process.pid, *mine])
+        return up, server_mb, total_mb - server_mb
     finally:
         server.stop()
 
@@ -176,11 +178,11 @@ def main() -> None:
             s.stop()
         cluster.stop()
     if not args.skip_startup:
-        up, server_mb, ray_mb = startup(tmp)
-        console.print(
-            f"`datapilot start --runtime ray` on the embedded defaults (local Ray): up in [bold]{up:.1f} s[/]; "
-            f"server {server_mb:.0f} MB + Ray processes {ray_mb:.0f} MB = {server_mb + ray_mb:.0f} MB RSS"
-        )
+        table = Table("runtime", "up in s", "server MB", "other processes MB", "total MB", title="embedded defaults")
+        for runtime in ("local", "ray"):
+            up, server_mb, others_mb = startup(tmp, runtime)
+            table.add_row(runtime, f"{up:.1f}", f"{server_mb:.0f}", f"{others_mb:.0f}", f"{server_mb + others_mb:.0f}")
+        console.print(table)
 
 
 if __name__ == "__main__":

@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -44,6 +42,7 @@ from datapilot.awel import (
     to_dsl,
 )
 from datapilot.core.errors import InvalidRequestError
+from datapilot.testing import private_local_ray
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -52,29 +51,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="module", autouse=True)
 def ray_cluster() -> Iterator[None]:
-    """One local Ray for the module, in a private temp dir: ``ray.init`` would otherwise join any
-    cluster another process on this machine started (it reads /tmp/ray/ray_current_cluster). A Ray
-    that this process already runs (another module's) is used as it is, and left running."""
-    import ray
-
-    if ray.is_initialized():
+    """One local Ray (2 CPUs) for the module (see ``private_local_ray``)."""
+    with private_local_ray(num_cpus=2):
         yield
-        return
-    temp = tempfile.mkdtemp(prefix="dpray", dir="/tmp")
-    saved = {k: os.environ.get(k) for k in ("RAY_TMPDIR", "RAY_ADDRESS")}
-    os.environ["RAY_TMPDIR"] = temp
-    os.environ.pop("RAY_ADDRESS", None)
-    try:
-        runtime.connect(None, num_cpus=2)
-        yield
-    finally:
-        ray.shutdown()
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-        shutil.rmtree(temp, ignore_errors=True)
 
 
 # Functions shipped to Ray: module level, so cloudpickle sends them by reference.

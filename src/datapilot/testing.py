@@ -125,6 +125,41 @@ def start_server(
     raise RuntimeError(f"{name} did not answer within {timeout}s:\n{log.read_text()}")
 
 
+# --- Ray in this process ----------------------------------------------------------------------------------
+
+
+@contextmanager
+def private_local_ray(num_cpus: int = 2) -> Iterator[str]:
+    """A local Ray for this process in a private temp dir (``ray.init`` would otherwise join a cluster
+    another process on this machine started: it reads /tmp/ray/ray_current_cluster); yields its GCS
+    address for other processes. A Ray this process already runs is used as it is, and left running."""
+    import shutil
+    import tempfile
+
+    import ray
+
+    from datapilot.runtime import connect
+
+    if ray.is_initialized():
+        yield ray.get_runtime_context().gcs_address
+        return
+    temp = tempfile.mkdtemp(prefix="dpray", dir="/tmp")
+    saved = {k: os.environ.get(k) for k in ("RAY_TMPDIR", "RAY_ADDRESS")}
+    os.environ["RAY_TMPDIR"] = temp
+    os.environ.pop("RAY_ADDRESS", None)
+    try:
+        connect(None, num_cpus=num_cpus)
+        yield ray.get_runtime_context().gcs_address
+    finally:
+        ray.shutdown()
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        shutil.rmtree(temp, ignore_errors=True)
+
+
 # --- a local Ray cluster of several nodes -----------------------------------------------------------------
 
 

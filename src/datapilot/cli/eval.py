@@ -20,7 +20,8 @@ from datapilot.core.errors import DataPilotError
 
 if TYPE_CHECKING:
     from datapilot.core.config import Settings
-    from datapilot.text2sql import EvalReport, ExampleStore, Question, Text2SQLOptions
+    from datapilot.models.manager import ModelManager
+    from datapilot.text2sql import EvalReport, ExampleStore, PipelineRunner, Question, Text2SQLOptions
 
 eval_app = typer.Typer(help="Evaluations.", no_args_is_help=True)
 
@@ -153,18 +154,56 @@ def text2sql(
         Path | None, typer.Option("--png", help="write a chart: EX by difficulty and language, error classes")
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print the report as JSON")] = False,
+    ray: Annotated[
+        bool | None,
+        typer.Option(
+            "--ray/--no-ray",
+            help="spread the questions over Ray actors, each loading the model itself "
+            "[default: on when the settings' runtime is ray]",
+        ),
+    ] = None,
+    ray_address: Annotated[
+        str | None,
+        typer.Option(
+            "--ray-address",
+            help="the Ray cluster (implies --ray): auto, host:6379 or ray://host:10001 "
+            "[default: the settings' ray.address, else a new local Ray]",
+        ),
+    ] = None,
+    ray_workers: Annotated[
+        int | None,
+        typer.Option(
+            "--ray-workers",
+            min=1,
+            help="Ray actors (implies --ray) [default: the cluster's CPUs / the model's resources.num_cpus]",
+        ),
+    ] = None,
     config: ConfigOpt = None,
     profile: ProfileOpt = None,
     home: HomeOpt = None,
 ) -> None:
     """Generate SQL for each question and report execution accuracy (EX) overall, by difficulty and by
-    language, the share that ran, a class for each wrong answer, and the time per question."""
+    language, the share that ran, a class for each wrong answer, and the time per question.
+
+    With --ray the questions are evaluated by Ray actors (the same pipeline and scoring, the same report);
+    the databases of --db-dir must be at the same path on every node of a multi-machine cluster."""
     from datapilot.cli._progress import model_progress
     from datapilot.cli.chat import chat_model_name
     from datapilot.models.manager import ModelManager
-    from datapilot.text2sql import PipelineRunner, Text2SQLOptions, ablation_rows, load_questions, write_chart
+    from datapilot.text2sql import (
+        PipelineRunner,
+        RayEvalRunner,
+        Text2SQLOptions,
+        ablation_rows,
+        load_questions,
+        write_chart,
+    )
 
     settings = settings_from(config, profile, home)
+    asked_ray = ray_address is not None or ray_workers is not None
+    on_ray = ray if ray is not None else asked_ray or settings.runtime == "ray"
+    if ray is False and asked_ray:
+        raise DataPilotError("--ray-address and --ray-workers are for --ray, not --no-ray")
     set_questions, build_databases = _shipped_set(question_set)
     questions = questions or set_questions
     items = load_questions(questions)[:limit]
@@ -200,10 +239,31 @@ def text2sql(
     store = _example_store(examples, items, db_dir, settings) if examples is not None else None
 
     async def run() -> list[tuple[str, EvalReport]]:
-        manager = ModelManager([cfg], settings.home)
-        with model_progress(err, [cfg.name]) as loading:
-            await manager.start(loading)
-        runner = PipelineRunner(manager, name, examples=store)
+        manager: ModelManager | None = None
+        runner: PipelineRunner | RayEvalRunner
+        if on_ray:
+            ray_settings = settings.ray.model_copy(update={"address": ray_address or settings.ray.address})
+            runner = RayEvalRunner(
+                cfg,
+                settings.home,
+                ray_settings,
+                workers=ray_workers,
+                examples_url=store.url if store is not None else None,
+                embedder=settings.data.embedder if store is not None else None,
+            )
+            try:
+                with err.status(f"placing {name} on Ray actors and loading it in each ..."):
+                    await runner.start(len(items))
+            except BaseException:
+                await runner.close()
+                raise
+            nodes = len({p["node_id"] for p in runner.placed})
+            err.print(f"{name} loaded on {len(runner.actors)} Ray actor(s) on {nodes} node(s)")
+        else:
+            manager = ModelManager([cfg], settings.home)
+            with model_progress(err, [cfg.name]) as loading:
+                await manager.start(loading)
+            runner = PipelineRunner(manager, name, examples=store)
 
         columns = (
             TextColumn("[bold]text2sql[/] {task.description}"),
@@ -230,7 +290,8 @@ def text2sql(
             return reports
         finally:
             await runner.close()
-            await manager.close()
+            if manager is not None:
+                await manager.close()
             if store is not None:
                 store.close()
 

@@ -46,11 +46,24 @@ def _chunking(strategy: str | None, size: int | None, overlap: int | None, sep: 
 
 
 class _Local:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, ray_address: str | None = None, *, ray: bool = False) -> None:
         from datapilot.rag import KnowledgeBase, KnowledgeSettings
 
         self.settings = settings
-        self.kb = KnowledgeBase(KnowledgeSettings.from_settings(settings), settings.home)
+        address = ray_address or settings.ray.address
+        if ray:
+            from datapilot.runtime import connect
+
+            # Here, in the main thread (Ray sets its signal handlers only there); the knowledge base's own
+            # connect then finds this process connected.
+            connect(address, settings.ray.namespace, settings.ray.num_cpus)
+        self.kb = KnowledgeBase(
+            KnowledgeSettings.from_settings(settings),
+            settings.home,
+            ray=ray,
+            ray_address=address,
+            ray_namespace=settings.ray.namespace,
+        )
 
     def run(self, work: Callable[[], Any]) -> Any:
         async def go() -> Any:
@@ -85,6 +98,24 @@ class _Remote:
 def _backend(url: str | None, config: Path | None, profile: str | None, home: Path | None) -> _Local | _Remote:
     settings = settings_from(config, profile, home)
     return _Remote(url, settings) if url else _Local(settings)
+
+
+RayOpt = Annotated[
+    bool | None,
+    typer.Option(
+        "--ray/--no-ray",
+        help="parse, chunk and embed the documents as Ray tasks; this process still writes the stores "
+        "[default: on when the settings' runtime is ray]",
+    ),
+]
+RayAddressOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--ray-address",
+        help="the Ray cluster (implies --ray): auto, host:6379 or ray://host:10001 "
+        "[default: the settings' ray.address, else a new local Ray]",
+    ),
+]
 
 
 def _table(rows: list[dict[str, Any]], columns: list[str], as_json: bool) -> None:
@@ -218,15 +249,29 @@ def add(
     chunk_size: ChunkSizeOpt = None,
     overlap: OverlapOpt = None,
     separator: SeparatorOpt = None,
+    ray: RayOpt = None,
+    ray_address: RayAddressOpt = None,
     url: ServerOpt = None,
     config: ConfigOpt = None,
     profile: ProfileOpt = None,
     home: HomeOpt = None,
 ) -> None:
-    """Add a file or a folder of documents to a space, with a progress bar. Unchanged files are skipped."""
+    """Add a file or a folder of documents to a space, with a progress bar. Unchanged files are skipped.
+
+    With --ray each document is parsed, chunked and embedded by Ray tasks (the embedder loaded once per Ray
+    worker), and the chunks are written here; a document that fails still fails alone."""
     meta = json.loads(metadata) if metadata else None
     chunking = _chunking(strategy, chunk_size, overlap, separator)
-    backend = _backend(url, config, profile, home)
+    if ray is False and ray_address is not None:
+        raise DataPilotError("--ray-address is for --ray, not --no-ray")
+    if url:
+        if ray or ray_address is not None:
+            raise DataPilotError("--ray is for the embedded store; a server at --url ingests documents itself")
+        backend: _Local | _Remote = _Remote(url, settings_from(config, profile, home))
+    else:
+        settings = settings_from(config, profile, home)
+        on_ray = ray if ray is not None else ray_address is not None or settings.runtime == "ray"
+        backend = _Local(settings, ray_address, ray=on_ray)
     started = time.perf_counter()
     if isinstance(backend, _Remote):
         docs, skipped = _add_remote(backend, space, path, meta, chunking)

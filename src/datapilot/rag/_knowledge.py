@@ -4,7 +4,9 @@ Rows live in SQLite (``KnowledgeStore``); each space has a BM25 index in memory 
 the ``VectorIndex`` (faiss embedded, Milvus when configured), both rebuilt from the rows on open.
 
 Ingestion is a queue served by background tasks: parsing and chunking run in worker threads, and the
-embedder runs in its own thread, so the event loop (and every other request) keeps answering. A
+embedder runs in its own thread, so the event loop (and every other request) keeps answering. With
+``ray=True`` parsing, chunking and each embedding batch run as Ray tasks instead (``_ingest_ray``: the
+embedder built once per Ray worker process), and this process still writes every store. A
 document moves queued → parsing → embedding → done (or failed, with the reason). Re-adding the same
 content with the same chunking is a no-op; changed content replaces the old chunks in one swap, and
 the old chunks stay searchable until then.
@@ -27,12 +29,13 @@ from typing import Any, Literal, Protocol
 import numpy as np
 
 from datapilot.core.client import EmbeddingClient
-from datapilot.core.errors import DataPilotError, InvalidRequestError
+from datapilot.core.errors import ConfigError, DataPilotError, InvalidRequestError
 from datapilot.core.types import RerankOutput
 from datapilot.rag._bm25 import BM25Index
 from datapilot.rag._chunking import check_chunking, chunk_document
 from datapilot.rag._config import ChunkingConfig, KnowledgeSettings
 from datapilot.rag._errors import DocumentNotFoundError, SpaceNotFoundError
+from datapilot.rag._ingest_ray import RayIngestion
 from datapilot.rag._loaders import check_size, discover, kind_of, load_bytes
 from datapilot.rag._store import KnowledgeStore
 from datapilot.rag._types import ChunkDraft, ChunkInfo, DocumentInfo, IngestStatus, Passage, SpaceInfo
@@ -102,7 +105,12 @@ def _matches(meta: dict[str, Any], wanted: dict[str, Any]) -> bool:
 
 
 class KnowledgeBase:
-    """Spaces, documents, ingestion and retrieval. ``async with KnowledgeBase(settings, home) as kb:``."""
+    """Spaces, documents, ingestion and retrieval. ``async with KnowledgeBase(settings, home) as kb:``.
+
+    ``ray=True``: documents are parsed, chunked and embedded by Ray tasks on the cluster at
+    ``ray_address`` (None: the Ray this process is connected to, else a new local one), the embedder
+    built from ``settings.embedder`` in each Ray worker; this process keeps the stores and the queries.
+    """
 
     def __init__(
         self,
@@ -113,9 +121,20 @@ class KnowledgeBase:
         index: VectorIndex | None = None,
         rerank_client: RerankClient | None = None,
         local_client: EmbeddingClient | None = None,
+        ray: bool = False,
+        ray_address: str | None = None,
+        ray_namespace: str = "datapilot",
     ) -> None:
         self.settings = settings or KnowledgeSettings()
         self.home = Path(home).expanduser()
+        self._ray: RayIngestion | None = None
+        if ray:
+            if embedder is not None:
+                raise ConfigError(
+                    "ingestion on Ray builds the embedder from settings.embedder in each Ray worker: "
+                    "pass no embedder instance with ray=True (the same configuration then embeds queries here)"
+                )
+            self._ray = RayIngestion(self.settings.embedder, self.home, ray_address, ray_namespace)
         self._embedder = embedder
         self._own_embedder = embedder is None
         self._index = index
@@ -160,6 +179,8 @@ class KnowledgeBase:
             failed = await asyncio.to_thread(store.fail_unfinished)
             if failed:
                 log.warning("%d document(s) were left half-ingested by a stopped process; marked failed", failed)
+            if self._ray is not None:
+                await asyncio.to_thread(self._ray.connect)
             if self._index is None:
                 self._index = self._make_index()
             self._store = store
@@ -498,15 +519,23 @@ class KnowledgeBase:
             return  # deleted while queued
         await self._set(job, IngestStatus.PARSING)
 
+        def read() -> bytes:
+            return job.data if job.data is not None else job.path.read_bytes() if job.path else b""
+
         def parse() -> list[ChunkDraft]:
-            data = job.data if job.data is not None else job.path.read_bytes() if job.path else b""
-            doc = load_bytes(job.source, data, self.settings.max_file_bytes)
+            doc = load_bytes(job.source, read(), self.settings.max_file_bytes)
             return chunk_document(doc, job.chunking)
 
-        drafts = await asyncio.to_thread(parse)
+        if self._ray is None:
+            drafts = await asyncio.to_thread(parse)
+            embedder = self.embedder
+        else:  # the file is read here, so the Ray node that parses it needs no copy of it
+            data = await asyncio.to_thread(read)
+            drafts = await self._ray.parse(job.source, data, self.settings.max_file_bytes, job.chunking)
+            embedder = self._ray.embedder(job.source)
         live.chunks, live.chunks_done = len(drafts), 0
         await self._set(job, IngestStatus.EMBEDDING)
-        vectors = await self._embed_all(job, live, [d.index_text() for d in drafts])
+        vectors = await self._embed_all(job, live, [d.index_text() for d in drafts], embedder)
         state = self._state(job.space)
         async with state.lock:
             old, new = await asyncio.to_thread(
@@ -524,14 +553,13 @@ class KnowledgeBase:
             await asyncio.to_thread(reindex)
         live.status, live.chunks_done = IngestStatus.DONE, len(drafts)
 
-    async def _embed_all(self, job: _Job, live: DocumentInfo, texts: list[str]) -> np.ndarray:
+    async def _embed_all(self, job: _Job, live: DocumentInfo, texts: list[str], embedder: Embedder) -> np.ndarray:
         """Embed in batches, two in flight: the embedder never idles between batches, and a query
         waits behind at most two batches of this document."""
         size = self.settings.embed_batch
         batches = [texts[i : i + size] for i in range(0, len(texts), size)]
         out: list[np.ndarray] = []
         pending: list[asyncio.Task[np.ndarray]] = []
-        embedder = self.embedder
         try:
             for i in range(len(batches)):
                 while len(pending) < 2 and i + len(pending) < len(batches):

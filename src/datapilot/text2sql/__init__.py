@@ -49,6 +49,7 @@ from datapilot.text2sql._eval import (
     run_sqlite,
     write_chart,
 )
+from datapilot.text2sql._eval_ray import RayEvalRunner, ray_batches, ray_workers
 from datapilot.text2sql._examples import ExampleStore, StoredExample, mask_question, read_examples
 from datapilot.text2sql._extract import ParsedAnswer, extract_sql, parse_answer, parse_answer_list, repair_json
 from datapilot.text2sql._grammar import RESERVED, answer_grammar, grammar_dialects, sql_grammar, table_aliases
@@ -103,6 +104,7 @@ __all__ = [
     "Predictor",
     "PromptOperator",
     "Question",
+    "RayEvalRunner",
     "Reuse",
     "SQLAnswer",
     "SQLTask",
@@ -135,6 +137,8 @@ __all__ = [
     "mask_question",
     "parse_answer",
     "parse_answer_list",
+    "ray_batches",
+    "ray_workers",
     "read_examples",
     "repair_json",
     "results_match",

@@ -44,8 +44,8 @@ log = logging.getLogger("datapilot.ray")
 class ModelActor:
     """One instance of one model, in a Ray worker process (wrapped by ``ray.remote`` at run time)."""
 
-    def __init__(self, config: dict[str, Any], home: str) -> None:
-        self.config = ModelConfig.model_validate(config)
+    def __init__(self, config: ModelConfig, home: str) -> None:
+        self.config = config  # the object itself: a JSON dump would mask its secrets (api_key) as ****
         self.manager = ModelManager([self.config], Path(home).expanduser())
         self._loading: asyncio.Task[None] | None = None
         self._streams: dict[str, tuple[asyncio.Queue[tuple[str, Any]], asyncio.Task[None]]] = {}
@@ -317,7 +317,7 @@ class RayModels(ModelDefinitions):
             options["resources"] = dict(r.custom)
         if self.settings.placement == "spread":
             options["scheduling_strategy"] = "SPREAD"
-        handle = self._actor_class.options(**options).remote(cfg.model_dump(mode="json"), str(self.home))
+        handle = self._actor_class.options(**options).remote(cfg, str(self.home))
         inst = self.instances[wid] = RayInstance(wid, cfg, handle)
         inst.loading = asyncio.create_task(self._load(inst))
         return inst
