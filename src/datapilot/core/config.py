@@ -54,6 +54,11 @@ class ModelConfig(BaseModel):
     enabled: bool = True
     instances: int = Field(1, ge=1, description="copies of this model served (processes, or Ray actors)")
     resources: ModelResources = Field(default_factory=ModelResources, description="per instance, under Ray")
+    privacy: Literal["mask", "block", "off"] | None = Field(
+        None,
+        description="personal data in requests: mask (placeholders out, values restored in the answer), block "
+        "(refuse the request), off; default: mask for a remote backend (openai_compat), off for local ones",
+    )
 
     @field_validator("name")
     @classmethod
@@ -70,6 +75,9 @@ class ServerSettings(BaseModel):
         default_factory=list, description="bearer keys accepted on /v1; empty means no auth"
     )
     cors_origins: list[str] = Field(default_factory=list)
+    public_metrics: bool = Field(
+        True, description="/metrics answers without an API key (for a Prometheus that has none)"
+    )
     log_level: str = "info"
     access_log: bool = Field(True, description="one uvicorn line per HTTP request (the serving log is separate)")
     max_request_bytes: int = Field(8 * 1024 * 1024, description="larger request bodies get a 413")
@@ -279,6 +287,9 @@ class ClusterSettings(BaseModel):
     controller_port: int = Field(8000, ge=0, le=65535)
     apiserver_port: int = Field(8100, ge=0, le=65535)
     worker_port: int = Field(8001, ge=0, le=65535)
+    token: SecretStr | None = Field(
+        None, description="what workers and API servers show the controller; default: the first API key"
+    )
     heartbeat_interval_s: float = Field(2.0, gt=0)
     heartbeat_timeout_s: float = Field(10.0, gt=0, description="silent longer than this: out of routing")
     registry_path: str | None = Field(

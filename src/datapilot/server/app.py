@@ -28,7 +28,7 @@ from datapilot.server.awel_api import build_awel_router, build_flow_manager, loa
 from datapilot.server.cache_api import include_cache_routes
 from datapilot.server.chat_api import build_chat_router
 from datapilot.server.datasource_api import build_datasource_router
-from datapilot.server.deps import Services, services
+from datapilot.server.deps import Services, check_key, services
 from datapilot.server.errors import error_body, install_error_handlers
 from datapilot.server.examples_api import build_examples_router
 from datapilot.server.knowledge_api import build_knowledge_router
@@ -231,6 +231,8 @@ def create_app(
     @app.get("/metrics")
     async def prometheus(request: Request) -> Response:
         svc = services(request)
+        if not settings.server.public_metrics:
+            check_key(request, settings.server.api_keys)
         ready = {m.name: m.status == "ready" for m in await svc.llm.models()}
         batching = getattr(svc.llm, "batch_stats", None)
         body = svc.metrics.render(ready, batching() if callable(batching) else None)

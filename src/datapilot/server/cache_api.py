@@ -25,9 +25,9 @@ from datapilot.apps.services import BYPASS_HEADER, TENANT_HEADER, CacheHeaders, 
 from datapilot.cache import Scope, SemanticCache
 from datapilot.core.client import LLMClient
 from datapilot.core.config import Settings
-from datapilot.core.errors import DataPilotError, InvalidRequestError
+from datapilot.core.errors import AuthenticationError, DataPilotError, InvalidRequestError
 from datapilot.core.types import ModelRequest
-from datapilot.server.deps import cache_service
+from datapilot.server.deps import cache_service, check_key, require_api_key, server_keys
 
 log = logging.getLogger("datapilot.server")
 
@@ -77,6 +77,10 @@ def build_modelcache_router() -> APIRouter:
 
     @router.post("/modelcache", response_model=None)
     async def modelcache(request: Request) -> JSONResponse:
+        try:  # the server's API keys, answered in ModelCache's own shape
+            check_key(request, server_keys(request))
+        except AuthenticationError as exc:
+            return JSONResponse(_query_error(401, exc.message), status_code=401)
         try:
             data = await _parse_body(request)
         except (ValueError, UnicodeDecodeError) as exc:
@@ -274,7 +278,7 @@ class Page:
 
 
 def build_cache_router() -> APIRouter:
-    router = APIRouter()
+    router = APIRouter(dependencies=[Depends(require_api_key)])
 
     def _cache(request: Request) -> SemanticCache:
         return cache_service(request).cache
@@ -394,6 +398,7 @@ def create_cache_app(settings: Settings) -> FastAPI:
 
     app = FastAPI(title="DataPilot cache", version=__version__, lifespan=lifespan)
     app.state.cache = service
+    app.state.settings = settings  # its API keys guard /modelcache and /api/cache
     install_error_handlers(app)
     include_cache_routes(app)
 

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from fastapi import Request
+from pydantic import SecretStr
 
 from datapilot.core.errors import AuthenticationError, NotFoundError
 
@@ -93,8 +94,8 @@ def cache_service(request: Request) -> CacheService:
     return alone if alone is not None else _shared_cache(request)
 
 
-async def require_api_key(request: Request) -> None:
-    keys = services(request).settings.server.api_keys
+def check_key(request: Request, keys: Sequence[SecretStr]) -> None:
+    """Raise ``AuthenticationError`` unless the request carries one of ``keys`` (no keys: open)."""
     if not keys:
         return
     auth = request.headers.get("authorization", "")
@@ -105,6 +106,36 @@ async def require_api_key(request: Request) -> None:
         )
     if not any(secrets.compare_digest(token.strip(), k.get_secret_value()) for k in keys):
         raise AuthenticationError("Incorrect API key provided.")
+
+
+def server_keys(request: Request) -> Sequence[SecretStr]:
+    """The API keys of this server (a cache-only server keeps its settings as ``app.state.settings``)."""
+    svc = getattr(request.app.state, "services", None)
+    settings = svc.settings if svc is not None else getattr(request.app.state, "settings", None)
+    return settings.server.api_keys if settings is not None else ()
+
+
+async def require_api_key(request: Request) -> None:
+    check_key(request, server_keys(request))
+
+
+def cluster_auth(settings: Settings) -> Callable[[Request], Awaitable[None]]:
+    """The controller's routes: a worker or API server shows the cluster token (``cluster.token``) or,
+    without one, an API key; open only when neither is configured."""
+    keys = [settings.cluster.token] if settings.cluster.token is not None else list(settings.server.api_keys)
+
+    async def require_cluster_token(request: Request) -> None:
+        check_key(request, keys)
+
+    return require_cluster_token
+
+
+def cluster_token(settings: Settings) -> str | None:
+    """What a worker sends to the controller: the cluster token, else the first API key."""
+    if settings.cluster.token is not None:
+        return settings.cluster.token.get_secret_value()
+    keys = settings.server.api_keys
+    return keys[0].get_secret_value() if keys else None
 
 
 async def wait_for_disconnect(request: Request) -> None:

@@ -13,7 +13,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 
 from datapilot import __version__
 from datapilot.core.config import ModelConfig, Settings
@@ -25,6 +25,7 @@ from datapilot.models.cluster.registry import Registry, SQLiteRegistryStore
 from datapilot.models.cluster.router import RoutingClient
 from datapilot.models.manager import ModelManager
 from datapilot.server.app import create_app
+from datapilot.server.deps import cluster_auth, cluster_token
 from datapilot.server.errors import install_error_handlers
 from datapilot.server.models_api import models_router
 
@@ -65,7 +66,7 @@ def all_in_one_app(settings: Settings, managers: dict[str, ModelManager], store:
     return create_app(
         settings,
         router,
-        routers=[controller_router(controller), models_router(host)],
+        routers=[controller_router(controller, [Depends(cluster_auth(settings))]), models_router(host)],
         lifecycle=[controller, _Closing(managers, store), *agents.values()],
     )
 
@@ -80,7 +81,7 @@ def ray_app(settings: Settings, store: DefinitionStore) -> FastAPI:
     return create_app(
         settings,
         router,
-        routers=[controller_router(controller), models_router(models)],
+        routers=[controller_router(controller, [Depends(cluster_auth(settings))]), models_router(models)],
         lifecycle=[controller, _RayLifecycle(models)],
     )
 
@@ -95,14 +96,19 @@ def worker_app(
     cluster = settings.cluster
     wid = worker_id or f"worker-{uuid.uuid4().hex[:8]}"
     agent = WorkerAgent(
-        manager, HttpControllerClient(cluster.controller_url), wid, advertise_url, cluster.heartbeat_interval_s
+        manager,
+        HttpControllerClient(cluster.controller_url, token=cluster_token(settings)),
+        wid,
+        advertise_url,
+        cluster.heartbeat_interval_s,
     )
     host = ModelHost(settings.models, {wid: manager}, {wid: agent}, store, settings.home)
     return create_app(settings, manager, routers=[models_router(host)], lifecycle=[_AgentLifecycle(agent)])
 
 
 def apiserver_app(settings: Settings) -> FastAPI:
-    router = RoutingClient(HttpControllerClient(settings.cluster.controller_url), api_key=_key(settings))
+    controller = HttpControllerClient(settings.cluster.controller_url, token=cluster_token(settings))
+    router = RoutingClient(controller, api_key=_key(settings))
     return create_app(settings, router)
 
 
@@ -126,7 +132,7 @@ def controller_app(settings: Settings, persist: bool = True) -> FastAPI:
 
     app = FastAPI(title="DataPilot controller", version=__version__, lifespan=lifespan)
     install_error_handlers(app)
-    app.include_router(controller_router(controller))
+    app.include_router(controller_router(controller, [Depends(cluster_auth(settings))]))
 
     @app.get("/health")
     async def health() -> dict[str, Any]:

@@ -46,9 +46,10 @@ class LocalControllerClient:
 
 
 class HttpControllerClient:
-    def __init__(self, url: str, timeout: float = 5.0) -> None:
+    def __init__(self, url: str, timeout: float = 5.0, token: str | None = None) -> None:
         self.url = url.rstrip("/")
-        self._http = httpx.AsyncClient(base_url=self.url, timeout=httpx.Timeout(timeout))
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self._http = httpx.AsyncClient(base_url=self.url, timeout=httpx.Timeout(timeout), headers=headers)
 
     async def _post(self, path: str, body: dict[str, object]) -> dict[str, object]:
         try:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -102,8 +103,9 @@ class DeregisterBody(BaseModel):
     instance_ids: list[str]
 
 
-def controller_router(controller: Controller) -> APIRouter:
-    router = APIRouter(prefix="/api/controller", tags=["controller"])
+def controller_router(controller: Controller, dependencies: Sequence[Any] = ()) -> APIRouter:
+    """The controller's API; ``dependencies`` authenticate the callers (the server gives them)."""
+    router = APIRouter(prefix="/api/controller", tags=["controller"], dependencies=list(dependencies))
 
     @router.post("/register")
     async def register(body: RegisterBody) -> dict[str, Any]:
