@@ -3,6 +3,10 @@
 A ``ModelWorker`` owns one backend and knows its state (pending, loading, ready, failed with the
 reason). ``ModelManager`` holds the workers by name, loads them concurrently, measures every request
 (first-token latency, total latency, decode tokens/s) and reports it to an optional sink.
+
+Each model's privacy policy (``datapilot.privacy``) is applied here, next to the backend: personal data
+is masked before a request reaches a remote model and restored in its answer, or the request refused.
+What was masked (kinds and counts) goes to the log and to ``privacy_sink``.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ from datapilot.models._measure import MeasuredClient, RecordSink, RequestRecord
 from datapilot.models.assets import ProgressFn, resolve_model_path
 from datapilot.models.backend import EMBEDDING, RERANK, ModelBackend, get_backend
 from datapilot.models.structured import PASSTHROUGH, advertised, prepare, wrap_stream
+from datapilot.privacy import Policy, ReportSink, RequestPrivacy, policy_for
 
 log = logging.getLogger("datapilot.models")
 
@@ -57,6 +62,7 @@ class ModelWorker:
         self.state = ModelState.PENDING
         self.error: str | None = None
         self.backend: ModelBackend | None = None
+        self.privacy: Policy = policy_for(config)
 
     @property
     def name(self) -> str:
@@ -111,7 +117,13 @@ class ModelWorker:
 class ModelManager(MeasuredClient):
     """Serves every configured model in this process; an ``LLMClient`` and an ``EmbeddingClient``."""
 
-    def __init__(self, models: Iterable[ModelConfig], home: Path, sink: RecordSink | None = None) -> None:
+    def __init__(
+        self,
+        models: Iterable[ModelConfig],
+        home: Path,
+        sink: RecordSink | None = None,
+        privacy_sink: ReportSink | None = None,
+    ) -> None:
         self.workers: dict[str, ModelWorker] = {}
         for cfg in models:
             if not cfg.enabled:
@@ -121,6 +133,8 @@ class ModelManager(MeasuredClient):
             self.workers[cfg.name] = ModelWorker(cfg, home)
         self.home = home
         self.sink = sink
+        # Told what each request had masked or was refused for (kinds and counts, never values): an audit log.
+        self.privacy_sink = privacy_sink
         self.started = False
 
     def batch_stats(self) -> dict[str, dict[str, Any]]:
@@ -166,25 +180,38 @@ class ModelManager(MeasuredClient):
     async def models(self) -> list[ModelInfo]:
         return [w.info() for w in self.workers.values()]
 
+    def _privacy(self, worker: ModelWorker, request_id: str, operation: str) -> RequestPrivacy:
+        return RequestPrivacy(worker.name, worker.privacy, request_id, operation, self.privacy_sink)
+
     def _source_stream(self, request: ModelRequest, kind: str) -> AsyncIterator[ModelChunk]:
-        backend = self.worker(request.model).require(kind)
+        worker = self.worker(request.model)
+        backend = worker.require(kind)
         caps = backend.capabilities
-        sent = prepare(request.model, caps, request)
-        return wrap_stream(request, caps, backend.stream(sent))
+        privacy = self._privacy(worker, request.request_id, kind)
+        sent = prepare(request.model, caps, privacy.request(request))
+        return wrap_stream(request, caps, privacy.stream(backend.stream(sent)))
 
     async def _source_generate(self, request: ModelRequest, kind: str) -> ModelOutput | None:
-        backend = self.worker(request.model).require(kind)
+        worker = self.worker(request.model)
+        backend = worker.require(kind)
         if type(backend).generate is ModelBackend.generate:
             return None  # collect the stream, so first-token latency gets measured
         if request.uses_tools and PASSTHROUGH not in backend.capabilities:
             return None  # tool calls are parsed out of the stream
-        return await backend.generate(prepare(request.model, backend.capabilities, request))
+        privacy = self._privacy(worker, request.request_id, kind)
+        sent = privacy.request(request)
+        return privacy.output(await backend.generate(prepare(request.model, backend.capabilities, sent)))
 
     async def _source_embed(self, model: str, texts: list[str]) -> EmbeddingOutput:
-        return await self.worker(model).require(EMBEDDING).embed(texts)
+        worker = self.worker(model)
+        backend = worker.require(EMBEDDING)
+        return await backend.embed(self._privacy(worker, "", EMBEDDING).texts(texts, "input"))
 
     async def _source_rerank(self, model: str, query: str, documents: list[str]) -> RerankOutput:
-        return await self.worker(model).require(RERANK).rerank(query, documents)
+        worker = self.worker(model)
+        backend = worker.require(RERANK)
+        masked = self._privacy(worker, "", RERANK).texts([query, *documents], "query")
+        return await backend.rerank(masked[0], masked[1:])
 
 
 __all__ = ["LoadProgress", "ModelManager", "ModelState", "ModelWorker", "RecordSink", "RequestRecord"]
