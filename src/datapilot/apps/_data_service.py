@@ -2,7 +2,9 @@
 the context the chat scenes and agents run in.
 
 Passwords go in and never come out: every answer built from a source's definition uses
-``DataSourceConfig.public()`` (``"password": "***"`` at most).
+``DataSourceConfig.public()`` (``"password": "***"`` at most); at rest they are encrypted with the
+home's secret key. A source's URL is checked against the ``[security]`` outbound policy when it is
+added (400 ``url_not_allowed``, nothing registered) and again before each connection.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from datapilot.core.client import LLMClient
 from datapilot.core.config import Settings, trained_sql_models
 from datapilot.core.errors import InvalidRequestError, ModelNotFoundError, NotFoundError
+from datapilot.core.outbound import OutboundPolicy
 from datapilot.core.types import ModelInfo
 from datapilot.datasource import DataSourceConfig, DataSources
 
@@ -46,7 +49,8 @@ class DataService:
     async def start(self) -> None:
         from datapilot.text2sql import ExampleStore, ValueIndexes
 
-        self.sources = DataSources(self.settings.data, self.settings.home)
+        outbound = OutboundPolicy.from_settings(self.settings.security)
+        self.sources = DataSources(self.settings.data, self.settings.home, outbound=outbound)
         if self.embedder is None:
             from datapilot.core.client import EmbeddingClient
             from datapilot.retrieval import EmbedderContext, make_embedder

@@ -33,11 +33,7 @@ def _sql_model(settings: Settings, db: str | None) -> str | None:
     """The data source's own ``sql_model``, when it names a configured model."""
     from datapilot.datasource import DataSourceStore
 
-    store = (
-        DataSourceStore(settings.data.metadata_url)
-        if settings.data.metadata_url
-        else DataSourceStore.at_home(settings.home)
-    )
+    store = DataSourceStore.for_settings(settings.data, settings.home)
     try:
         config = store.get(db or settings.data.default_source)
     finally:

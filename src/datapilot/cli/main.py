@@ -248,9 +248,11 @@ def model_chat(
 
 @config_app.command("show")
 def config_show(config: ConfigOpt = None, profile: ProfileOpt = None, home: HomeOpt = None) -> None:
-    """Print the resolved settings as JSON (secrets masked)."""
+    """Print the resolved settings as JSON (secrets masked: keys, tokens, passwords in URLs)."""
+    from datapilot.core.secrets import mask_secrets
+
     settings = settings_from(config, profile, home)
-    out.print_json(json.dumps(settings.model_dump(mode="json")))
+    out.print_json(json.dumps(mask_secrets(settings.model_dump(mode="json"))))
 
 
 def main() -> None:

@@ -363,6 +363,29 @@ class KnowledgeSection(BaseModel):
     embed_batch: int = Field(128, ge=1, le=1024, description="chunks per embedding call during ingestion")
 
 
+class SecuritySettings(BaseModel):
+    """The ``[security]`` section: which hosts URLs given by users may point at (see datapilot.core.outbound)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    outbound_allow: list[str] = Field(
+        default_factory=list,
+        description="CIDRs or host names always allowed (exceptions to the deny rules, built-in ones included)",
+    )
+    outbound_deny: list[str] = Field(
+        default_factory=list,
+        description="CIDRs or host names refused, beyond the built-in link-local and cloud metadata addresses",
+    )
+
+    @field_validator("outbound_allow", "outbound_deny")
+    @classmethod
+    def _entries_ok(cls, v: list[str]) -> list[str]:
+        from datapilot.core.outbound import OutboundPolicy
+
+        OutboundPolicy.of(v)  # raises ValueError on an entry that is neither a CIDR nor a host name
+        return v
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="DATAPILOT_", env_nested_delimiter="__", extra="forbid", validate_default=True
@@ -382,6 +405,7 @@ class Settings(BaseSettings):
     knowledge: KnowledgeSection = Field(default_factory=KnowledgeSection)
     data: DataSettings = Field(default_factory=DataSettings)
     agents: AgentSettings = Field(default_factory=AgentSettings)
+    security: SecuritySettings = Field(default_factory=SecuritySettings)
 
     @field_validator("home")
     @classmethod

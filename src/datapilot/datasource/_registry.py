@@ -1,8 +1,11 @@
 """Registered data sources: their definitions in the metadata store, and open connectors to them.
 
 Definitions live in a SQLAlchemy table (SQLite under DATAPILOT_HOME by default, any SQLAlchemy URL
-otherwise). A password is kept apart from the URL, in its own column, and nothing this module
-returns, prints or logs contains it: public views show ``***``.
+otherwise). A password is kept apart from the URL, in its own column, encrypted with the home's
+secret key (``datapilot.core.secrets``; a plain-text password from before is re-saved encrypted when
+the store opens), and nothing this module returns, prints or logs contains it: public views show
+``***``. A URL with a host is checked against the outbound policy (``[security]``) when the source is
+added and again before each connection.
 """
 
 from __future__ import annotations
@@ -26,7 +29,9 @@ from sqlalchemy.exc import ArgumentError, IntegrityError
 
 from datapilot.core.config import DataSettings
 from datapilot.core.errors import ConfigError, ConflictError, InvalidRequestError
+from datapilot.core.outbound import OutboundPolicy, outbound_policy
 from datapilot.core.registry import Registry
+from datapilot.core.secrets import SecretBox, is_encrypted
 from datapilot.datasource._duckdb import FILE_KINDS, DuckDBConnector
 from datapilot.datasource._sample import SAMPLE_NAME, ensure_sample_database
 from datapilot.datasource._sqlalchemy import SQLAlchemyConnector
@@ -102,6 +107,23 @@ class DataSourceConfig(BaseModel):
             data["files"] = [str(Path(f).expanduser().resolve()) for f in data["files"]]
         return DataSourceConfig.model_validate(data)
 
+    def check_outbound(self, policy: OutboundPolicy) -> None:
+        """Refuse (400 ``url_not_allowed``) a URL whose host, or a ``host`` query parameter, the policy refuses."""
+        if not self.url:
+            return
+        try:
+            url = make_url(self.url)
+        except ArgumentError:
+            raise InvalidRequestError("the data source URL is not a valid SQLAlchemy URL", param="url") from None
+        what = f"data source {self.name!r}: the URL's host"
+        policy.check_host(url.host, what=what, param="url")
+        for key in ("host", "hostaddr"):
+            values = url.query.get(key)
+            for value in [values] if isinstance(values, str) else list(values or ()):
+                for host in str(value).split(","):  # libpq takes a list of hosts
+                    if not host.startswith("/"):  # a Unix socket folder
+                        policy.check_host(host.rsplit(":", 1)[0] if host.count(":") == 1 else host, what=what)
+
     def public(self) -> dict[str, Any]:
         """The definition as shown to people: never the password."""
         return {
@@ -157,10 +179,12 @@ for _kind in FILE_SOURCE_KINDS:
 
 
 class DataSourceStore:
-    """Definitions in the metadata store (a SQLAlchemy database)."""
+    """Definitions in the metadata store (a SQLAlchemy database). Passwords are encrypted with
+    ``secrets`` (``at_home``: the home's key); without one only ``DATAPILOT_SECRET_KEY`` can be used."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, secrets: SecretBox | None = None) -> None:
         self.url = url
+        self.secrets = secrets or SecretBox(None)
         self._engine: Engine = create_engine(url)
         meta = MetaData()
         self._table = Table(
@@ -173,16 +197,42 @@ class DataSourceStore:
             Column("created_at", Float, nullable=False),
         )
         meta.create_all(self._engine)
+        self._encrypt_plain_rows()
 
     @classmethod
     def at_home(cls, home: Path) -> DataSourceStore:
         home.mkdir(parents=True, exist_ok=True)
         path = home / "metadata.db"
         fresh = not path.exists()
-        store = cls(f"sqlite:///{path}")
+        store = cls(f"sqlite:///{path}", secrets=SecretBox.at_home(home))
         if fresh:
-            os.chmod(path, 0o600)  # it holds data source passwords
+            os.chmod(path, 0o600)  # it holds data source passwords (encrypted)
         return store
+
+    @classmethod
+    def for_settings(cls, settings: DataSettings, home: Path) -> DataSourceStore:
+        """The store ``settings`` name (``metadata_url``, else ``home/metadata.db``), with the home's key."""
+        if settings.metadata_url:
+            return cls(settings.metadata_url, secrets=SecretBox.at_home(home))
+        return cls.at_home(home)
+
+    def _encrypt_plain_rows(self) -> None:
+        """Passwords stored in plain text (before encryption) are re-saved encrypted."""
+        t = self._table
+        with self._engine.connect() as conn:
+            rows = conn.execute(select(t.c.name, t.c.secret).where(t.c.secret.is_not(None))).fetchall()
+        plain = [(r.name, r.secret) for r in rows if not is_encrypted(r.secret)]
+        if not plain:
+            return
+        try:
+            sealed = [(name, self.secrets.encrypt(secret)) for name, secret in plain]
+        except ConfigError as e:  # no key to encrypt with (a store without a home, no DATAPILOT_SECRET_KEY)
+            log.warning("%d data source password(s) stay in plain text: %s", len(plain), e.message)
+            return
+        with self._engine.begin() as conn:
+            for name, secret in sealed:
+                conn.execute(t.update().where(t.c.name == name).values(secret=secret))
+        log.info("%d data source password(s) stored in plain text were encrypted", len(sealed))
 
     def add(self, config: DataSourceConfig, *, replace: bool = False) -> None:
         spec = config.model_dump(exclude={"password", "name", "kind"})
@@ -190,7 +240,7 @@ class DataSourceStore:
             "name": config.name,
             "kind": config.kind,
             "spec": json.dumps(spec),
-            "secret": config.password.get_secret_value() if config.password is not None else None,
+            "secret": self.secrets.encrypt(config.password.get_secret_value()) if config.password is not None else None,
             "created_at": time.time(),
         }
         with self._engine.begin() as conn:
@@ -215,10 +265,10 @@ class DataSourceStore:
         with self._engine.begin() as conn:
             return bool(conn.execute(delete(self._table).where(self._table.c.name == name)).rowcount)
 
-    @staticmethod
-    def _config(row: Any) -> DataSourceConfig:
+    def _config(self, row: Any) -> DataSourceConfig:
         spec = json.loads(row.spec)
-        password = SecretStr(row.secret) if row.secret is not None else None
+        what = f"the password of data source {row.name!r}"
+        password = SecretStr(self.secrets.decrypt(row.secret, what=what)) if row.secret is not None else None
         return DataSourceConfig(name=row.name, kind=row.kind, password=password, **spec)
 
     def close(self) -> None:
@@ -229,12 +279,18 @@ class DataSources:
     """The data sources a process uses: the store of definitions and a connector per source, opened
     on first use and kept. Library users, the CLI and the server all go through this."""
 
-    def __init__(self, settings: DataSettings, home: Path, store: DataSourceStore | None = None) -> None:
+    def __init__(
+        self,
+        settings: DataSettings,
+        home: Path,
+        store: DataSourceStore | None = None,
+        *,
+        outbound: OutboundPolicy | None = None,
+    ) -> None:
         self.settings = settings
         self.home = home
-        self.store = store or (
-            DataSourceStore(settings.metadata_url) if settings.metadata_url else DataSourceStore.at_home(home)
-        )
+        self.store = store or DataSourceStore.for_settings(settings, home)
+        self._outbound = outbound  # None: the process-wide policy (``set_outbound_policy``)
         self._open: dict[str, Connector] = {}
         self._lock = asyncio.Lock()
         if settings.sample:
@@ -269,6 +325,7 @@ class DataSources:
     async def add(self, config: DataSourceConfig, *, test: bool = True, replace: bool = False) -> DataSourceConfig:
         """Register a source; with ``test`` it must answer ``SELECT 1`` first."""
         config = config.normalised()
+        await asyncio.to_thread(config.check_outbound, self.outbound)  # resolves host names
         if not replace and self.store.get(config.name) is not None:
             raise ConflictError(f"a data source named {config.name!r} already exists")
         if test:
@@ -281,6 +338,10 @@ class DataSources:
         await self._drop(config.name)
         log.info("data source %s (%s) registered", config.name, config.kind)
         return config
+
+    @property
+    def outbound(self) -> OutboundPolicy:
+        return self._outbound if self._outbound is not None else outbound_policy()
 
     async def add_sqlite_files(self, databases: Mapping[str, str | Path]) -> builtins.list[str]:
         """Register SQLite files by name (``[awel] databases``: what flows may query), unless a source
@@ -323,6 +384,7 @@ class DataSources:
         async with self._lock:
             if name not in self._open:
                 config = self.get(name)
+                await asyncio.to_thread(config.check_outbound, self.outbound)  # resolves host names
                 self._open[name] = await asyncio.to_thread(open_connector, config)
             return self._open[name]
 

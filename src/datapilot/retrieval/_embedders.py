@@ -32,6 +32,7 @@ import numpy as np
 from datapilot.core.client import EmbeddingClient
 from datapilot.core.config import CacheEmbedderConfig, CacheRerankerConfig
 from datapilot.core.errors import ConfigError, MissingDependencyError, ModelNotReadyError
+from datapilot.core.outbound import outbound_policy
 from datapilot.core.registry import Registry
 from datapilot.core.retrieval import Embedder
 
@@ -344,6 +345,7 @@ def remote_client(config: CacheEmbedderConfig | CacheRerankerConfig) -> Any:
     if not config.base_url:
         what = "reranker" if isinstance(config, CacheRerankerConfig) else "embedder"
         raise ConfigError(f"{what} kind {config.kind!r} needs base_url")
+    outbound_policy().check_url(config.base_url, what=f"the {config.kind} endpoint", param="base_url")
     key = config.api_key.get_secret_value() if config.api_key else None
     return RemoteLLMClient(config.base_url, key, timeout=float(config.params.get("timeout_s", 60.0)))
 

@@ -21,6 +21,7 @@ from datapilot.awel import set_ray_address
 from datapilot.core.client import EmbeddingClient
 from datapilot.core.config import CacheEmbedderConfig, Settings
 from datapilot.core.errors import ConfigError
+from datapilot.core.outbound import OutboundPolicy, set_outbound_policy
 from datapilot.models.manager import ModelManager
 from datapilot.models.service import ModelService
 from datapilot.server.agents_api import build_agents_router
@@ -132,6 +133,8 @@ def create_app(
 ) -> FastAPI:
     """Build the server around a ``ModelService``: this process's models by default, or a cluster
     router. ``lifecycle`` objects start in order before the service and close in reverse after it."""
+    # URLs users give (proxy models, data sources, embedders) are checked against [security]'s policy.
+    set_outbound_policy(OutboundPolicy.from_settings(settings.security))
     # Flows whose operators run on Ray (``executor = "ray"``) use the cluster the settings name.
     set_ray_address(settings.ray.address, settings.ray.namespace)
     metrics = ServingMetrics()

@@ -206,8 +206,7 @@ def use_for_source(settings: Settings, db: str, model: str) -> None:
     """Make ``model`` the data source's ``sql_model``: its questions go to it unless a request names another."""
     from datapilot.datasource import DataSourceStore
 
-    url = settings.data.metadata_url
-    store = DataSourceStore(url) if url else DataSourceStore.at_home(settings.home)
+    store = DataSourceStore.for_settings(settings.data, settings.home)
     try:
         config = store.get(db)
         if config is None:

@@ -3,14 +3,19 @@ another DataPilot). Streams are passed through chunk by chunk.
 
 Structured generation (``response_format``, ``tools``, ``grammar``, ``logprobs``) is forwarded as it
 came, tool-call deltas and logprobs streamed back: the upstream enforces it, and its 400 reaches the client.
+
+``base_url`` is checked against the process-wide outbound policy (``datapilot.core.outbound``) at load:
+link-local and cloud metadata hosts are refused unless ``[security] outbound_allow`` names them.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
 from datapilot.core.errors import ConfigError
+from datapilot.core.outbound import outbound_policy
 from datapilot.core.types import EmbeddingOutput, ModelChunk, ModelOutput, ModelRequest, RerankOutput
 from datapilot.models._openai_http import OpenAIHTTP
 from datapilot.models.backend import CHAT, COMPLETION, EMBEDDING, RERANK, ModelBackend
@@ -40,7 +45,10 @@ class OpenAICompatBackend(ModelBackend):
         )
 
     async def load(self) -> None:
-        """Nothing to load; the upstream is checked lazily so a proxy can start before it."""
+        """Only the outbound policy is checked (the host name resolved); the upstream itself is checked
+        lazily so a proxy can start before it."""
+        policy = outbound_policy()
+        await asyncio.to_thread(policy.check_url, self.config.base_url, what=f"model {self.config.name!r}: base_url")
 
     async def close(self) -> None:
         await self._http.aclose()

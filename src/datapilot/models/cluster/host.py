@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import sqlite3
 import threading
 from collections.abc import Callable
@@ -17,9 +18,12 @@ from pathlib import Path
 from typing import Protocol
 
 from datapilot.core.config import ModelConfig
-from datapilot.core.errors import ConflictError, InvalidRequestError, ModelNotFoundError
+from datapilot.core.errors import ConfigError, ConflictError, InvalidRequestError, ModelNotFoundError
+from datapilot.core.secrets import SecretBox, is_encrypted
 from datapilot.models.cluster.agent import WorkerAgent
 from datapilot.models.manager import ModelManager, ModelState
+
+log = logging.getLogger("datapilot.models")
 
 
 class ModelLifecycle(Protocol):
@@ -41,23 +45,42 @@ class ModelLifecycle(Protocol):
 
 
 class DefinitionStore:
-    """Model definitions added at run time, one JSON row each."""
+    """Model definitions added at run time, one JSON row each. An ``api_key`` is stored encrypted with
+    ``secrets`` (default: the key of the folder the database is in, i.e. DATAPILOT_HOME); a row from
+    before, with the key in plain text, is re-saved encrypted when it is loaded."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, secrets: SecretBox | None = None) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
+        fresh = not path.exists()
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        if fresh:
+            path.chmod(0o600)
         self._db.execute("CREATE TABLE IF NOT EXISTS models (name TEXT PRIMARY KEY, config TEXT NOT NULL)")
         self._lock = threading.Lock()
+        self.secrets = secrets or SecretBox.at_home(path.parent)
 
     def load(self) -> list[ModelConfig]:
         with self._lock:
-            rows = self._db.execute("SELECT config FROM models ORDER BY name").fetchall()
-        return [ModelConfig.model_validate_json(r[0]) for r in rows]
+            rows = self._db.execute("SELECT name, config FROM models ORDER BY name").fetchall()
+        out: list[ModelConfig] = []
+        for name, text in rows:
+            data = json.loads(text)
+            stored = data.get("api_key")
+            if isinstance(stored, str):
+                data["api_key"] = self.secrets.decrypt(stored, what=f"the api_key of model {name!r}")
+            config = ModelConfig.model_validate(data)
+            if isinstance(stored, str) and not is_encrypted(stored):
+                try:
+                    self.save(config)  # stored in plain text before encryption: re-saved encrypted
+                except ConfigError as e:
+                    log.warning("the api_key of model %r stays in plain text: %s", name, e.message)
+            out.append(config)
+        return out
 
     def save(self, config: ModelConfig) -> None:
         data = config.model_dump(mode="json")
         if config.api_key is not None:
-            data["api_key"] = config.api_key.get_secret_value()
+            data["api_key"] = self.secrets.encrypt(config.api_key.get_secret_value())
         with self._lock:
             self._db.execute("INSERT OR REPLACE INTO models VALUES (?, ?)", (config.name, json.dumps(data)))
 
