@@ -25,6 +25,7 @@ from datapilot.cli._common import (
 )
 from datapilot.cli._progress import model_progress
 from datapilot.cli.agent import agent_app
+from datapilot.cli.audit import audit_app
 from datapilot.cli.bench_serve import bench_serve
 from datapilot.cli.cache import bench_app, cache_app
 from datapilot.cli.chat import chat_command
@@ -58,6 +59,7 @@ app.add_typer(db_app, name="db")
 app.add_typer(eval_app, name="eval")
 app.add_typer(agent_app, name="agent")
 app.add_typer(train_app, name="train")
+app.add_typer(audit_app, name="audit")
 app.command("chat")(chat_command)
 
 

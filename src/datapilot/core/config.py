@@ -386,6 +386,17 @@ class SecuritySettings(BaseModel):
         return v
 
 
+class AuditSettings(BaseModel):
+    """The ``[audit]`` section: the server's audit log, one JSON line per API request under
+    ``DATAPILOT_HOME/audit/`` (see docs/privacy.md, "Audit log")."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = True
+    max_bytes: int = Field(10 * 1024 * 1024, ge=256, description="audit.jsonl is rotated when it would grow past this")
+    keep: int = Field(5, ge=0, le=1000, description="rotated files kept (audit.1.jsonl ... audit.<keep>.jsonl)")
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="DATAPILOT_", env_nested_delimiter="__", extra="forbid", validate_default=True
@@ -406,6 +417,7 @@ class Settings(BaseSettings):
     data: DataSettings = Field(default_factory=DataSettings)
     agents: AgentSettings = Field(default_factory=AgentSettings)
     security: SecuritySettings = Field(default_factory=SecuritySettings)
+    audit: AuditSettings = Field(default_factory=AuditSettings)
 
     @field_validator("home")
     @classmethod

@@ -15,6 +15,7 @@ import unicodedata
 from pathlib import Path
 from typing import Any
 
+from datapilot.core.audit import audit_append
 from datapilot.core.errors import InvalidRequestError, MissingDependencyError
 from datapilot.datasource._guard import check_read_only, limit_rows
 from datapilot.datasource._types import (
@@ -174,6 +175,7 @@ class DuckDBConnector:
     async def run(self, sql: str, limit: int = 1000, timeout_s: float = 30.0) -> QueryResult:
         tree = check_read_only(sql, self.dialect)
         runnable = limit_rows(sql, tree, limit + 1, self.dialect)
+        audit_append("sql", runnable)  # the statement as it runs, row limit included
         return await asyncio.to_thread(self._run_sync, runnable, limit, timeout_s)
 
     def _run_sync(self, sql: str, limit: int, timeout_s: float) -> QueryResult:

@@ -27,6 +27,7 @@ from sqlalchemy import Column, Float, MetaData, String, Table, Text, create_engi
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import ArgumentError, IntegrityError
 
+from datapilot.core.audit import audit_note
 from datapilot.core.config import DataSettings
 from datapilot.core.errors import ConfigError, ConflictError, InvalidRequestError
 from datapilot.core.outbound import OutboundPolicy, outbound_policy
@@ -381,6 +382,7 @@ class DataSources:
         self.store.remove(name)
 
     async def connector(self, name: str) -> Connector:
+        audit_note(data_source=name)
         async with self._lock:
             if name not in self._open:
                 config = self.get(name)

@@ -20,6 +20,7 @@ from sqlalchemy import create_engine, event, inspect, text
 from sqlalchemy.engine import URL, Connection, Engine, make_url
 from sqlalchemy.exc import DBAPIError, NoSuchModuleError, SQLAlchemyError
 
+from datapilot.core.audit import audit_append
 from datapilot.core.errors import InvalidRequestError, MissingDependencyError
 from datapilot.datasource._guard import check_read_only, limit_rows
 from datapilot.datasource._types import (
@@ -108,6 +109,7 @@ class SQLAlchemyConnector:
     async def run(self, sql: str, limit: int = 1000, timeout_s: float = 30.0) -> QueryResult:
         tree = check_read_only(sql, self.dialect)
         runnable = limit_rows(sql, tree, limit + 1, self.dialect)
+        audit_append("sql", runnable)  # the statement as it runs, row limit included
         try:
             # The engine enforces the timeout; this one only stops waiting for an engine that ignores it.
             return await asyncio.wait_for(

@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Literal, get_args
 
+from datapilot.core.audit import audit_append
 from datapilot.core.config import ModelConfig
 from datapilot.core.errors import InvalidRequestError
 from datapilot.core.types import ModelChunk, ModelOutput, ModelRequest, ToolCall, ToolCallDelta
@@ -129,6 +130,9 @@ class RequestPrivacy:
             self.model,
             self.report.summary(),
         )
+        # The audit log's record of this request: kinds and counts, never values (datapilot.core.audit).
+        entry = {"model": self.model, "operation": self.operation, "action": action, "counts": self.report.counts}
+        audit_append("privacy", entry)
         if self.sink is not None:
             self.sink(self.report)
 

@@ -28,6 +28,7 @@ from typing import Any, Literal, Protocol
 
 import numpy as np
 
+from datapilot.core.audit import audit_note
 from datapilot.core.client import EmbeddingClient
 from datapilot.core.errors import ConfigError, DataPilotError, InvalidRequestError
 from datapilot.core.types import RerankOutput
@@ -635,6 +636,7 @@ class KnowledgeBase:
         """
         if mode not in MODES:
             raise InvalidRequestError(f"unknown retrieval mode {mode!r}; one of {', '.join(MODES)}", param="mode")
+        audit_note(knowledge_space=space)
         if not query.strip():
             raise InvalidRequestError("the query is empty", param="query")
         state = self._state(space)

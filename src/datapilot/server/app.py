@@ -25,6 +25,7 @@ from datapilot.core.outbound import OutboundPolicy, set_outbound_policy
 from datapilot.models.manager import ModelManager
 from datapilot.models.service import ModelService
 from datapilot.server.agents_api import build_agents_router
+from datapilot.server.audit import AuditLog, AuditMiddleware, build_audit_router
 from datapilot.server.awel_api import build_awel_router, build_flow_manager, load_flows
 from datapilot.server.cache_api import include_cache_routes
 from datapilot.server.chat_api import build_chat_router
@@ -160,7 +161,9 @@ def create_app(
     state.agents = AgentService.from_settings(
         settings, memory_embedder, data=data, knowledge=knowledge.knowledge, llm=state.chat_llm()
     )
-    lifecycle = (*lifecycle, embedders, cache, knowledge, data, state.agents)
+    # The audit log starts first and closes last: what the others do while closing is still recorded.
+    audit = AuditLog.from_settings(settings.audit, settings.home) if settings.audit.enabled else None
+    lifecycle = (*((audit,) if audit is not None else ()), *lifecycle, embedders, cache, knowledge, data, state.agents)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -189,6 +192,7 @@ def create_app(
 
     app = FastAPI(title="DataPilot", version=__version__, lifespan=lifespan)
     app.state.services = state
+    app.state.audit = audit
     knowledge.attach(state.awel)
     install_error_handlers(app)
     install_event_schemas(app)
@@ -204,6 +208,9 @@ def create_app(
         app.add_middleware(
             CORSMiddleware, allow_origins=settings.server.cors_origins, allow_methods=["*"], allow_headers=["*"]
         )
+
+    if audit is not None:  # outermost: refusals by the middlewares above (413) are recorded too
+        app.add_middleware(AuditMiddleware, audit=audit, keys=lambda: settings.server.api_keys)
 
     openai_router = build_router()
     app.include_router(openai_router, prefix="/v1", tags=["openai"])
@@ -221,6 +228,7 @@ def create_app(
     app.include_router(build_chat_router(), prefix="/api", tags=["chat"])
     app.include_router(build_agents_router(), prefix="/api/agents", tags=["agents"])
     app.include_router(build_metrics_router(), prefix="/api", tags=["metrics"])
+    app.include_router(build_audit_router(), prefix="/api/audit", tags=["audit"])
 
     @app.get("/health")
     async def health(request: Request) -> dict[str, Any]:

@@ -15,6 +15,7 @@ from typing import Any
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse
 
+from datapilot.core.audit import audit_note
 from datapilot.core.client import LLMClient
 from datapilot.core.errors import InvalidRequestError
 from datapilot.core.types import ModelChunk, ModelOutput, ModelRequest, Timing, TokenLogprob, Usage
@@ -227,6 +228,7 @@ def build_router() -> APIRouter:
     async def chat_completions(body: ChatCompletionRequest, request: Request) -> Response:
         svc = services(request)
         mreq = body.to_model_request()
+        audit_note(model=mreq.model, request_id=mreq.request_id)
         base = _base("chatcmpl", mreq)
         llm, cache_headers = serving_client(request, svc.llm, mreq, body.cache)
         if body.stream:
@@ -258,6 +260,7 @@ def build_router() -> APIRouter:
     async def completions(body: CompletionRequest, request: Request) -> Response:
         svc = services(request)
         mreq = body.to_model_request()
+        audit_note(model=mreq.model, request_id=mreq.request_id)
         base = _base("cmpl", mreq)
         llm, cache_headers = serving_client(request, svc.llm, mreq, body.cache)
         if body.stream:
@@ -290,6 +293,7 @@ def build_router() -> APIRouter:
     async def embeddings(body: EmbeddingRequest, request: Request) -> Response:
         svc = services(request)
         texts = body.texts()
+        audit_note(model=body.model)
         started = Timing()
         out = await svc.llm.embed(body.model, texts)
         started.finish()
@@ -318,6 +322,7 @@ def build_router() -> APIRouter:
     @router.post("/rerank", response_model=None)
     async def rerank(body: RerankRequest, request: Request) -> Response:
         texts = body.texts()
+        audit_note(model=body.model)
         started = Timing()
         out = await services(request).llm.rerank(body.model, body.query, texts)
         started.finish()
