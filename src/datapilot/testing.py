@@ -130,10 +130,11 @@ def start_server(
 
 @contextmanager
 def private_local_ray(num_cpus: int = 2) -> Iterator[str]:
-    """A local Ray for this process in a private temp dir (``ray.init`` would otherwise join a cluster
-    another process on this machine started: it reads /tmp/ray/ray_current_cluster); yields its GCS
-    address for other processes. A Ray this process already runs is used as it is, and left running."""
-    import shutil
+    """A one-node Ray of its own for this process (``ray start --head`` in a process group of its own,
+    which its exit stops whole), joined with ``ray.init``; yields its GCS address for other processes.
+    Not an in-process ``ray.init()`` start: when that times out (a raylet slow to register on a busy
+    machine) it leaves its child processes behind in this process. A Ray this process already runs is
+    used as it is, and left running."""
     import tempfile
 
     import ray
@@ -143,21 +144,22 @@ def private_local_ray(num_cpus: int = 2) -> Iterator[str]:
     if ray.is_initialized():
         yield ray.get_runtime_context().gcs_address
         return
-    temp = tempfile.mkdtemp(prefix="dpray", dir="/tmp")
-    saved = {k: os.environ.get(k) for k in ("RAY_TMPDIR", "RAY_ADDRESS")}
-    os.environ["RAY_TMPDIR"] = temp
-    os.environ.pop("RAY_ADDRESS", None)
-    try:
-        connect(None, num_cpus=num_cpus)
-        yield ray.get_runtime_context().gcs_address
-    finally:
-        ray.shutdown()
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-        shutil.rmtree(temp, ignore_errors=True)
+    with tempfile.TemporaryDirectory(prefix="dpray") as tmp:
+        cluster = start_ray_cluster(Path(tmp), nodes=1, cpus_per_node=num_cpus)
+        saved = {k: os.environ.get(k) for k in (*cluster.env, "RAY_ADDRESS")}
+        os.environ.update(cluster.env)  # this process and the ones it starts join it the same way
+        os.environ.pop("RAY_ADDRESS", None)
+        try:
+            connect(cluster.address)
+            yield cluster.address
+        finally:
+            ray.shutdown()
+            cluster.stop()
+            for key, value in saved.items():
+                if value is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = value
 
 
 # --- a local Ray cluster of several nodes -----------------------------------------------------------------
