@@ -106,7 +106,7 @@ def startup(tmp: Path, runtime: str) -> tuple[float, float, float]:
     """Seconds to /health, and MB: the server process, and every other process started with it (a
     local Ray's processes and its model actors)."""
     before = set(ray_processes())
-    cfg = write_config(tmp / "defaults.toml", [], ray={"health_interval_s": 1.0})
+    cfg = tmp / "defaults.toml"
     cfg.write_text("")  # the embedded defaults: no [[models]], no [ray] address (a local Ray)
     t0 = time.perf_counter()
     server = start_server(tmp, cfg, tmp / "home", f"startup-{runtime}", role=["--runtime", runtime], timeout=600)

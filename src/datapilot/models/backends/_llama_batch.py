@@ -35,6 +35,7 @@ import numpy as np
 
 from datapilot.core.errors import ContextLengthExceededError, DataPilotError
 from datapilot.core.types import FinishReason, ModelChunk, SamplingParams, Usage
+from datapilot.models.backends._llama_sampling import best_unless_penalised
 from datapilot.models.prompt import StopFilter
 
 log = logging.getLogger("datapilot.models")
@@ -211,12 +212,10 @@ class BatchEngine:
             self.running.append(seq)
 
     def _greedy(self, seq: Sequence, idx: int) -> int:
-        """A greedy pick without building the vocabulary-sized candidate array (about a millisecond for
-        Gemma's 262k tokens, a sixth of a step at 8 sequences): penalties only lower the logits of recent
-        tokens, so the best raw logit is the chain's choice unless it is one of them."""
+        """A greedy pick (``best_unless_penalised``: a sixth of a step at 8 sequences saved)."""
         logits = np.ctypeslib.as_array(self.lib.llama_get_logits_ith(self.ctx, idx), shape=(self.n_vocab,))
-        best = int(logits.argmax())
-        if best in seq.generated[-_PENALTY_WINDOW:]:
+        best = best_unless_penalised(logits, seq.generated, _PENALTY_WINDOW)
+        if best is None:
             return int(self.lib.llama_sampler_sample(seq.sampler.sampler, self.ctx, idx))
         self.lib.llama_sampler_accept(seq.sampler.sampler, best)  # the penalties' history, as sample() keeps it
         return best

@@ -28,6 +28,14 @@ _NEAR = 8.0  # logits within this of the best are scanned (e^-8: a three-thousan
 _OTHER_PROBES = ("é", "中", "ü", "я")
 
 
+def best_unless_penalised(logits: np.ndarray, recent: list[int], window: int) -> int | None:
+    """The greedy choice without the vocabulary-sized candidate array a sampler chain builds (about a
+    millisecond for Gemma's 262k tokens): penalties only lower the logits of recent tokens, so the best
+    raw logit is the chain's choice unless it is one of them (then None: ask the chain)."""
+    best = int(logits.argmax())
+    return None if best in recent[-window:] else best
+
+
 class VocabIndex:
     """Each token's first character, so that a grammar refusing the sampled token is asked only about
     tokens that can start with a character it allows. Built once per model (about a second for 262k
@@ -95,18 +103,17 @@ class GuidedSampler:
     def init_sampler(self, **kwargs: Any) -> GuidedSampler:
         """Called by ``Llama.generate`` in place of its own: the chain without the grammar, kept here."""
         kwargs["grammar"] = None
-        self._chain = self._class_init(self._llm, **kwargs)
-        # Greedy needs the best allowed token only; sampling needs its top-k pool from the tier.
-        self._greedy = float(kwargs.get("temp", 0.8)) <= 0
-        if not self._greedy:
-            top_k = int(kwargs.get("top_k", 40))
-            self._need = top_k if top_k > 0 else self._n_vocab
-        self._window = int(getattr(self._llm, "last_n_tokens_size", 64))
-        return self
+        return self.use_chain(
+            self._class_init(self._llm, **kwargs),
+            float(kwargs.get("temp", 0.8)),
+            int(kwargs.get("top_k", 40)),
+            int(getattr(self._llm, "last_n_tokens_size", 64)),
+        )
 
     def use_chain(self, chain: Any, temperature: float, top_k: int, window: int = 64) -> GuidedSampler:
         """For a caller that builds the sampling chain itself (the batching engine): this sampler owns
-        ``chain`` from now on (``close`` frees it) and checks the grammar on what it picks."""
+        ``chain`` from now on (``close`` frees it) and checks the grammar on what it picks. Greedy needs
+        the best allowed token only; sampling needs its top-k pool from the tier."""
         self._chain = chain
         self._greedy = temperature <= 0
         if not self._greedy:
@@ -119,8 +126,8 @@ class GuidedSampler:
         step): penalties only lower the logits of recent tokens, so the raw best token is the chain's
         choice unless it is one of them."""
         if self._greedy:
-            best = int(logits.argmax())
-            if best not in self._recent[-self._window :]:
+            best = best_unless_penalised(logits, self._recent, self._window)
+            if best is not None:
                 return best
         return self._pick(self._array(logits))
 

@@ -371,17 +371,14 @@ class RayModels(ModelDefinitions):
         out: list[dict[str, object]] = []
         for name in self.names():
             cfg = self.definition(name)
-            instances = [
-                {
-                    "worker": wid,
-                    "state": i.info().state,
-                    "error": i.status.get("error"),
-                    "node": i.info().node,
-                    "pid": i.status.get("pid"),
-                }
-                for wid, i in self.instances.items()
-                if i.config.name == name
-            ]
+            instances = []
+            for wid, inst in self.instances.items():
+                if inst.config.name == name:
+                    info = inst.info()
+                    error, pid = inst.status.get("error"), inst.status.get("pid")
+                    instances.append(
+                        {"worker": wid, "state": info.state, "error": error, "node": info.node, "pid": pid}
+                    )
             source = "api" if name in self.defined else "config"
             out.append({"name": name, "backend": cfg.backend, "source": source, "instances": instances})
         return out
