@@ -84,9 +84,7 @@ class NodeError(DataPilotError):
 
     default_code = "node_failed"
 
-    def __init__(
-        self, dag: str, node: str, kind: str, cause: BaseException, timeout: float | None = None
-    ) -> None:
+    def __init__(self, dag: str, node: str, kind: str, cause: BaseException, timeout: float | None = None) -> None:
         if isinstance(cause, TimeoutError):
             detail = f"timed out after {timeout} s" if timeout is not None else "timed out"
         elif isinstance(cause, DataPilotError):

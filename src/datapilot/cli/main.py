@@ -32,6 +32,7 @@ from datapilot.cli.chat import chat_command
 from datapilot.cli.db import db_app
 from datapilot.cli.eval import eval_app
 from datapilot.cli.flow import flow_app
+from datapilot.cli.keys import keys_app
 from datapilot.cli.knowledge import knowledge_app
 from datapilot.cli.start import start_app
 from datapilot.cli.train import train_app
@@ -60,6 +61,7 @@ app.add_typer(eval_app, name="eval")
 app.add_typer(agent_app, name="agent")
 app.add_typer(train_app, name="train")
 app.add_typer(audit_app, name="audit")
+app.add_typer(keys_app, name="keys")
 app.command("chat")(chat_command)
 
 

@@ -44,6 +44,30 @@ class AuthenticationError(DataPilotError):
     default_code = "invalid_api_key"
 
 
+class PermissionDeniedError(DataPilotError):
+    """The key is valid but may not do this (its level or scopes): 403."""
+
+    status_code = 403
+    error_type = "invalid_request_error"
+    default_code = "permission_denied"
+
+
+class RateLimitError(DataPilotError):
+    """Over a rate limit or a token budget: 429, with ``Retry-After`` seconds (OpenAI's shape)."""
+
+    status_code = 429
+    error_type = "requests"
+    default_code = "rate_limit_exceeded"
+
+    def __init__(self, message: str, *, retry_after: float, **kw: str | None) -> None:
+        super().__init__(message, **kw)
+        self.retry_after = max(1.0, retry_after)
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(int(-(-self.retry_after // 1)))}
+
+
 class NotFoundError(DataPilotError):
     """A named thing (model, data source, knowledge space, document...) does not exist: 404."""
 

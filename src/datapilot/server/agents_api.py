@@ -20,6 +20,7 @@ from datapilot.apps import AgentRunRequest
 from datapilot.server.deps import (
     CLIENT_CLOSED,
     ClientDisconnected,
+    access,
     agent_service,
     require_api_key,
     until_disconnect,
@@ -79,7 +80,7 @@ def build_agents_router() -> APIRouter:
     async def list_agents(request: Request) -> dict[str, Any]:
         return agent_service(request).describe()
 
-    @router.post("/run", response_model=None, responses=SSE_RESPONSES)
+    @router.post("/run", response_model=None, openapi_extra=access("use"), responses=SSE_RESPONSES)
     async def run(body: AgentRunBody, request: Request) -> Response:
         """Run a team on a goal: each record as SSE (``stream``, the default), or the answer when done."""
         return await run_agents(body, request)

@@ -30,9 +30,10 @@ from datapilot.server.awel_api import build_awel_router, build_flow_manager, loa
 from datapilot.server.cache_api import include_cache_routes
 from datapilot.server.chat_api import build_chat_router
 from datapilot.server.datasource_api import build_datasource_router
-from datapilot.server.deps import Services, check_key, services
+from datapilot.server.deps import Services, require_api_key, services
 from datapilot.server.errors import error_body, install_error_handlers
 from datapilot.server.examples_api import build_examples_router
+from datapilot.server.keys_api import build_keys_router
 from datapilot.server.knowledge_api import build_knowledge_router
 from datapilot.server.metrics import ServingMetrics, build_metrics_router
 from datapilot.server.openai_api import build_router
@@ -189,6 +190,9 @@ def create_app(
             await service.close()
             for part in reversed(started):
                 await part.close()
+            keys = getattr(app.state, "keys", None)
+            if keys is not None:
+                keys.close()
 
     app = FastAPI(title="DataPilot", version=__version__, lifespan=lifespan)
     app.state.services = state
@@ -229,6 +233,7 @@ def create_app(
     app.include_router(build_agents_router(), prefix="/api/agents", tags=["agents"])
     app.include_router(build_metrics_router(), prefix="/api", tags=["metrics"])
     app.include_router(build_audit_router(), prefix="/api/audit", tags=["audit"])
+    app.include_router(build_keys_router(), prefix="/api", tags=["keys"])
 
     @app.get("/health")
     async def health(request: Request) -> dict[str, Any]:
@@ -243,7 +248,7 @@ def create_app(
     async def prometheus(request: Request) -> Response:
         svc = services(request)
         if not settings.server.public_metrics:
-            check_key(request, settings.server.api_keys)
+            await require_api_key(request)
         ready = {m.name: m.status == "ready" for m in await svc.llm.models()}
         batching = getattr(svc.llm, "batch_stats", None)
         body = svc.metrics.render(ready, batching() if callable(batching) else None)

@@ -38,7 +38,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from datapilot.core.audit import audit_begin, audit_end
 from datapilot.core.config import AuditSettings
 from datapilot.core.errors import InvalidRequestError
-from datapilot.server.deps import UnavailableError, require_api_key
+from datapilot.server.deps import CONFIG_KEY_ID, UnavailableError, access, require_api_key
 
 log = logging.getLogger("datapilot.audit")
 
@@ -313,8 +313,10 @@ class AuditMiddleware:
         record: dict[str, Any] = {
             "ts": ts,
             "request_id": fields.pop("request_id", None) or reply["request_id"] or uuid.uuid4().hex,
-            "key": self._key(headers),
-            "tenant": next((headers[h].decode("latin-1")[:128] for h in TENANT_HEADERS if headers.get(h)), None),
+            "key": self._key(headers, fields.pop("key_id", None)),
+            # A tenant key's own tenant (noted by authentication), else the one the request names.
+            "tenant": fields.pop("tenant", None)
+            or next((headers[h].decode("latin-1")[:128] for h in TENANT_HEADERS if headers.get(h)), None),
             "method": scope["method"],
             "route": _template(scope["path"], route),
             "status": reply["status"],
@@ -326,8 +328,10 @@ class AuditMiddleware:
             record["error"] = _error_code(reply["body"], reply["status"])
         self.audit.record(record)
 
-    def _key(self, headers: dict[bytes, bytes]) -> str | None:
-        if not self.keys():
+    def _key(self, headers: dict[bytes, bytes], key_id: str | None) -> str | None:
+        if key_id is not None and key_id != CONFIG_KEY_ID:  # a tenant's key: its public id
+            return key_id
+        if not self.keys() and key_id is None and b"authorization" not in headers:
             return "anonymous"
         scheme, _, token = headers.get(b"authorization", b"").decode("latin-1").partition(" ")
         token = token.strip()
@@ -387,7 +391,7 @@ def audit_log(request: Request) -> AuditLog:
 def build_audit_router() -> APIRouter:
     router = APIRouter(dependencies=[Depends(require_api_key)])
 
-    @router.get("")
+    @router.get("", openapi_extra=access("admin"))
     async def query_audit(
         since: str | None = Query(None, description="ISO 8601 time, or a span back from now: 30m, 2h, 7d"),
         until: str | None = Query(None, description="ISO 8601 time, or a span back from now"),

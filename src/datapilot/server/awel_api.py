@@ -22,7 +22,14 @@ from datapilot.awel import SKIPPED, DAGManager, FlowInputError, FlowResources, t
 from datapilot.core.config import Settings
 from datapilot.core.errors import DataPilotError
 from datapilot.retrieval import InMemoryVectorIndex
-from datapilot.server.deps import CLIENT_CLOSED, ClientDisconnected, flow_manager, require_api_key, until_disconnect
+from datapilot.server.deps import (
+    CLIENT_CLOSED,
+    ClientDisconnected,
+    access,
+    flow_manager,
+    require_api_key,
+    until_disconnect,
+)
 from datapilot.server.sse import sse_response
 
 log = logging.getLogger("datapilot.server")
@@ -32,9 +39,7 @@ TRIGGER_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
 def build_flow_manager(settings: Settings, client: Any, *, cache: Any = None) -> DAGManager:
     """The server's DAG manager over ``client`` (the cache-aware one) and the configured stores;
     ``cache`` (the server's semantic cache client) is the flows' ``default`` cache."""
-    resources = FlowResources.embedded(
-        client, settings.awel.vector_stores, index_factory=InMemoryVectorIndex
-    )
+    resources = FlowResources.embedded(client, settings.awel.vector_stores, index_factory=InMemoryVectorIndex)
     if cache is not None:
         resources.caches["default"] = cache
     return DAGManager(resources)
@@ -97,7 +102,7 @@ def build_awel_router() -> APIRouter:
         dag = mgr.get(name)
         return {**mgr.info(name).to_dict(), "graph": dag.to_dict(), "mermaid": dag.to_mermaid()}
 
-    @router.post("/flows/{name}/run")
+    @router.post("/flows/{name}/run", openapi_extra=access("use"))
     async def run_flow(name: str, body: RunFlowRequest, request: Request) -> Response:
         dag = flow_manager(request).get(name)
         try:

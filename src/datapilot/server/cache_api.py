@@ -23,11 +23,13 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt
 from datapilot import __version__
 from datapilot.apps.services import BYPASS_HEADER, TENANT_HEADER, CacheHeaders, CacheService, serving
 from datapilot.cache import Scope, SemanticCache
+from datapilot.core.audit import audit_note
 from datapilot.core.client import LLMClient
 from datapilot.core.config import Settings
-from datapilot.core.errors import AuthenticationError, DataPilotError, InvalidRequestError
+from datapilot.core.errors import AuthenticationError, DataPilotError, InvalidRequestError, PermissionDeniedError
+from datapilot.core.tenancy import cache_tenant, require_level, require_scope, set_principal
 from datapilot.core.types import ModelRequest
-from datapilot.server.deps import cache_service, check_key, require_api_key, server_keys
+from datapilot.server.deps import access, authenticate, cache_service, require_api_key
 
 log = logging.getLogger("datapilot.server")
 
@@ -78,9 +80,11 @@ def build_modelcache_router() -> APIRouter:
     @router.post("/modelcache", response_model=None)
     async def modelcache(request: Request) -> JSONResponse:
         try:  # the server's API keys, answered in ModelCache's own shape
-            check_key(request, server_keys(request))
+            principal = authenticate(request)
         except AuthenticationError as exc:
             return JSONResponse(_query_error(401, exc.message), status_code=401)
+        set_principal(principal)
+        audit_note(tenant=None if principal.is_admin else principal.tenant, key_id=principal.key_id)
         try:
             data = await _parse_body(request)
         except (ValueError, UnicodeDecodeError) as exc:
@@ -94,6 +98,14 @@ def build_modelcache_router() -> APIRouter:
             scope = Scope.parse(data.get("scope"))
         except DataPilotError as exc:
             return JSONResponse(_query_error(103, exc.message))
+        try:  # a tenant's key acts in its own tenant's scope; insert, remove and register change it
+            scope = Scope(scope.model, cache_tenant(scope.tenant))
+            require_scope("cache", scope.model)
+            if kind != "query":
+                require_level("write", f"the ModelCache {kind!r} request")
+        except PermissionDeniedError as exc:
+            return JSONResponse(_query_error(403, exc.message), status_code=403)
+        audit_note(cache_scope=scope.model)
         cache = cache_service(request).cache
         handler = {"query": _mc_query, "insert": _mc_insert, "remove": _mc_remove, "register": _mc_register}[kind]
         return JSONResponse(await handler(cache, scope, data))
@@ -283,7 +295,7 @@ def build_cache_router() -> APIRouter:
     def _cache(request: Request) -> SemanticCache:
         return cache_service(request).cache
 
-    @router.post("/query")
+    @router.post("/query", openapi_extra=access("use"))
     async def query(body: QueryIn, cache: SemanticCache = Depends(_cache)) -> dict[str, Any]:
         messages, prompt = _messages(body.messages, body.prompt, "messages")
         return (await cache.query(body.scope.scope(), messages, prompt=prompt)).to_dict()

@@ -20,6 +20,7 @@ from datapilot.apps import ChatContext, SceneRequest, scene_text
 from datapilot.server.deps import (
     CLIENT_CLOSED,
     ClientDisconnected,
+    access,
     data_service,
     require_api_key,
     scene_service,
@@ -93,7 +94,7 @@ def build_chat_router() -> APIRouter:
         scene = scene_service(request).save(body.name, body.flow, body.format, replace=body.replace)
         return scene.to_dict()
 
-    @router.post("/chat", response_model=None, responses=SSE_RESPONSES)
+    @router.post("/chat", response_model=None, openapi_extra=access("use"), responses=SSE_RESPONSES)
     async def chat_endpoint(body: ChatBody, request: Request) -> Response:
         service = scene_service(request)
         service.get(body.scene)  # an unknown scene is a 400 before any work

@@ -13,7 +13,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel, Field, SecretStr
 
 from datapilot.datasource import DataSourceConfig
-from datapilot.server.deps import data_service, require_api_key
+from datapilot.server.deps import access, data_service, require_api_key
 
 
 class DataSourceCreate(BaseModel):
@@ -71,7 +71,7 @@ def build_datasource_router() -> APIRouter:
         await data_service(request).remove_source(name)
         return {"name": name, "deleted": True}
 
-    @router.post("/{name}/test")
+    @router.post("/{name}/test", openapi_extra=access("use"))
     async def test_source(name: str, request: Request) -> dict[str, Any]:
         return await data_service(request).test_source(name)
 
@@ -99,7 +99,7 @@ def build_datasource_router() -> APIRouter:
         """The stored values the question mentions (none until the index is ready)."""
         return data_service(request).search_values(name, q, k)
 
-    @router.post("/{name}/query")
+    @router.post("/{name}/query", openapi_extra=access("use"))
     async def query(name: str, body: QueryBody, request: Request) -> dict[str, Any]:
         """Run one read-only query (refused with 400 unless it is a single SELECT)."""
         return await data_service(request).query(name, body.sql, body.limit)

@@ -17,7 +17,10 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from fastapi import Request
 from pydantic import SecretStr
 
+from datapilot.core.audit import audit_note
 from datapilot.core.errors import AuthenticationError, NotFoundError
+from datapilot.core.keys import KeyStore
+from datapilot.core.tenancy import DEFAULT_TENANT, LOCAL, Level, Principal, require_level, set_principal
 
 if TYPE_CHECKING:  # only for types: a cache-only server need not import the other services
     from datapilot.apps import SceneService
@@ -94,29 +97,108 @@ def cache_service(request: Request) -> CacheService:
     return alone if alone is not None else _shared_cache(request)
 
 
+def bearer_token(request: Request) -> str:
+    """The request's ``Authorization: Bearer`` token; 401 ``missing_api_key`` without one."""
+    auth = request.headers.get("authorization", "")
+    scheme, _, token = auth.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise AuthenticationError(
+            "You didn't provide an API key. Send it as 'Authorization: Bearer <key>'.", code="missing_api_key"
+        )
+    return token.strip()
+
+
 def check_key(request: Request, keys: Sequence[SecretStr]) -> None:
     """Raise ``AuthenticationError`` unless the request carries one of ``keys`` (no keys: open)."""
     if not keys:
         return
-    auth = request.headers.get("authorization", "")
-    scheme, _, token = auth.partition(" ")
-    if scheme.lower() != "bearer" or not token:
-        raise AuthenticationError(
-            "You didn't provide an API key. Send it as 'Authorization: Bearer <key>'.", code="missing_api_key"
-        )
-    if not any(secrets.compare_digest(token.strip(), k.get_secret_value()) for k in keys):
+    token = bearer_token(request)
+    if not any(secrets.compare_digest(token, k.get_secret_value()) for k in keys):
         raise AuthenticationError("Incorrect API key provided.")
 
 
-def server_keys(request: Request) -> Sequence[SecretStr]:
-    """The API keys of this server (a cache-only server keeps its settings as ``app.state.settings``)."""
+def server_settings(request: Request) -> Settings | None:
     svc = getattr(request.app.state, "services", None)
-    settings = svc.settings if svc is not None else getattr(request.app.state, "settings", None)
+    settings: Settings | None = svc.settings if svc is not None else getattr(request.app.state, "settings", None)
+    return settings
+
+
+def server_keys(request: Request) -> Sequence[SecretStr]:
+    """The API keys of this server's configuration (a cache-only server keeps its settings as
+    ``app.state.settings``): admin keys of the default tenant."""
+    settings = server_settings(request)
     return settings.server.api_keys if settings is not None else ()
 
 
-async def require_api_key(request: Request) -> None:
-    check_key(request, server_keys(request))
+def key_store(request: Request) -> KeyStore | None:
+    """The tenants' keys (``DATAPILOT_HOME/keys.db``), kept on the app; ``None`` without a home."""
+    store: KeyStore | None = getattr(request.app.state, "keys", None)
+    if store is None:
+        settings = server_settings(request)
+        if settings is None:
+            return None
+        store = request.app.state.keys = KeyStore.for_home(settings.home)
+    return store
+
+
+CONFIG_KEY_ID = "config"  # the key_id of the keys in ``server.api_keys`` (admin keys of the default tenant)
+
+
+def authenticate(request: Request) -> Principal:
+    """Who the request is from: ``LOCAL`` (admin, default tenant) when the server has no keys at all;
+    else the principal of the key it shows (401 when it shows none, or one that is unknown or
+    revoked). Keys in the configuration are the default tenant's admin keys."""
+    configured = server_keys(request)
+    store = key_store(request)
+    if not configured and (store is None or not store.has_keys()):
+        return LOCAL
+    token = bearer_token(request)
+    if any(secrets.compare_digest(token, k.get_secret_value()) for k in configured):
+        return Principal(DEFAULT_TENANT, "admin", CONFIG_KEY_ID)
+    record = store.resolve(token) if store is not None else None
+    if record is None:
+        raise AuthenticationError("Incorrect API key provided (unknown, revoked or expired).")
+    return record.principal()
+
+
+ACCESS_FIELD = "x-datapilot-access"
+_ACCESS_LEVEL: dict[str, Level] = {"read": "read", "use": "read", "write": "write", "admin": "admin"}
+
+
+def access(kind: str) -> dict[str, Any]:
+    """A route's ``openapi_extra`` declaring the access it needs: ``read`` (the default for GET),
+    ``use`` (calls a model or runs something, with a read key: rate-limited per key), ``write`` (the
+    default for other methods: creates, changes or deletes the tenant's resources) or ``admin``."""
+    if kind not in _ACCESS_LEVEL:
+        raise ValueError(f"unknown access kind {kind!r}")
+    return {ACCESS_FIELD: kind}
+
+
+def route_access(request: Request) -> str:
+    route = request.scope.get("route")
+    extra = getattr(route, "openapi_extra", None) or {}
+    declared = extra.get(ACCESS_FIELD)
+    if isinstance(declared, str):
+        return declared
+    return "read" if request.method in ("GET", "HEAD", "OPTIONS") else "write"
+
+
+RequestGate = Callable[[Principal], None]
+
+
+async def require_api_key(request: Request) -> Principal:
+    """Every API route's dependency: authenticate, check the route's access against the key's level,
+    admit a model-calling request under the key's rate limit, and set the principal for the request."""
+    principal = authenticate(request)
+    set_principal(principal)
+    audit_note(tenant=None if principal.is_admin else principal.tenant, key_id=principal.key_id)
+    kind = route_access(request)
+    require_level(_ACCESS_LEVEL.get(kind, "write"))
+    if kind == "use":
+        gate: RequestGate | None = getattr(request.app.state, "request_gate", None)
+        if gate is not None:
+            gate(principal)
+    return principal
 
 
 def cluster_auth(settings: Settings) -> Callable[[Request], Awaitable[None]]:

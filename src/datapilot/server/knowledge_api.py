@@ -30,6 +30,7 @@ from datapilot.rag import ChunkingConfig
 from datapilot.server.deps import (
     CLIENT_CLOSED,
     ClientDisconnected,
+    access,
     knowledge_service,
     require_api_key,
     until_disconnect,
@@ -176,14 +177,14 @@ def build_knowledge_router() -> APIRouter:
         removed = await knowledge_service(request).knowledge.delete_document(space, doc_id)
         return {"id": doc_id, "deleted": True, "chunks": removed}
 
-    @router.post("/spaces/{space}/query")
+    @router.post("/spaces/{space}/query", openapi_extra=access("use"))
     async def query(space: str, body: QueryRequest, request: Request) -> dict[str, Any]:
         return await knowledge_service(request).retrieve(
             space, body.query, k=body.k, mode=body.mode, documents=body.documents, metadata=body.metadata,
             rerank=body.rerank,
         )  # fmt: skip
 
-    @router.post("/spaces/{space}/chat", response_model=None, responses=SSE_RESPONSES)
+    @router.post("/spaces/{space}/chat", response_model=None, openapi_extra=access("use"), responses=SSE_RESPONSES)
     async def chat(space: str, body: ChatRequest, request: Request) -> Response | dict[str, Any]:
         """The knowledge chat: ``citations``, ``delta``..., ``done`` as SSE, or the answer as one object."""
         svc = knowledge_service(request)

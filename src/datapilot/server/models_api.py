@@ -15,7 +15,7 @@ from fastapi.responses import JSONResponse
 from datapilot.core.config import ModelConfig
 from datapilot.core.outbound import OutboundPolicy, outbound_policy
 from datapilot.models.cluster.host import ModelLifecycle
-from datapilot.server.deps import require_api_key
+from datapilot.server.deps import access, require_api_key
 
 
 def models_router(host: ModelLifecycle) -> APIRouter:
@@ -25,7 +25,7 @@ def models_router(host: ModelLifecycle) -> APIRouter:
     async def list_models() -> dict[str, Any]:
         return {"models": host.describe()}
 
-    @router.post("", status_code=201)
+    @router.post("", status_code=201, openapi_extra=access("admin"))
     async def define(config: ModelConfig, request: Request) -> JSONResponse:
         if config.base_url:
             policy = _policy(request)
@@ -35,22 +35,22 @@ def models_router(host: ModelLifecycle) -> APIRouter:
         await host.define(config)
         return JSONResponse({"defined": config.name}, status_code=201)
 
-    @router.delete("/{name}")
+    @router.delete("/{name}", openapi_extra=access("admin"))
     async def undefine(name: str) -> dict[str, Any]:
         await host.undefine(name)
         return {"removed": name}
 
-    @router.post("/{name}/start")
+    @router.post("/{name}/start", openapi_extra=access("admin"))
     async def start(name: str) -> dict[str, Any]:
         worker = await host.start(name)
         state, error = host.state_of(worker, name)
         return {"model": name, "worker": worker, "state": state, "error": error}
 
-    @router.post("/{name}/stop")
+    @router.post("/{name}/stop", openapi_extra=access("admin"))
     async def stop(name: str) -> dict[str, Any]:
         return {"model": name, "stopped": await host.stop(name)}
 
-    @router.post("/{name}/restart")
+    @router.post("/{name}/restart", openapi_extra=access("admin"))
     async def restart(name: str) -> dict[str, Any]:
         return {"model": name, "restarted": await host.restart(name)}
 

@@ -25,6 +25,7 @@ from datapilot.server.deps import (
     CLIENT_CLOSED,
     ClientDisconnected,
     Services,
+    access,
     require_api_key,
     services,
     until_disconnect,
@@ -224,7 +225,7 @@ def build_router() -> APIRouter:
             "supports": _supports(info.capabilities),
         }
 
-    @router.post("/chat/completions", response_model=None)
+    @router.post("/chat/completions", response_model=None, openapi_extra=access("use"))
     async def chat_completions(body: ChatCompletionRequest, request: Request) -> Response:
         svc = services(request)
         mreq = body.to_model_request()
@@ -256,7 +257,7 @@ def build_router() -> APIRouter:
             payload, headers={**timing_headers(out.timing, out.usage, mreq.request_id), **cache_headers()}
         )
 
-    @router.post("/completions", response_model=None)
+    @router.post("/completions", response_model=None, openapi_extra=access("use"))
     async def completions(body: CompletionRequest, request: Request) -> Response:
         svc = services(request)
         mreq = body.to_model_request()
@@ -289,7 +290,7 @@ def build_router() -> APIRouter:
             payload, headers={**timing_headers(out.timing, out.usage, mreq.request_id), **cache_headers()}
         )
 
-    @router.post("/embeddings", response_model=None)
+    @router.post("/embeddings", response_model=None, openapi_extra=access("use"))
     async def embeddings(body: EmbeddingRequest, request: Request) -> Response:
         svc = services(request)
         texts = body.texts()
@@ -319,7 +320,7 @@ def build_router() -> APIRouter:
             payload, headers={"x-request-id": rid, "x-datapilot-latency-ms": f"{started.latency_s * 1000:.2f}"}
         )
 
-    @router.post("/rerank", response_model=None)
+    @router.post("/rerank", response_model=None, openapi_extra=access("use"))
     async def rerank(body: RerankRequest, request: Request) -> Response:
         texts = body.texts()
         audit_note(model=body.model)

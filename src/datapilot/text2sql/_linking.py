@@ -49,9 +49,7 @@ class SchemaLinker:
         # schema hash -> (table matrix, column matrix, column -> table index); kept across requests.
         self._vectors: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
 
-    async def select(
-        self, question: str, tables: list[TableInfo], *, must: set[str] | None = None
-    ) -> list[TableInfo]:
+    async def select(self, question: str, tables: list[TableInfo], *, must: set[str] | None = None) -> list[TableInfo]:
         if len(tables) <= self.top_k:
             return tables
         scores = await self._scores(question, tables)
@@ -87,9 +85,7 @@ class SchemaLinker:
     async def _scores(self, question: str, tables: list[TableInfo]) -> list[float]:
         if self.embedder is None:
             q = _words(question)
-            return [
-                len(q & _words(t.describe())) + (2.0 if _words(t.name) & q else 0.0) for t in tables
-            ]
+            return [len(q & _words(t.describe())) + (2.0 if _words(t.name) & q else 0.0) for t in tables]
         descriptions = [t.describe() for t in tables]
         key = hashlib.sha256("\n".join(descriptions).encode()).hexdigest()
         if key not in self._vectors:
