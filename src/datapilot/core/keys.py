@@ -140,11 +140,18 @@ class KeyStore:
         self.path = Path(path)
         self._lock = threading.Lock()
         self._conn: sqlite3.Connection | None = None
-        self._any: tuple[float, bool] | None = None  # (file mtime, whether an active key exists)
+        self._any: tuple[float, bool] | None = None  # (file mtime, whether any key exists)
 
     @classmethod
     def for_home(cls, home: Path) -> KeyStore:
         return cls(Path(home) / "keys.db")
+
+    def _one(self, sql: str, args: Sequence[Any] = ()) -> Any:
+        """The first row of a query, the statement run to its end: a half-read SELECT would hold its
+        read transaction open, and this connection would not see other processes' writes (a revoke)."""
+        with self._lock:
+            rows = self._db().execute(sql, args).fetchall()
+        return rows[0] if rows else None
 
     def _db(self) -> sqlite3.Connection:
         if self._conn is None:
@@ -244,8 +251,7 @@ class KeyStore:
 
     def get(self, key_id: str) -> ApiKey:
         if self.path.exists():
-            with self._lock:
-                row = self._db().execute(f"SELECT {self._COLUMNS} FROM api_keys WHERE id = ?", (key_id,)).fetchone()
+            row = self._one(f"SELECT {self._COLUMNS} FROM api_keys WHERE id = ?", (key_id,))
             if row is not None:
                 return self._row(row)
         raise NotFoundError(f"unknown API key {key_id!r}", param="id")
@@ -265,19 +271,16 @@ class KeyStore:
         match = _KEY_RE.match(token)
         if match is None or not self.path.exists():
             return None
-        with self._lock:
-            row = (
-                self._db()
-                .execute(f"SELECT {self._COLUMNS}, hash FROM api_keys WHERE id = ?", (match.group(1),))
-                .fetchone()
-            )
+        row = self._one(f"SELECT {self._COLUMNS}, hash FROM api_keys WHERE id = ?", (match.group(1),))
         if row is None or not secrets.compare_digest(row[-1], _hash(token)):
             return None
         record = self._row(row[:-1])
         return record if record.active else None
 
     def has_keys(self) -> bool:
-        """Whether any active key exists (cheap: re-read only when the file changed)."""
+        """Whether any key was ever created here, revoked and expired ones included: a server with keys
+        never opens up again because its last key was revoked (cheap: re-read only when the file
+        changed)."""
         try:
             mtime = self.path.stat().st_mtime
             wal = self.path.with_name(self.path.name + "-wal")
@@ -286,16 +289,7 @@ class KeyStore:
         except FileNotFoundError:
             return False
         if self._any is None or self._any[0] != mtime:
-            with self._lock:
-                row = (
-                    self._db()
-                    .execute(
-                        "SELECT 1 FROM api_keys WHERE revoked_at IS NULL AND (expires_at IS NULL OR expires_at > ?)"
-                        " LIMIT 1",
-                        (time.time(),),
-                    )
-                    .fetchone()
-                )
+            row = self._one("SELECT 1 FROM api_keys LIMIT 1")
             self._any = (mtime, row is not None)
         return self._any[1]
 
@@ -318,12 +312,7 @@ class KeyStore:
 
     def budget(self, tenant: str) -> TenantBudget:
         if self.path.exists():
-            with self._lock:
-                row = (
-                    self._db()
-                    .execute("SELECT daily_tokens, monthly_tokens FROM tenants WHERE name = ?", (tenant,))
-                    .fetchone()
-                )
+            row = self._one("SELECT daily_tokens, monthly_tokens FROM tenants WHERE name = ?", (tenant,))
             if row is not None:
                 return TenantBudget(tenant, row[0], row[1])
         return TenantBudget(tenant)
