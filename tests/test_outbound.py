@@ -215,3 +215,91 @@ def test_api_refusals_are_400_and_create_nothing(tmp_path: Path) -> None:
         assert ok.status_code == 201, ok.text
         ok = client.post("/api/datasources", json={"name": "t", "kind": "sqlite", "url": f"sqlite:///{db_path}"})
         assert ok.status_code == 200, ok.text
+
+
+class _Upstream:
+    """A tiny OpenAI-compatible upstream on 127.0.0.1 that counts the requests reaching it."""
+
+    def __init__(self) -> None:
+        import json
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        upstream = self
+        self.hits = 0
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 (http.server's name)
+                upstream.hits += 1
+                self.rfile.read(int(self.headers["Content-Length"]))
+                body = json.dumps(
+                    {
+                        "id": "x",
+                        "object": "chat.completion",
+                        "model": "m",
+                        "choices": [
+                            {"index": 0, "message": {"role": "assistant", "content": "ok"}, "finish_reason": "stop"}
+                        ],
+                        "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
+                    }
+                ).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_address[1]
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join()
+
+
+async def test_a_name_rebound_to_a_refused_address_after_the_check_is_not_connected_to(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """DNS rebinding: the name resolves to an allowed address when the URL is checked, then to a refused
+    one when the connection is made. The connection-time check refuses it and nothing reaches the host."""
+    from datapilot.core.errors import UpstreamError
+    from datapilot.core.types import Message, ModelRequest
+    from datapilot.models._openai_http import OpenAIHTTP
+
+    upstream = _Upstream()
+    answers = iter([["10.1.2.3"]])  # the first resolution (the definition-time check); 127.0.0.1 after
+    real = socket.getaddrinfo
+
+    def rebinding(host: Any, port: Any, *args: Any, **kwargs: Any) -> Any:
+        if host in ("rebind.example", "stable.example"):
+            addrs = next(answers, ["127.0.0.1"]) if host == "rebind.example" else ["127.0.0.1"]
+            return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (a, port or 0)) for a in addrs]
+        return real(host, port, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", rebinding)
+    previous = outbound_policy()
+    set_outbound_policy(OutboundPolicy.of(deny=["127.0.0.0/8"], allow=["stable.example"]))
+    request = ModelRequest(model="m", messages=[Message("user", "hi")])
+    try:
+        url = f"http://rebind.example:{upstream.port}/v1"
+        outbound_policy().check_url(url)  # passes: the name resolves to 10.1.2.3 now
+        http = OpenAIHTTP(url)
+        with pytest.raises(UpstreamError) as refused:
+            await http.generate(request, "m")
+        await http.aclose()
+        assert refused.value.code == "url_not_allowed" and "127.0.0.1" in refused.value.message
+        assert upstream.hits == 0
+        # The same path connects when the policy allows the host: the check is what refused it above.
+        allowed = OpenAIHTTP(f"http://stable.example:{upstream.port}/v1")
+        assert (await allowed.generate(request, "m")).text == "ok"
+        await allowed.aclose()
+        assert upstream.hits == 1
+    finally:
+        set_outbound_policy(previous)
+        upstream.close()

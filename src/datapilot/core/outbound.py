@@ -7,7 +7,10 @@ then an ``outbound_deny`` entry refuses it; then the built-in rules refuse link-
 (169.254.0.0/16, fe80::/10) and cloud metadata endpoints (169.254.169.254, fd00:ec2::254,
 100.100.100.200, metadata.google.internal). Anything else, loopback and private ranges included
 (local models, local databases), is allowed. A host name is checked by name, then every address it
-resolves to is checked; a name that does not resolve passes (the connection fails on its own).
+resolves to is checked; a name that does not resolve passes (the connection fails on its own). HTTP
+clients to user-given URLs (``models._openai_http``) check again at connection time, the addresses they
+are about to connect to, so a name that re-resolves to a refused address later (DNS rebinding) is
+refused too.
 Entries are CIDRs / addresses (``10.0.0.0/8``, ``::1``) or host names (``db.example.com`` matches it
 and its subdomains; ``*.example.com`` only subdomains).
 """
@@ -145,8 +148,10 @@ class OutboundPolicy:
                 return f"{why} ({rule.text}), refused by default; allow it with security.outbound_allow"
         return None
 
-    def refusal(self, host: str) -> str | None:
-        """None when DataPilot may connect to ``host``, else why not."""
+    def refusal(self, host: str, addresses: Iterable[str] | None = None) -> str | None:
+        """None when DataPilot may connect to ``host``, else why not. ``addresses``: what ``host`` was
+        resolved to for the connection about to be made (checked instead of resolving it again, so the
+        addresses checked are the ones connected to)."""
         host = host.strip().lower().rstrip(".")
         if not host:
             return None
@@ -159,7 +164,8 @@ class OutboundPolicy:
             return f"{host}: {why}"
         if any(rule.matches_name(host) for rule in self.allow):
             return None
-        for ip in resolve(host):
+        ips = resolve(host) if addresses is None else [ip for a in addresses if (ip := _ip(a)) is not None]
+        for ip in ips:
             why = self._verdict(host, ip)
             if why is not None:
                 return f"{host} resolves to {ip}: {why}"

@@ -8,13 +8,17 @@ from __future__ import annotations
 
 import base64
 import json
+import socket
 from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
 import numpy as np
+from aiohttp.abc import AbstractResolver
+from aiohttp.resolver import ThreadedResolver
 
 from datapilot.core.errors import DataPilotError, UpstreamError
+from datapilot.core.outbound import outbound_policy
 from datapilot.core.types import (
     EmbeddingOutput,
     FinishReason,
@@ -87,6 +91,30 @@ def _usage(obj: dict[str, Any] | None) -> Usage | None:
     return Usage(int(obj.get("prompt_tokens") or 0), int(obj.get("completion_tokens") or 0))
 
 
+class RefusedAddress(OSError):
+    """A host name resolved, at connection time, to an address the outbound policy refuses."""
+
+
+class PolicyResolver(AbstractResolver):
+    """Resolves upstream host names for aiohttp and checks the addresses against the outbound policy
+    (``datapilot.core.outbound``) at connection time: aiohttp connects to exactly the addresses checked
+    here, so a name that passed when the model was defined and later re-resolves to a refused address
+    (DNS rebinding: a cloud metadata or link-local address) is refused, not connected to."""
+
+    def __init__(self) -> None:
+        self._inner = ThreadedResolver()
+
+    async def resolve(self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET) -> list[Any]:
+        found = await self._inner.resolve(host, port, family)
+        why = outbound_policy().refusal(host, [str(r["host"]) for r in found])
+        if why is not None:
+            raise RefusedAddress(f"not allowed by the outbound policy: {why}")
+        return found
+
+    async def close(self) -> None:
+        await self._inner.close()
+
+
 class OpenAIHTTP:
     """One connection pool per upstream (aiohttp: under concurrency it costs far less than httpx)."""
 
@@ -111,7 +139,7 @@ class OpenAIHTTP:
                 headers=self.headers,
                 timeout=aiohttp.ClientTimeout(total=self.timeout, connect=10.0),
                 # A kept-alive connection per concurrent request: reconnecting costs more than a request.
-                connector=aiohttp.TCPConnector(limit=512, keepalive_timeout=30),
+                connector=aiohttp.TCPConnector(limit=512, keepalive_timeout=30, resolver=PolicyResolver()),
                 raise_for_status=False,
             )
         return self._session
@@ -179,6 +207,9 @@ class OpenAIHTTP:
         )
 
     def _unreachable(self, exc: BaseException) -> UpstreamError:
+        refused = getattr(exc, "os_error", None)
+        if isinstance(refused, RefusedAddress):
+            return UpstreamError(f"upstream {self.base_url}: {refused}", code="url_not_allowed")
         return UpstreamError(
             f"cannot reach upstream {self.base_url}: {type(exc).__name__}: {exc}; "
             "check that it is running and that base_url is right",
