@@ -229,7 +229,7 @@ class _Upstream:
         self.hits = 0
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 (http.server's name)
+            def do_POST(self) -> None:
                 upstream.hits += 1
                 self.rfile.read(int(self.headers["Content-Length"]))
                 body = json.dumps(

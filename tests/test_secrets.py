@@ -91,7 +91,7 @@ def test_datasource_password_encrypted_and_plain_rows_migrated(tmp_path: Path) -
     # A row from before encryption: the password in plain text.
     with sqlite3.connect(home / "metadata.db") as db:
         db.execute(
-            "INSERT INTO datasources VALUES (?, ?, ?, ?, ?)",
+            "INSERT INTO datasources (name, kind, spec, secret, created_at) VALUES (?, ?, ?, ?, ?)",
             ("old", "postgresql", json.dumps({"url": "postgresql://al@db/y"}), "old-plain-pass", 0.0),
         )
     assert files_containing(home, "old-plain-pass")

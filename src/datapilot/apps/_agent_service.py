@@ -4,6 +4,9 @@ traces of recent runs, and the run itself over the server's data sources and kno
 ``prepare`` builds the team for one request, so bad input (an unknown data source, space, agent or
 tool) is refused before anything streams; the ``AgentRun`` it returns then streams typed events or
 collects the final answer, and keeps its trace either way.
+
+A run belongs to the tenant that started it: a tenant lists and reads only its own runs (another's
+is answered as missing), and its agents recall and add only its own long-term memories.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from datapilot.core.client import LLMClient
 from datapilot.core.config import Settings
 from datapilot.core.errors import InvalidRequestError, NotFoundError
 from datapilot.core.events import Event, as_event
+from datapilot.core.tenancy import DEFAULT_TENANT, can_see, owner_of_new
 
 if TYPE_CHECKING:
     from datapilot.apps._data_service import DataService
@@ -55,6 +59,7 @@ class AgentService:
     plugins: PluginReport
     memory: LongTermMemory | None = None
     runs: OrderedDict[str, Trace] = field(default_factory=OrderedDict)
+    run_owners: dict[str, str] = field(default_factory=dict)  # run id -> the tenant that started it
     data: DataService | None = None
     knowledge: KnowledgeBase | None = None
     llm: LLMClient | None = None
@@ -102,24 +107,35 @@ class AgentService:
 
     # --- traces --------------------------------------------------------------------------------------------
 
-    def keep(self, trace: Trace) -> None:
+    def keep(self, trace: Trace, owner: str = DEFAULT_TENANT) -> None:
+        """Keep ``trace``, the run ``owner`` (a tenant) started, among the recent runs."""
         if self.settings.agents.runs_kept <= 0:
             return
         self.runs[trace.run_id] = trace
+        self.run_owners[trace.run_id] = owner
         while len(self.runs) > self.settings.agents.runs_kept:
-            self.runs.popitem(last=False)
+            gone, _ = self.runs.popitem(last=False)
+            self.run_owners.pop(gone, None)
 
     def trace(self, run_id: str) -> Trace:
-        try:
-            return self.runs[run_id]
-        except KeyError:
-            raise NotFoundError(f"no agent run {run_id!r} is kept here", param="run_id") from None
+        """A kept run's trace; another tenant's run is answered as one not kept."""
+        trace = self.runs.get(run_id)
+        if trace is None or not can_see(self.run_owners.get(run_id)):
+            raise NotFoundError(f"no agent run {run_id!r} is kept here", param="run_id")
+        return trace
 
     def list_runs(self) -> list[dict[str, Any]]:
-        """The kept runs, newest first."""
+        """The kept runs the caller may see (its tenant's; an admin: all), newest first."""
         return [
-            {"run_id": t.run_id, "goal": t.goal, "started": t.started, "records": len(t.records)}
+            {
+                "run_id": t.run_id,
+                "goal": t.goal,
+                "started": t.started,
+                "records": len(t.records),
+                "owner": self.run_owners.get(t.run_id, DEFAULT_TENANT),
+            }
             for t in reversed(self.runs.values())
+            if can_see(self.run_owners.get(t.run_id))
         ]
 
     # --- runs ----------------------------------------------------------------------------------------------
@@ -129,6 +145,7 @@ class AgentService:
         The model is the request's, else ``agents.model``, else the data scenes' chat model."""
         if self.data is None:
             raise InvalidRequestError("agents need data sources, which are not available on this server")
+        owner = owner_of_new()  # decided now, in the request: the run itself may stream after it
         model = await self.data.chat_model(request.model or self.settings.agents.model)
         llm = self.llm if self.llm is not None else self.data.llm
         request = replace(request, model=model)
@@ -137,11 +154,11 @@ class AgentService:
             request,
             self.settings.agents,
             knowledge=self.knowledge,
-            memory=self.memory if memory else None,
+            memory=self.memory.for_tenant(owner) if memory and self.memory is not None else None,
             registry=self.agents,
             tool_registry=self.tools,
         )
-        return AgentRun(self, team, request, Trace(request.goal.strip()))
+        return AgentRun(self, team, request, Trace(request.goal.strip()), owner)
 
 
 @dataclass
@@ -152,6 +169,7 @@ class AgentRun:
     team: Team
     request: AgentRunRequest
     trace: Trace
+    owner: str = DEFAULT_TENANT  # the tenant that started it
 
     @property
     def run_id(self) -> str:
@@ -163,7 +181,7 @@ class AgentRun:
             async for record in self.team.run(self.request.goal, plan=self.request.plan, trace=self.trace):
                 yield record
         finally:
-            self.service.keep(self.trace)
+            self.service.keep(self.trace, self.owner)
 
     async def events(self) -> AsyncIterator[Event]:
         """The run as typed events: ``start``, ``plan``, ``step_start``, ``message``, ``tool_call``...

@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING
 from datapilot.cache import CachedLLMClient, SemanticCache
 from datapilot.core.client import EmbeddingClient, LLMClient
 from datapilot.core.config import Settings
+from datapilot.models.service import served_config
+from datapilot.privacy import Policy, policy_for
 
 if TYPE_CHECKING:
     from datapilot.core.retrieval import Embedder
@@ -48,7 +50,11 @@ class CacheService:
         server's other parts; the cache builds any other it needs itself."""
         local: EmbeddingClient | None = llm if isinstance(llm, EmbeddingClient) else None
         cache = SemanticCache(settings.cache, settings.home, embedders=dict(embedders or {}), local_client=local)
-        client = CachedLLMClient(llm, cache, settings.cache) if llm is not None and settings.cache.enabled else None
+        client = (
+            CachedLLMClient(llm, cache, settings.cache, privacy=model_privacy(settings, llm))
+            if llm is not None and settings.cache.enabled
+            else None
+        )
         return cls(cache, client)
 
     async def start(self) -> None:
@@ -75,7 +81,8 @@ def serving(
 ) -> tuple[LLMClient, CacheHeaders]:
     """The client that answers request ``request_id`` and the function giving its cache headers, on a
     server that may have no cache (then ``llm`` answers, no headers). ``use_cache=False`` or a
-    ``bypass`` value such as ``"bypass"`` skips the cache; ``tenant`` picks the tenant's own scope."""
+    ``bypass`` value such as ``"bypass"`` skips the cache; ``tenant`` (already checked with
+    ``core.tenancy.cache_tenant``) picks a tenant's scope, ``None`` the asking tenant's own."""
     client = service.client if service is not None else None
     if client is None:
         return llm, dict
@@ -95,3 +102,13 @@ def serving(
         return out
 
     return cached, headers
+
+
+def model_privacy(settings: Settings, llm: LLMClient) -> Callable[[str], Policy]:
+    """Each model's privacy policy, for the cache (``mask``: it keeps the masked form)."""
+
+    def policy(model: str) -> Policy:
+        config = served_config(settings, llm, model)
+        return policy_for(config) if config is not None else "off"
+
+    return policy

@@ -5,6 +5,10 @@ Passwords go in and never come out: every answer built from a source's definitio
 ``DataSourceConfig.public()`` (``"password": "***"`` at most); at rest they are encrypted with the
 home's secret key. A source's URL is checked against the ``[security]`` outbound policy when it is
 added (400 ``url_not_allowed``, nothing registered) and again before each connection.
+
+Tenants: every method naming a source reaches it through ``DataSources.get`` (directly or by its
+``connector``), which answers another tenant's source exactly as a missing one (404) and a source
+outside the key's scopes with a 403; listings show the caller's tenant's sources (an admin: all).
 """
 
 from __future__ import annotations
@@ -83,7 +87,8 @@ class DataService:
     # --- sources -------------------------------------------------------------------------------------------
 
     def list_sources(self) -> list[dict[str, Any]]:
-        return [c.public() for c in self.require().list()]
+        """The caller's tenant's sources (an admin's: every tenant's), each with its ``owner``."""
+        return [c.public() | {"owner": owner} for c, owner in self.require().owned()]
 
     def get_source(self, name: str) -> dict[str, Any]:
         return self.require().get(name).public()
@@ -245,11 +250,15 @@ class DataService:
     # --- chat scenes ---------------------------------------------------------------------------------------
 
     def sql_model(self, datasource: str | None) -> str | None:
-        """The model a data source names for its questions, if any (an unknown source names none)."""
+        """The model a data source names for its questions, if any (an unknown source, or one the caller
+        may not see, names none: the scene then answers its 404)."""
         if self.sources is None:
             return None
-        config = self.sources.store.get(datasource or self.settings.data.default_source)
-        return config.sql_model if config is not None else None
+        try:
+            config = self.sources.get(datasource or self.settings.data.default_source)
+        except NotFoundError:
+            return None
+        return config.sql_model
 
     def chat_context(self, llm: LLMClient, model: str) -> ChatContext:
         """What the chat scenes and agents use for one request, over this server's sources."""

@@ -9,6 +9,7 @@ server call the same ``SceneService``: a scene's events stream as its operators 
 from __future__ import annotations
 
 import difflib
+import json
 import logging
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -31,9 +32,10 @@ from datapilot.apps._scenes import (
     SummariseOperator,
 )
 from datapilot.awel import DAG, OPERATORS, NodeError, compile_dsl, to_dsl
-from datapilot.core.errors import ConfigError, DataPilotError, InvalidRequestError
+from datapilot.core.errors import ConfigError, ConflictError, DataPilotError, InvalidRequestError
 from datapilot.core.events import DoneEvent, Event
 from datapilot.core.registry import Registry
+from datapilot.core.tenancy import DEFAULT_TENANT, can_see, owner_of_new
 from datapilot.datasource import ConnectOperator
 from datapilot.text2sql import GenerateOperator, GroundOperator, LinkOperator, PromptOperator, VoteOperator
 
@@ -50,6 +52,7 @@ class Scene:
     flow: DAG
     description: str = ""
     origin: str = "builtin"
+    owner: str | None = None  # the tenant a user's scene belongs to; None: shared (built-ins, plugins)
 
     @property
     def needs(self) -> frozenset[str]:
@@ -67,6 +70,7 @@ class Scene:
             "name": self.name,
             "description": self.description,
             "origin": self.origin,
+            "owner": self.owner,
             "nodes": [op.name for op in self.flow.nodes.values()],
             "needs": sorted(self.needs),
             "inputs": self.inputs,
@@ -176,6 +180,7 @@ def register_scene(
     origin: str = "builtin",
     replace: bool = False,
     registry: Registry[Scene] | None = None,
+    owner: str | None = None,
 ) -> Scene:
     """Serve ``flow`` as the chat scene ``name`` (its input is a ``SceneRequest``, its events are the
     stream; the operator that ends it emits ``done``): in every scene service of the process (``SCENES``,
@@ -183,7 +188,7 @@ def register_scene(
     if not name.isidentifier():
         raise InvalidRequestError(f"a scene name is a plain identifier, not {name!r}", param="name")
     flow.validate()
-    scene = Scene(name, flow, description or flow.description, origin)
+    scene = Scene(name, flow, description or flow.description, origin, owner)
     return (registry if registry is not None else SCENES).register(name, scene, replace=replace)
 
 
@@ -216,7 +221,14 @@ def scene_text(flow: DAG, fmt: str) -> str:
 
 class SceneService:
     """Runs chat scenes as flows. ``folder`` (``DATAPILOT_HOME/scenes``) holds the users' own scenes:
-    loaded at start, and where ``save`` writes a new one."""
+    loaded at start, and where ``save`` writes a new one.
+
+    The built-in and plugins' scenes are the product's chat modes: every tenant sees and runs them. A
+    user's scene belongs to the tenant that saved it (``OWNERS_FILE`` in the folder keeps who; a file
+    it does not name, saved before tenants existed or put there by hand, is the default tenant's):
+    other tenants are answered as if it did not exist, and may not take its name."""
+
+    OWNERS_FILE = ".owners"
 
     def __init__(self, folder: Path | None = None) -> None:
         _register_builtins()
@@ -224,6 +236,33 @@ class SceneService:
         # This service's own scenes (its folder, the API): another service (a server with another home)
         # never sees them. The built-ins and plugins' scenes are the process's (``SCENES``).
         self.own: Registry[Scene] = Registry("chat scene", error=SCENES.error)
+        self.owners: dict[str, str] = self._read_owners()
+
+    def _read_owners(self) -> dict[str, str]:
+        path = self.folder / self.OWNERS_FILE if self.folder is not None else None
+        if path is None or not path.is_file():
+            return {}
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            # Unreadable: every saved scene falls back to the default tenant (none is shown to others).
+            log.error("scene owners file %s does not load (%s): user scenes are the default tenant's", path, exc)
+            return {}
+        return {str(k): str(v) for k, v in data.items()} if isinstance(data, dict) else {}
+
+    def _write_owners(self) -> None:
+        if self.folder is None:
+            return
+        path = self.folder / self.OWNERS_FILE
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(json.dumps(self.owners, ensure_ascii=False, indent=1, sort_keys=True), encoding="utf-8")
+        tmp.replace(path)
+
+    def _owner(self, name: str) -> str:
+        return self.owners.get(name, DEFAULT_TENANT)
+
+    def _visible(self, name: str) -> bool:
+        return name in SCENES or (name in self.own and can_see(self._owner(name)))
 
     def load_folder(self) -> list[str]:
         """Register the scenes saved in ``folder``; a file that does not load is logged and skipped."""
@@ -234,7 +273,14 @@ class SceneService:
             try:
                 if path.stem in BUILTIN_SCENES:
                     raise InvalidRequestError(f"{path.stem!r} is a built-in scene's name", param="name")
-                register_scene(path.stem, read_scene_file(path), origin=str(path), replace=True, registry=self.own)
+                register_scene(
+                    path.stem,
+                    read_scene_file(path),
+                    origin=str(path),
+                    replace=True,
+                    registry=self.own,
+                    owner=self._owner(path.stem),
+                )
             except DataPilotError as exc:
                 log.error("scene file %s does not load: %s", path, exc.message)
                 continue
@@ -242,13 +288,17 @@ class SceneService:
         return loaded
 
     def save(self, name: str, text: str, fmt: str = "json", *, replace: bool = False) -> Scene:
-        """Check ``text`` compiles to a flow, serve it as scene ``name`` and keep it in ``folder``."""
+        """Check ``text`` compiles to a flow, serve it as scene ``name`` and keep it in ``folder``. A new
+        scene belongs to the tenant saving it; a replaced one keeps its owner."""
         if fmt not in SCENE_FORMATS:
             raise InvalidRequestError(f"format is one of {', '.join(SCENE_FORMATS)}, not {fmt!r}", param="format")
         if name in BUILTIN_SCENES:
             raise InvalidRequestError(f"{name!r} is a built-in scene: save the copy under another name", param="name")
+        if name in self.own and not self._visible(name):
+            raise ConflictError(f"the scene name {name!r} is taken: choose another name", param="name")
         if (name in self.own or name in SCENES) and not replace:
             raise InvalidRequestError(f"scene {name!r} exists: pass replace to change it", param="name")
+        owner = self._owner(name) if name in self.own else owner_of_new()
         try:
             flow = DAG.from_json(text) if fmt == "json" else _one_flow(text)
             flow.validate()
@@ -262,22 +312,35 @@ class SceneService:
             tmp.write_text(text, encoding="utf-8")
             tmp.replace(path)
             origin = str(path)
-        return register_scene(name, flow, origin=origin, replace=True, registry=self.own)
+        scene = register_scene(name, flow, origin=origin, replace=True, registry=self.own, owner=owner)
+        if self.owners.get(name) != owner:
+            self.owners[name] = owner
+            self._write_owners()
+        return scene
 
     def names(self) -> list[str]:
-        return sorted({*SCENES.names(), *self.own.names()})
+        """The scenes the caller may run: the shared ones and its tenant's (an admin: all)."""
+        return sorted(n for n in {*SCENES.names(), *self.own.names()} if self._visible(n))
 
     def scenes(self) -> list[Scene]:
         return [self.get(n) for n in self.names()]
 
+    def find(self, name: str) -> Scene | None:
+        """Scene ``name``, or None when there is none the caller may see (another tenant's included)."""
+        if not self._visible(name):
+            return None
+        return self.own.get(name) if name in self.own else SCENES.get(name)
+
+    def unknown(self, name: str) -> str:
+        """What to say about a scene ``find`` did not give: the same for a missing and a hidden one."""
+        names = self.names()
+        return f"unknown chat scene {name!r}{_close(name, names)}; registered: {', '.join(names)}"
+
     def get(self, name: str) -> Scene:
-        if name in self.own:
-            return self.own.get(name)
-        if name in SCENES:
-            return SCENES.get(name)
-        raise SCENES.error(
-            f"unknown chat scene {name!r}{_close(name, self.names())}; registered: {', '.join(self.names())}"
-        )
+        scene = self.find(name)
+        if scene is None:
+            raise SCENES.error(self.unknown(name))
+        return scene
 
     def events(self, name: str, ctx: ChatContext, request: SceneRequest) -> AsyncIterator[Event]:
         """The scene's events as its operators emit them. An unknown scene or an empty question is an

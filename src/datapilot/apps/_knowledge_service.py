@@ -2,6 +2,10 @@
 
 The chat streams typed events (``datapilot.core.events``): ``citations`` first, ``delta``... as the
 model writes, ``done`` last with the whole answer.
+
+Tenants: every operation on a space first goes through ``space`` (the store's ``require_space``): a
+space another tenant owns is answered exactly as a missing one (404), one outside the key's scopes is a
+403. Spaces are created owned by the caller's tenant; the listing shows its tenant's (an admin: all).
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from datapilot.core.client import LLMClient
 from datapilot.core.config import Settings
 from datapilot.core.errors import DataPilotError, InvalidRequestError
 from datapilot.core.events import Event, as_event
+from datapilot.core.tenancy import can_see
 from datapilot.core.types import Message, SamplingParams
 from datapilot.rag import (
     KNOWLEDGE_STORE,
@@ -97,6 +102,56 @@ class KnowledgeService:
             self._warm.cancel()
         await self.knowledge.close()
 
+    # spaces ---------------------------------------------------------------------------------------------
+
+    async def space(self, name: str) -> dict[str, Any]:
+        """Space ``name`` for the caller: the one lookup every operation below starts with (404 for a
+        space it may not see, exactly as for a missing one; 403 outside its key's scopes)."""
+        return (await self.knowledge.space(name)).to_dict()
+
+    async def list_spaces(self) -> list[dict[str, Any]]:
+        """The caller's tenant's spaces (an admin's: every tenant's), each with its ``owner``."""
+        owners = await asyncio.to_thread(self.knowledge.store.owners)
+        spaces = await self.knowledge.spaces()
+        return [s.to_dict() | {"owner": owners[s.name]} for s in spaces if s.name in owners and can_see(owners[s.name])]
+
+    async def create_space(
+        self, name: str, description: str = "", chunking: ChunkingConfig | None = None
+    ) -> dict[str, Any]:
+        """A new space owned by the caller's tenant (a name another tenant holds: 409)."""
+        return (await self.knowledge.create_space(name, description, chunking)).to_dict()
+
+    async def delete_space(self, name: str) -> None:
+        await self.space(name)
+        await self.knowledge.delete_space(name)
+
+    # documents ------------------------------------------------------------------------------------------
+
+    async def add_text(
+        self, space: str, name: str, text: str, *, metadata: dict[str, Any] | None = None,
+        chunking: ChunkingConfig | None = None,
+    ) -> dict[str, Any]:  # fmt: skip
+        await self.space(space)
+        doc = await self.knowledge.add_text(space, name, text, metadata=metadata, chunking=chunking)
+        return doc.to_dict()
+
+    async def documents(self, space: str) -> list[dict[str, Any]]:
+        await self.space(space)
+        return [d.to_dict() for d in await self.knowledge.documents(space)]
+
+    async def document(self, space: str, doc_id: str) -> dict[str, Any]:
+        await self.space(space)
+        return (await self.knowledge.document(space, doc_id)).to_dict()
+
+    async def chunks(self, space: str, doc_id: str, offset: int = 0, limit: int = 100) -> list[dict[str, Any]]:
+        await self.space(space)
+        return [c.to_dict() for c in await self.knowledge.chunks(space, doc_id, offset, limit)]
+
+    async def delete_document(self, space: str, doc_id: str) -> int:
+        """Remove a document; answers the number of chunks removed."""
+        await self.space(space)
+        return await self.knowledge.delete_document(space, doc_id)
+
     async def add_files(
         self,
         space: str,
@@ -107,6 +162,12 @@ class KnowledgeService:
     ) -> dict[str, Any]:
         """Queue each file for ingestion: ``{"data": [documents], "errors": [{file, error}]}``. A single
         file that is refused raises its error; among several, each refusal is listed and the rest go on."""
+        try:
+            await self.space(space)
+        except DataPilotError:
+            for upload in files:
+                await upload.close()
+            raise
         docs: list[dict[str, Any]] = []
         errors: list[dict[str, Any]] = []
         for upload in files:
@@ -127,6 +188,7 @@ class KnowledgeService:
     async def retrieve(self, space: str, query: str, **search: Any) -> dict[str, Any]:
         """Retrieval only (``search``: ``KnowledgeBase.retrieve``'s options): ``{"data": [passages],
         "latency_ms": ...}``."""
+        await self.space(space)
         started = time.perf_counter()
         passages = await self.knowledge.retrieve(space, query, **search)
         latency = round((time.perf_counter() - started) * 1000, 2)
@@ -153,12 +215,16 @@ class KnowledgeService:
     async def chat(self, space: str, ask: ChatQuestion, llm: LLMClient | None = None) -> AsyncIterator[Event]:
         """The answer as typed events. Nothing runs until the first event is asked for; retrieval errors
         (no such space...) are raised then, before any event."""
-        async for event in self._chat(space, ask, llm):
+        events = self._chat(space, ask, llm)  # an empty question is a 400 before the space is looked up
+        await self.space(space)
+        async for event in events:
             yield as_event(event.to_dict())
 
     async def answer(self, space: str, ask: ChatQuestion, llm: LLMClient | None = None) -> dict[str, Any]:
         """The whole answer at once: the ``done`` event's fields (answer, cited, citations, usage...)."""
-        async for event in self._chat(space, ask, llm):
+        events = self._chat(space, ask, llm)
+        await self.space(space)
+        async for event in events:
             if event.type == "done":
                 out = event.to_dict()
                 out.pop("type")

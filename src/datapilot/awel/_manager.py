@@ -3,6 +3,10 @@ environment, registers their triggers, and lists and runs them for the CLI and t
 
 A flow that cannot load (bad syntax, an unknown operator, a model or store that is not configured)
 is reported in ``errors`` by file and does not stop the others.
+
+Flows loaded from files or added by code are the deployment's, shared by every tenant (a key's
+``flows`` scopes limit which it may run). A flow added for a tenant (``add(dag, owner=...)``) is that
+tenant's: others are answered as if it did not exist (``core.tenancy``).
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from datapilot.awel._errors import FlowLoadError, FlowNotFoundError
 from datapilot.awel._resources import FlowResources
 from datapilot.awel._triggers import HttpTrigger
 from datapilot.core.errors import DataPilotError
+from datapilot.core.tenancy import can_see
 
 log = logging.getLogger("datapilot.awel")
 
@@ -38,6 +43,7 @@ class FlowInfo:
     source: str | None
     nodes: int
     triggers: list[dict[str, Any]]
+    owner: str | None = None  # the tenant owning it; None: shared (the deployment's)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -46,6 +52,7 @@ class FlowInfo:
             "source": self.source,
             "nodes": self.nodes,
             "triggers": self.triggers,
+            "owner": self.owner,
         }
 
 
@@ -112,9 +119,15 @@ class DAGManager:
         self.flows: dict[str, DAG] = {}
         self.errors: dict[str, str] = {}
         self._routes: dict[str, tuple[DAG, HttpTrigger]] = {}
+        self.owners: dict[str, str] = {}  # flow name -> owning tenant; absent: shared
 
-    async def add(self, dag: DAG, *, check: bool = True) -> DAG:
-        """Register a flow: validate it, check what it needs against the environment, mount triggers."""
+    def visible(self, name: str) -> bool:
+        """Whether the current principal may see flow ``name`` (shared, or its tenant's)."""
+        return name in self.flows and (name not in self.owners or can_see(self.owners[name]))
+
+    async def add(self, dag: DAG, *, check: bool = True, owner: str | None = None) -> DAG:
+        """Register a flow: validate it, check what it needs against the environment, mount triggers.
+        ``owner``: the tenant it belongs to (only that tenant and admins see it); None: shared."""
         dag.validate()
         if dag.name in self.flows and self.flows[dag.name] is not dag:
             other = self.flows[dag.name].source_file or "code"
@@ -135,6 +148,8 @@ class DAGManager:
         for t in triggers:
             self._routes[t.endpoint] = (dag, t)
         self.flows[dag.name] = dag
+        if owner is not None:
+            self.owners[dag.name] = owner
         return dag
 
     async def load_file(self, path: Path, *, check: bool = True) -> list[DAG]:
@@ -165,17 +180,18 @@ class DAGManager:
         return loaded
 
     def get(self, name: str) -> DAG:
-        try:
-            return self.flows[name]
-        except KeyError:
-            known = ", ".join(sorted(self.flows)) or "none"
-            raise FlowNotFoundError(f"no flow named {name!r}; loaded flows: {known}") from None
+        """The flow ``name``; another tenant's is answered as missing, and the error lists only the
+        flows the caller may see."""
+        if not self.visible(name):
+            known = ", ".join(n for n in sorted(self.flows) if self.visible(n)) or "none"
+            raise FlowNotFoundError(f"no flow named {name!r}; loaded flows: {known}")
+        return self.flows[name]
 
     def route(self, endpoint: str, method: str) -> tuple[DAG, HttpTrigger]:
         key = "/" + endpoint.strip("/")
         found = self._routes.get(key)
-        if found is None:
-            known = ", ".join(sorted(self._routes)) or "none"
+        if found is None or not self.visible(found[0].name):
+            known = ", ".join(e for e, (d, _) in sorted(self._routes.items()) if self.visible(d.name)) or "none"
             raise FlowNotFoundError(f"no flow is triggered at {key}; endpoints: {known}")
         if method.upper() not in found[1].methods:
             raise MethodNotAllowedError(f"{key} accepts {', '.join(found[1].methods)}, not {method.upper()}")
@@ -183,10 +199,13 @@ class DAGManager:
 
     def info(self, name: str) -> FlowInfo:
         dag = self.get(name)
-        return FlowInfo(dag.name, dag.description, dag.source_file, len(dag.nodes), _trigger_info(dag))
+        return FlowInfo(
+            dag.name, dag.description, dag.source_file, len(dag.nodes), _trigger_info(dag), self.owners.get(name)
+        )
 
     def list(self) -> list[FlowInfo]:
-        return [self.info(n) for n in sorted(self.flows)]
+        """The flows the caller may see: the shared ones and its tenant's (an admin: all)."""
+        return [self.info(n) for n in sorted(self.flows) if self.visible(n)]
 
     async def run(self, name: str, data: Any = None) -> Any:
         return await self.get(name).run(data)

@@ -773,14 +773,21 @@ class SemanticCache:
 
         return await self._run(run)
 
-    async def query_log(self, scope: ScopeLike | None = None, limit: int = 100) -> list[LogRecord]:
+    async def query_log(
+        self, scope: ScopeLike | None = None, limit: int = 100, *, where: Callable[[Scope], bool] | None = None
+    ) -> list[LogRecord]:
+        """The newest rows of the query log: of ``scope``, else of every scope (that ``where`` keeps: a
+        tenant's own scopes, say)."""
         key = Scope.parse(scope).key if scope is not None else None
         await self.open()
 
         def run() -> list[LogRecord]:
             if self._writer is not None:
                 self._writer.flush()
-            return self.store.read_log(key, limit)
+            within = None
+            if where is not None:
+                within = [k for k in self.store.log_scope_keys() if where(Scope.from_key(k))]
+            return self.store.read_log(key, limit, within=within)
 
         return await self._run(run)
 

@@ -14,7 +14,7 @@ import json
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -414,16 +414,28 @@ class SQLStore:
         with self._write_lock, self.engine.begin() as conn:
             conn.execute(insert(query_log), values)
 
-    def read_log(self, scope: str | None, limit: int = 100) -> list[LogRecord]:
+    def read_log(
+        self, scope: str | None, limit: int = 100, *, within: Collection[str] | None = None
+    ) -> list[LogRecord]:
+        """The newest rows of one scope (``scope``), of some (``within``: scope keys), or of all."""
         c = query_log.c
         stmt = select(
             c.scope, c.query, c.hit, c.hit_query, c.similarity, c.latency_ms, c.created_at, c.entry_id, c.lookup_ms
         )
         if scope is not None:
             stmt = stmt.where(c.scope == scope)
+        if within is not None:
+            if not within:
+                return []
+            stmt = stmt.where(c.scope.in_(sorted(within)))
         with self.engine.connect() as conn:
             rows = conn.execute(stmt.order_by(c.id.desc()).limit(limit)).all()
         return [LogRecord(*r) for r in rows]
+
+    def log_scope_keys(self) -> list[str]:
+        """The scopes the query log holds rows of (a scope queried but never written has no entries)."""
+        with self.engine.connect() as conn:
+            return sorted(r[0] for r in conn.execute(select(query_log.c.scope).distinct()))
 
     def log_totals(self, scope: str) -> tuple[int, int]:
         c = query_log.c

@@ -59,6 +59,8 @@ class ModelConfig(BaseModel):
         description="personal data in requests: mask (placeholders out, values restored in the answer), block "
         "(refuse the request), off; default: mask for a remote backend (openai_compat), off for local ones",
     )
+    rpm: int | None = Field(None, ge=1, description="requests per minute to this model, shared by every key")
+    tpm: int | None = Field(None, ge=1, description="tokens per minute of this model, shared by every key")
 
     @field_validator("name")
     @classmethod
@@ -397,6 +399,20 @@ class AuditSettings(BaseModel):
     keep: int = Field(5, ge=0, le=1000, description="rotated files kept (audit.1.jsonl ... audit.<keep>.jsonl)")
 
 
+class LimitsSettings(BaseModel):
+    """The ``[limits]`` section: rate limits and token budgets (see datapilot.core.limits). The limits
+    themselves live with what they limit: a key's ``rpm``/``tpm``, a model's ``rpm``/``tpm``, a
+    tenant's budgets (``datapilot keys budget``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = Field(True, description="enforce the limits and record usage in DATAPILOT_HOME/usage.db")
+    flush_interval_s: float = Field(
+        5.0, gt=0, le=3600, description="how often recorded usage is written to usage.db (and re-read from it)"
+    )
+    budget_cache_s: float = Field(2.0, ge=0, le=300, description="a changed tenant budget applies within this time")
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="DATAPILOT_", env_nested_delimiter="__", extra="forbid", validate_default=True
@@ -418,6 +434,7 @@ class Settings(BaseSettings):
     agents: AgentSettings = Field(default_factory=AgentSettings)
     security: SecuritySettings = Field(default_factory=SecuritySettings)
     audit: AuditSettings = Field(default_factory=AuditSettings)
+    limits: LimitsSettings = Field(default_factory=LimitsSettings)
 
     @field_validator("home")
     @classmethod

@@ -95,6 +95,25 @@ def acting_as(principal: Principal) -> Iterator[Principal]:
         _current.reset(token)
 
 
+_internal: ContextVar[bool] = ContextVar("datapilot_internal_call", default=False)
+
+
+@contextmanager
+def internal_call() -> Iterator[None]:
+    """Model calls DataPilot makes on its own behalf inside a request (the semantic cache's or the
+    knowledge base's embedder, a ``datapilot`` embedder): the key's model scopes name the models the
+    caller may ask for, not these, so they do not apply (the tenant is still charged the tokens)."""
+    token = _internal.set(True)
+    try:
+        yield
+    finally:
+        _internal.reset(token)
+
+
+def in_internal_call() -> bool:
+    return _internal.get()
+
+
 def set_principal(principal: Principal) -> None:
     """Set the principal for the rest of the current context (a request's dependency: the route, its
     streamed answer and the tasks it starts run in copies of that context)."""

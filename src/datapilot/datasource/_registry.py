@@ -6,6 +6,12 @@ secret key (``datapilot.core.secrets``; a plain-text password from before is re-
 the store opens), and nothing this module returns, prints or logs contains it: public views show
 ``***``. A URL with a host is checked against the outbound policy (``[security]``) when the source is
 added and again before each connection.
+
+Each source belongs to a tenant (``owner``: the tenant of the request that added it, ``default`` outside
+a request; NULL in rows from before tenants, which are the default tenant's). ``DataSources.get`` is the
+one lookup every use goes through (the API's routes, the chat scenes, agents, flows, value indexes and
+examples): another tenant's source is answered exactly as a missing one (404), and a source outside the
+key's scopes is a 403.
 """
 
 from __future__ import annotations
@@ -23,7 +29,20 @@ from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, Field, SecretStr, field_validator
-from sqlalchemy import Column, Float, MetaData, String, Table, Text, create_engine, delete, insert, select
+from sqlalchemy import (
+    Column,
+    Float,
+    MetaData,
+    String,
+    Table,
+    Text,
+    create_engine,
+    delete,
+    insert,
+    inspect,
+    select,
+    text,
+)
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import ArgumentError, IntegrityError
 
@@ -33,6 +52,7 @@ from datapilot.core.errors import ConfigError, ConflictError, InvalidRequestErro
 from datapilot.core.outbound import OutboundPolicy, outbound_policy
 from datapilot.core.registry import Registry
 from datapilot.core.secrets import SecretBox, is_encrypted
+from datapilot.core.tenancy import DEFAULT_TENANT, can_see, owner_filter, owner_of_new, require_scope
 from datapilot.datasource._duckdb import FILE_KINDS, DuckDBConnector
 from datapilot.datasource._sample import SAMPLE_NAME, ensure_sample_database
 from datapilot.datasource._sqlalchemy import SQLAlchemyConnector
@@ -41,6 +61,7 @@ from datapilot.datasource._types import Connector, DataSourceNotFoundError
 log = logging.getLogger("datapilot.datasource")
 
 _NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$")
+NAME_TAKEN = "the name {name!r} is taken; choose another"
 URL_KINDS = ("sqlite", "postgresql", "mysql", "mariadb")
 FILE_SOURCE_KINDS = ("csv", "excel", "parquet", "files")
 
@@ -181,7 +202,10 @@ for _kind in FILE_SOURCE_KINDS:
 
 class DataSourceStore:
     """Definitions in the metadata store (a SQLAlchemy database). Passwords are encrypted with
-    ``secrets`` (``at_home``: the home's key); without one only ``DATAPILOT_SECRET_KEY`` can be used."""
+    ``secrets`` (``at_home``: the home's key); without one only ``DATAPILOT_SECRET_KEY`` can be used.
+
+    Each row has an ``owner`` (a tenant; NULL: made before tenants, the default tenant's). The store
+    only records it; ``DataSources`` decides who sees what."""
 
     def __init__(self, url: str, *, secrets: SecretBox | None = None) -> None:
         self.url = url
@@ -196,8 +220,10 @@ class DataSourceStore:
             Column("spec", Text, nullable=False),  # JSON without the password
             Column("secret", Text, nullable=True),
             Column("created_at", Float, nullable=False),
+            Column("owner", String(64), nullable=True),  # the tenant; NULL: the default tenant
         )
         meta.create_all(self._engine)
+        self._add_owner_column()
         self._encrypt_plain_rows()
 
     @classmethod
@@ -217,6 +243,16 @@ class DataSourceStore:
             return cls(settings.metadata_url, secrets=SecretBox.at_home(home))
         return cls.at_home(home)
 
+    def _add_owner_column(self) -> None:
+        """A metadata store from before tenants gets the ``owner`` column; its rows keep NULL, the
+        default tenant's (``create_all`` leaves an existing table as it is)."""
+        columns = {c["name"] for c in inspect(self._engine).get_columns("datasources")}
+        if "owner" in columns:
+            return
+        with self._engine.begin() as conn:
+            conn.execute(text("ALTER TABLE datasources ADD COLUMN owner VARCHAR(64)"))
+        log.info("the data source store got an owner column; its sources belong to the default tenant")
+
     def _encrypt_plain_rows(self) -> None:
         """Passwords stored in plain text (before encryption) are re-saved encrypted."""
         t = self._table
@@ -235,7 +271,9 @@ class DataSourceStore:
                 conn.execute(t.update().where(t.c.name == name).values(secret=secret))
         log.info("%d data source password(s) stored in plain text were encrypted", len(sealed))
 
-    def add(self, config: DataSourceConfig, *, replace: bool = False) -> None:
+    def add(self, config: DataSourceConfig, *, replace: bool = False, owner: str | None = None) -> None:
+        """Store a definition owned by ``owner`` (default: ``owner_of_new()``, the caller's tenant). A
+        replaced definition keeps its owner."""
         spec = config.model_dump(exclude={"password", "name", "kind"})
         row = {
             "name": config.name,
@@ -243,24 +281,44 @@ class DataSourceStore:
             "spec": json.dumps(spec),
             "secret": self.secrets.encrypt(config.password.get_secret_value()) if config.password is not None else None,
             "created_at": time.time(),
+            "owner": owner or owner_of_new(),
         }
+        t = self._table
         with self._engine.begin() as conn:
             if replace:
-                conn.execute(delete(self._table).where(self._table.c.name == config.name))
+                old = conn.execute(select(t.c.owner).where(t.c.name == config.name)).first()
+                if old is not None and owner is None:
+                    row["owner"] = old.owner
+                conn.execute(delete(t).where(t.c.name == config.name))
             try:
-                conn.execute(insert(self._table).values(**row))
-            except IntegrityError:
-                raise ConflictError(f"a data source named {config.name!r} already exists") from None
+                conn.execute(insert(t).values(**row))
+            except IntegrityError:  # added meanwhile, maybe by another tenant: say nothing about it
+                raise ConflictError(NAME_TAKEN.format(name=config.name), param="name") from None
 
     def get(self, name: str) -> DataSourceConfig | None:
+        entry = self.entry(name)
+        return None if entry is None else entry[0]
+
+    def entry(self, name: str) -> tuple[DataSourceConfig, str] | None:
+        """The definition of ``name`` and its owner (the default tenant for a row from before tenants)."""
         with self._engine.connect() as conn:
             row = conn.execute(select(self._table).where(self._table.c.name == name)).first()
-        return None if row is None else self._config(row)
+        return None if row is None else (self._config(row), row.owner or DEFAULT_TENANT)
 
-    def list(self) -> list[DataSourceConfig]:
+    def list(self) -> builtins.list[DataSourceConfig]:
+        return [config for config, _ in self.entries()]
+
+    def entries(self, owner: str | None = None) -> builtins.list[tuple[DataSourceConfig, str]]:
+        """Every definition with its owner, by name; ``owner``: only that tenant's."""
+        t = self._table
+        query = select(t).order_by(t.c.name)
+        if owner == DEFAULT_TENANT:
+            query = query.where((t.c.owner == owner) | t.c.owner.is_(None))
+        elif owner is not None:
+            query = query.where(t.c.owner == owner)
         with self._engine.connect() as conn:
-            rows = conn.execute(select(self._table).order_by(self._table.c.name)).fetchall()
-        return [self._config(r) for r in rows]
+            rows = conn.execute(query).fetchall()
+        return [(self._config(r), r.owner or DEFAULT_TENANT) for r in rows]
 
     def remove(self, name: str) -> bool:
         with self._engine.begin() as conn:
@@ -310,25 +368,33 @@ class DataSources:
         if existing is not None and existing.sql_model:  # a model chosen for it (e.g. trained on it) stays
             config = config.model_copy(update={"sql_model": existing.sql_model})
         if existing is None or existing.model_dump() != config.model_dump():
-            self.store.add(config, replace=True)
+            self.store.add(config, replace=True, owner=None if existing is not None else DEFAULT_TENANT)
         return config
 
     def list(self) -> list[DataSourceConfig]:
-        return self.store.list()
+        """The sources the caller may see: its tenant's (an admin: all)."""
+        return [config for config, _ in self.owned()]
+
+    def owned(self) -> builtins.list[tuple[DataSourceConfig, str]]:
+        """The sources the caller may see, each with its owner."""
+        return self.store.entries(owner_filter())
 
     def get(self, name: str) -> DataSourceConfig:
-        config = self.store.get(name)
-        if config is None:
-            known = ", ".join(c.name for c in self.store.list()) or "none"
+        """The one lookup every use of a source goes through: a source another tenant owns is answered
+        exactly as a missing one (404, naming only the caller's sources); one outside the key's scopes
+        is a 403."""
+        entry = self.store.entry(name)
+        if entry is None or not can_see(entry[1]):
+            known = ", ".join(c.name for c in self.list()) or "none"
             raise DataSourceNotFoundError(f"no data source named {name!r} (registered: {known})", param="datasource")
-        return config
+        require_scope("datasources", name)
+        return entry[0]
 
     async def add(self, config: DataSourceConfig, *, test: bool = True, replace: bool = False) -> DataSourceConfig:
         """Register a source; with ``test`` it must answer ``SELECT 1`` first."""
         config = config.normalised()
+        self._check_name_free(config.name, replace)
         await asyncio.to_thread(config.check_outbound, self.outbound)  # resolves host names
-        if not replace and self.store.get(config.name) is not None:
-            raise ConflictError(f"a data source named {config.name!r} already exists")
         if test:
             connector = open_connector(config)
             try:
@@ -339,6 +405,16 @@ class DataSources:
         await self._drop(config.name)
         log.info("data source %s (%s) registered", config.name, config.kind)
         return config
+
+    def _check_name_free(self, name: str, replace: bool) -> None:
+        """Names are global: one another tenant holds is a 409 that does not say whose it is; one the
+        caller's tenant holds is a 409 unless it is replaced. Outside the key's scopes: 403."""
+        entry = self.store.entry(name)
+        if entry is not None and not can_see(entry[1]):
+            raise ConflictError(NAME_TAKEN.format(name=name), param="name")
+        require_scope("datasources", name)
+        if entry is not None and not replace:
+            raise ConflictError(f"a data source named {name!r} already exists", param="name")
 
     @property
     def outbound(self) -> OutboundPolicy:
@@ -368,12 +444,13 @@ class DataSources:
         upload_id = uuid.uuid4().hex[:8]
         stem = re.sub(r"[^A-Za-z0-9_]+", "_", Path(filename).stem).strip("_").lower()[:40] or "upload"
         folder = self.home / "uploads" / upload_id
-        folder.mkdir(parents=True, exist_ok=True)
         target = folder / f"{stem}{suffix}"
-        target.write_bytes(data)
         config = DataSourceConfig(
             name=name or f"{stem}-{upload_id}", kind=kind, files=[str(target)], description=f"uploaded {filename}"
         )
+        self._check_name_free(config.name, replace=False)  # a refused name leaves no file behind
+        folder.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(data)
         return await self.add(config)
 
     async def remove(self, name: str) -> None:
@@ -382,10 +459,11 @@ class DataSources:
         self.store.remove(name)
 
     async def connector(self, name: str) -> Connector:
+        """An open connector to ``name``, for the caller (``get`` checks it may use it, every time)."""
+        config = self.get(name)
         audit_note(data_source=name)
         async with self._lock:
             if name not in self._open:
-                config = self.get(name)
                 await asyncio.to_thread(config.check_outbound, self.outbound)  # resolves host names
                 self._open[name] = await asyncio.to_thread(open_connector, config)
             return self._open[name]

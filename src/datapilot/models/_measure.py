@@ -1,7 +1,11 @@
 """Per-request measurement shared by every client that serves answers (local manager, router).
 
 Subclasses say where answers come from; this base measures first-token latency, total latency and
-throughput around them, and reports one ``RequestRecord`` per request to an optional sink.
+throughput around them, and reports one ``RequestRecord`` per request to an optional sink. Every
+model call passes here, so an optional ``gate`` (the server's limits, ``datapilot.core.limits``) is
+asked first: it refuses a call over a rate limit or budget before the source is touched (a
+stream's refusal comes before its first chunk, so the API answers a real 429), and is told the
+call's real usage when it ends. A refused call is not charged.
 """
 
 from __future__ import annotations
@@ -10,7 +14,7 @@ import asyncio
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 from datapilot.core.client import Collector
 from datapilot.core.errors import DataPilotError
@@ -31,6 +35,17 @@ class RequestRecord:
 
 
 RecordSink = Callable[[RequestRecord], None]
+Charge = Callable[[Usage], None]
+
+
+class CallGate(Protocol):
+    """Admits model calls (``datapilot.core.limits.LimitGate``)."""
+
+    def admit(self, model: str, kind: str) -> Charge:
+        """Raise to refuse a call to ``model``; else what to tell the call's usage when it ends."""
+        ...
+
+
 _Out = TypeVar("_Out", EmbeddingOutput, RerankOutput)
 
 
@@ -40,8 +55,17 @@ def error_status(exc: BaseException) -> str:
     return exc.error_type if isinstance(exc, DataPilotError) else "server_error"
 
 
+def _no_charge(_: Usage) -> None:
+    return None
+
+
 class MeasuredClient(ABC):
     sink: RecordSink | None = None
+    gate: CallGate | None = None
+
+    def _admit(self, model: str, kind: str) -> Charge:
+        gate = self.gate
+        return _no_charge if gate is None else gate.admit(model, kind)
 
     @abstractmethod
     def _source_stream(self, request: ModelRequest, kind: str) -> AsyncIterator[ModelChunk]:
@@ -63,14 +87,20 @@ class MeasuredClient(ABC):
 
     def stream(self, request: ModelRequest) -> AsyncIterator[ModelChunk]:
         kind = CHAT if request.is_chat else COMPLETION
-        return self._measure_stream(request, kind, self._source_stream(request, kind), streaming=True)
+        charge = self._admit(request.model, kind)  # a refusal raises here, before the source starts
+        return self._measure_stream(request, kind, self._source_stream(request, kind), True, charge)
 
     def unmeasured_stream(self, request: ModelRequest) -> AsyncIterator[ModelChunk]:
         """The answer without this layer's measurement, for a caller that measures it itself."""
         return self._source_stream(request, CHAT if request.is_chat else COMPLETION)
 
     async def _measure_stream(
-        self, request: ModelRequest, kind: str, chunks: AsyncIterator[ModelChunk], streaming: bool
+        self,
+        request: ModelRequest,
+        kind: str,
+        chunks: AsyncIterator[ModelChunk],
+        streaming: bool,
+        charge: Charge = _no_charge,
     ) -> AsyncIterator[ModelChunk]:
         timing = Timing()
         produced = 0
@@ -95,15 +125,18 @@ class MeasuredClient(ABC):
             if timing.finished_at is None:
                 timing.finish()
                 usage = Usage(0, produced)
+            charge(usage)
             self._record(request.model, kind, streaming, status, usage, timing)
 
     async def generate(self, request: ModelRequest) -> ModelOutput:
         kind = CHAT if request.is_chat else COMPLETION
+        charge = self._admit(request.model, kind)
         timing = Timing()
         try:
             out = await self._source_generate(request, kind)
         except BaseException as exc:
             timing.finish()
+            charge(Usage())
             self._record(request.model, kind, False, error_status(exc), Usage(), timing)
             raise
         if out is not None:
@@ -112,30 +145,35 @@ class MeasuredClient(ABC):
             if inner is not None:  # the source measured its first token; place it on this clock
                 timing.first_token_at = timing.started + inner
             out.timing, out.model = timing, request.model
+            charge(out.usage)
             self._record(request.model, kind, False, "ok", out.usage, timing)
             return out
         # Collected from the stream, so first-token latency is measured here too.
         collector = Collector()
-        async for chunk in self._measure_stream(request, kind, self._source_stream(request, kind), streaming=False):
+        async for chunk in self._measure_stream(request, kind, self._source_stream(request, kind), False, charge):
             collector.add(chunk)
         if collector.last is None or collector.last.timing is None:
             raise DataPilotError(f"model {request.model!r} ended its answer without a finish reason")
         return collector.output(request.model)
 
     async def embed(self, model: str, texts: list[str]) -> EmbeddingOutput:
-        return await self._measured(model, EMBEDDING, self._source_embed(model, texts))
+        charge = self._admit(model, EMBEDDING)
+        return await self._measured(model, EMBEDDING, self._source_embed(model, texts), charge)
 
     async def rerank(self, model: str, query: str, documents: list[str]) -> RerankOutput:
-        return await self._measured(model, RERANK, self._source_rerank(model, query, documents))
+        charge = self._admit(model, RERANK)
+        return await self._measured(model, RERANK, self._source_rerank(model, query, documents), charge)
 
-    async def _measured(self, model: str, kind: str, work: Awaitable[_Out]) -> _Out:
+    async def _measured(self, model: str, kind: str, work: Awaitable[_Out], charge: Charge) -> _Out:
         timing = Timing()
         try:
             out = await work
         except BaseException as exc:
             timing.finish()
+            charge(Usage())
             self._record(model, kind, False, error_status(exc), Usage(), timing)
             raise
         timing.finish()
+        charge(out.usage)
         self._record(model, kind, False, "ok", out.usage, timing)
         return out

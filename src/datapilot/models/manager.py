@@ -180,6 +180,12 @@ class ModelManager(MeasuredClient):
     async def models(self) -> list[ModelInfo]:
         return [w.info() for w in self.workers.values()]
 
+    def model_config(self, name: str) -> ModelConfig | None:
+        """The configuration of a model served here, defined at start or at run time (``None``: not
+        served here): its privacy policy and rate limits apply wherever its requests come from."""
+        worker = self.workers.get(name)
+        return worker.config if worker is not None else None
+
     def _privacy(self, worker: ModelWorker, request_id: str, operation: str) -> RequestPrivacy:
         return RequestPrivacy(worker.name, worker.privacy, request_id, operation, self.privacy_sink)
 

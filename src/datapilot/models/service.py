@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Protocol, runtime_checkable
 
+from datapilot.core.config import ModelConfig, Settings
 from datapilot.core.types import EmbeddingOutput, ModelChunk, ModelInfo, ModelOutput, ModelRequest, RerankOutput
 from datapilot.models._measure import RecordSink
 
@@ -40,3 +41,11 @@ async def model_info(service: ModelService, name: str) -> ModelInfo:
         if info.name == name:
             return info
     raise ModelNotFoundError(f"the model {name!r} does not exist", param="model")
+
+
+def served_config(settings: Settings, service: object, name: str) -> ModelConfig | None:
+    """A model's configuration: the serving client's own (``model_config``: models defined at run time
+    included), else the settings'."""
+    own = getattr(service, "model_config", None)
+    found = own(name) if callable(own) else None
+    return found if isinstance(found, ModelConfig) else settings.model(name)

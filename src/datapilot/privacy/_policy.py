@@ -84,10 +84,14 @@ class RequestPrivacy:
         operation: str = "chat",
         sink: ReportSink | None = None,
         kinds: Iterable[str] | None = None,
+        quiet: bool = False,
     ) -> None:
+        """``quiet``: report nothing (log, audit, sink): for a second masking of a request whose model
+        call reports its own (the semantic cache's key)."""
         self.model, self.policy, self.request_id, self.operation = model, policy, request_id, operation
         self.masker = Masker(kinds)
         self.sink = sink
+        self.quiet = quiet
         self.report: PrivacyReport | None = None
 
     @property
@@ -116,7 +120,7 @@ class RequestPrivacy:
         return out
 
     def _finish(self) -> None:
-        if not self.masker.counts:
+        if not self.masker.counts or self.quiet:
             return
         self.report = PrivacyReport(
             self.model, self.request_id, self.operation, self.policy, dict(self.masker.counts), self.masker.distinct

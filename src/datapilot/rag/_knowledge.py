@@ -273,10 +273,11 @@ class KnowledgeBase:
         return await asyncio.to_thread(self.store.space, name)
 
     def _state(self, name: str) -> _SpaceIndex:
+        # Another tenant's space: the 404 of a missing one; outside the key's scopes: 403.
+        self.store.require_space(name)
         state = self._spaces.get(name)
         if state is None:
-            known = ", ".join(sorted(self._spaces)) or "none"
-            raise SpaceNotFoundError(f"knowledge space {name!r} does not exist (spaces: {known})")
+            raise SpaceNotFoundError(f"knowledge space {name!r} does not exist")
         return state
 
     async def delete_space(self, name: str) -> None:

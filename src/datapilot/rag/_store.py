@@ -3,6 +3,11 @@
 SQLite in WAL mode under DATAPILOT_HOME. The rows are the truth: the keyword and vector indexes are
 rebuilt from them when a knowledge base opens, so a crash can never leave an index holding a chunk
 the store has forgotten. Calls are short and serialised by a lock; bulk writes run in worker threads.
+
+Each space belongs to a tenant (``owner``: the tenant of the request that created it, ``default``
+outside a request; NULL in a store from before tenants: the default tenant's). ``require_space`` is the
+check every use of a space goes through (``space``, and the knowledge service before each operation):
+another tenant's space is answered exactly as a missing one (404), one outside the key's scopes is a 403.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from datapilot.core.errors import ConflictError
+from datapilot.core.tenancy import DEFAULT_TENANT, can_see, owner_of_new, require_scope
 from datapilot.rag._errors import DocumentNotFoundError, SpaceNotFoundError
 from datapilot.rag._types import ChunkDraft, ChunkInfo, DocumentInfo, IngestStatus, SpaceInfo
 
@@ -27,7 +33,8 @@ CREATE TABLE IF NOT EXISTS spaces (
     name TEXT PRIMARY KEY,
     description TEXT NOT NULL DEFAULT '',
     chunking TEXT NOT NULL,
-    created REAL NOT NULL
+    created REAL NOT NULL,
+    owner TEXT
 );
 CREATE TABLE IF NOT EXISTS documents (
     id TEXT PRIMARY KEY,
@@ -89,6 +96,14 @@ class KnowledgeStore:
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.execute("PRAGMA foreign_keys=ON")
             self._db.executescript(_SCHEMA)
+            self._add_owner_column()
+
+    def _add_owner_column(self) -> None:
+        """A store from before tenants gets the ``owner`` column; its spaces keep NULL, the default
+        tenant's (``CREATE TABLE IF NOT EXISTS`` leaves an existing table as it is)."""
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(spaces)")}
+        if "owner" not in columns:
+            self._db.execute("ALTER TABLE spaces ADD COLUMN owner TEXT")
 
     def close(self) -> None:
         with self._lock:
@@ -105,17 +120,46 @@ class KnowledgeStore:
 
     # spaces ---------------------------------------------------------------------------------------------
 
-    def create_space(self, name: str, description: str, chunking: dict[str, Any]) -> SpaceInfo:
+    def create_space(
+        self, name: str, description: str, chunking: dict[str, Any], owner: str | None = None
+    ) -> SpaceInfo:
+        """A new space owned by ``owner`` (default: ``owner_of_new()``, the caller's tenant). Names are
+        global: one another tenant holds is a 409 that does not say whose it is. Outside the key's
+        scopes: 403."""
+        holder = self.owner(name)
+        if holder is not None and not can_see(holder):
+            raise ConflictError(f"the name {name!r} is taken; choose another", param="name")
+        require_scope("spaces", name)
         now = time.time()
         try:
             with self._lock:
                 self._db.execute(
-                    "INSERT INTO spaces (name, description, chunking, created) VALUES (?, ?, ?, ?)",
-                    (name, description, json.dumps(chunking), now),
+                    "INSERT INTO spaces (name, description, chunking, created, owner) VALUES (?, ?, ?, ?, ?)",
+                    (name, description, json.dumps(chunking), now, owner or owner_of_new()),
                 )
         except sqlite3.IntegrityError:
+            if not can_see(self.owner(name)):
+                raise ConflictError(f"the name {name!r} is taken; choose another", param="name") from None
             raise ConflictError(f"knowledge space {name!r} already exists", param="name") from None
         return SpaceInfo(name, description, chunking, now)
+
+    def owner(self, name: str) -> str | None:
+        """The tenant owning space ``name`` (the default tenant for one from before tenants); None: no such space."""
+        row = self._one("SELECT owner FROM spaces WHERE name = ?", (name,))
+        return None if row is None else (row[0] or DEFAULT_TENANT)
+
+    def owners(self) -> dict[str, str]:
+        """Every space's owner, by name."""
+        return {r[0]: r[1] or DEFAULT_TENANT for r in self._all("SELECT name, owner FROM spaces")}
+
+    def require_space(self, name: str) -> None:
+        """The check every use of a space goes through: a space the caller may not see is answered
+        exactly as a missing one (404, naming only the caller's spaces); outside the key's scopes, 403."""
+        owner = self.owner(name)
+        if owner is None or not can_see(owner):
+            known = ", ".join(n for n, o in sorted(self.owners().items()) if can_see(o)) or "none"
+            raise SpaceNotFoundError(f"knowledge space {name!r} does not exist (spaces: {known})")
+        require_scope("spaces", name)
 
     def spaces(self) -> list[SpaceInfo]:
         rows = self._all(
@@ -127,15 +171,15 @@ class KnowledgeStore:
         return [SpaceInfo(r[0], r[1], json.loads(r[2]), r[3], r[4], r[5]) for r in rows]
 
     def space(self, name: str) -> SpaceInfo:
+        self.require_space(name)
         row = self._one(
             "SELECT name, description, chunking, created,"
             " (SELECT COUNT(*) FROM documents WHERE space = ?), (SELECT COUNT(*) FROM chunks WHERE space = ?)"
             " FROM spaces WHERE name = ?",
             (name, name, name),
         )
-        if row is None:
-            known = ", ".join(s.name for s in self.spaces()) or "none"
-            raise SpaceNotFoundError(f"knowledge space {name!r} does not exist (spaces: {known})")
+        if row is None:  # deleted since the check
+            raise SpaceNotFoundError(f"knowledge space {name!r} does not exist")
         return SpaceInfo(row[0], row[1], json.loads(row[2]), row[3], row[4], row[5])
 
     def delete_space(self, name: str) -> None:
@@ -262,6 +306,8 @@ class KnowledgeStore:
             return {}
         marks = ",".join("?" * len(ids))
         rows = self._all(f"SELECT {_CHUNK_COLUMNS} FROM chunks WHERE id IN ({marks})", tuple(ids))
+        for space in {r[2] for r in rows}:  # retrieval's passages: never another tenant's text
+            self.require_space(space)
         return {r[0]: _chunk(r) for r in rows}
 
     def space_rows(self, space: str) -> Iterator[tuple[int, str, str, int | None, str | None, bytes | None]]:

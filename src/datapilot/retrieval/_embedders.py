@@ -35,6 +35,7 @@ from datapilot.core.errors import ConfigError, MissingDependencyError, ModelNotR
 from datapilot.core.outbound import outbound_policy
 from datapilot.core.registry import Registry
 from datapilot.core.retrieval import Embedder
+from datapilot.core.tenancy import internal_call
 
 log = logging.getLogger("datapilot.retrieval")
 
@@ -270,7 +271,8 @@ class ClientEmbedder:
                 pieces.append(piece)
                 owners.append(i)
                 weights.append(float(len(piece.split()) or 1))
-        out = await self.client.embed(self.model, pieces)
+        with internal_call():  # DataPilot's own use of the model, not the caller's choice of one
+            out = await self.client.embed(self.model, pieces)
         vectors = _normalise(out.vectors)
         if len(pieces) == len(texts):
             return vectors

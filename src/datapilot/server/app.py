@@ -19,18 +19,20 @@ from datapilot.apps import SceneService
 from datapilot.apps.services import AgentService, CacheService, DataService, KnowledgeService
 from datapilot.awel import set_ray_address
 from datapilot.core.client import EmbeddingClient
-from datapilot.core.config import CacheEmbedderConfig, Settings
+from datapilot.core.config import CacheEmbedderConfig, ModelConfig, Settings
 from datapilot.core.errors import ConfigError
+from datapilot.core.keys import KeyStore
+from datapilot.core.limits import Budget, LimitGate, ModelLimits, UsageLedger
 from datapilot.core.outbound import OutboundPolicy, set_outbound_policy
 from datapilot.models.manager import ModelManager
-from datapilot.models.service import ModelService
+from datapilot.models.service import ModelService, served_config
 from datapilot.server.agents_api import build_agents_router
 from datapilot.server.audit import AuditLog, AuditMiddleware, build_audit_router
 from datapilot.server.awel_api import build_awel_router, build_flow_manager, load_flows
 from datapilot.server.cache_api import include_cache_routes
 from datapilot.server.chat_api import build_chat_router
 from datapilot.server.datasource_api import build_datasource_router
-from datapilot.server.deps import Services, require_api_key, services
+from datapilot.server.deps import CONFIG_KEY_ID, Services, require_api_key, services
 from datapilot.server.errors import error_body, install_error_handlers
 from datapilot.server.examples_api import build_examples_router
 from datapilot.server.keys_api import build_keys_router
@@ -38,6 +40,7 @@ from datapilot.server.knowledge_api import build_knowledge_router
 from datapilot.server.metrics import ServingMetrics, build_metrics_router
 from datapilot.server.openai_api import build_router
 from datapilot.server.sse import install_event_schemas
+from datapilot.server.usage_api import build_usage_router
 from datapilot.web import mount_ui
 
 if TYPE_CHECKING:
@@ -126,15 +129,39 @@ class SharedEmbedders:
                 await close()
 
 
+def build_limits(settings: Settings, keys: KeyStore, service: object = None) -> LimitGate:
+    """The server's rate limits and budgets: models' limits from the settings, tenants' budgets from
+    the key store (re-read every ``budget_cache_s``), usage in ``DATAPILOT_HOME/usage.db``."""
+
+    def budget(tenant: str) -> Budget:
+        found = keys.budget(tenant)
+        return Budget(found.daily_tokens, found.monthly_tokens)
+
+    def model_limits(config: ModelConfig | None) -> ModelLimits | None:
+        return ModelLimits(config.rpm, config.tpm) if config is not None else None
+
+    return LimitGate(
+        UsageLedger.for_home(settings.home, flush_interval_s=settings.limits.flush_interval_s),
+        model_limits={m.name: ModelLimits(m.rpm, m.tpm) for m in settings.models},
+        limits_of=lambda name: model_limits(served_config(settings, service, name)),
+        budgets=budget,
+        budget_cache_s=settings.limits.budget_cache_s,
+        unmetered_keys=frozenset({CONFIG_KEY_ID}),
+    )
+
+
 def create_app(
     settings: Settings,
     manager: ModelService | None = None,
     *,
     routers: Sequence[APIRouter] = (),
     lifecycle: Sequence[Lifecycle] = (),
+    limits: bool = True,
 ) -> FastAPI:
     """Build the server around a ``ModelService``: this process's models by default, or a cluster
-    router. ``lifecycle`` objects start in order before the service and close in reverse after it."""
+    router. ``lifecycle`` objects start in order before the service and close in reverse after it.
+    ``limits``: enforce rate limits and budgets and record usage (unless ``[limits] enabled = false``);
+    a worker behind an API server leaves them to it, so calls are neither limited nor counted twice."""
     # URLs users give (proxy models, data sources, embedders) are checked against [security]'s policy.
     set_outbound_policy(OutboundPolicy.from_settings(settings.security))
     # Flows whose operators run on Ray (``executor = "ray"``) use the cluster the settings name.
@@ -162,9 +189,20 @@ def create_app(
     state.agents = AgentService.from_settings(
         settings, memory_embedder, data=data, knowledge=knowledge.knowledge, llm=state.chat_llm()
     )
+    # Every model call passes the gate (the service's, which the cache and the apps call through).
+    keys = KeyStore.for_home(settings.home)
+    gate = build_limits(settings, keys, service) if limits and settings.limits.enabled else None
+    if gate is not None:
+        if hasattr(service, "gate"):
+            service.gate = gate
+        else:
+            log.warning("the model service %s takes no gate: model calls are not limited", type(service).__name__)
+        metrics.attach_limits(gate)
     # The audit log starts first and closes last: what the others do while closing is still recorded.
     audit = AuditLog.from_settings(settings.audit, settings.home) if settings.audit.enabled else None
-    lifecycle = (*((audit,) if audit is not None else ()), *lifecycle, embedders, cache, knowledge, data, state.agents)
+    # The usage ledger closes after every part that calls models, so their last calls are written.
+    first = (*((audit,) if audit is not None else ()), *((gate,) if gate is not None else ()))
+    lifecycle = (*first, *lifecycle, embedders, cache, knowledge, data, state.agents)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -197,6 +235,10 @@ def create_app(
     app = FastAPI(title="DataPilot", version=__version__, lifespan=lifespan)
     app.state.services = state
     app.state.audit = audit
+    app.state.keys = keys
+    app.state.limits = gate
+    # deps.require_api_key counts each model-calling request against its key's requests per minute.
+    app.state.request_gate = gate.admit_request if gate is not None else None
     knowledge.attach(state.awel)
     install_error_handlers(app)
     install_event_schemas(app)
@@ -234,6 +276,7 @@ def create_app(
     app.include_router(build_metrics_router(), prefix="/api", tags=["metrics"])
     app.include_router(build_audit_router(), prefix="/api/audit", tags=["audit"])
     app.include_router(build_keys_router(), prefix="/api", tags=["keys"])
+    app.include_router(build_usage_router(), prefix="/api", tags=["keys"])
 
     @app.get("/health")
     async def health(request: Request) -> dict[str, Any]:

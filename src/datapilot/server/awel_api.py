@@ -1,10 +1,13 @@
 """AWEL over HTTP: the flows REST API and the mounted triggers, under ``/api/v1/awel``.
 
-* ``GET /flows``: loaded flows (and files that failed to load, with the reason);
+* ``GET /flows``: loaded flows (and, for an admin, files that failed to load, with the reason);
 * ``GET /flows/{name}``: the flow's JSON graph and its Mermaid diagram;
 * ``POST /flows/{name}/run``: run with ``{"input": ...}``, answer ``{"result": ...}``;
 * ``/trigger/<endpoint>``: each ``HttpTrigger``; bodies are validated (400 naming each field),
   streaming flows answer server-sent events ending with ``data: [DONE]``.
+
+Flows from the configured folder are shared by every tenant; a key's ``flows`` scopes limit which it
+may run (403). A tenant's own flow is invisible to the others (404, as a missing one).
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from pydantic import BaseModel
 from datapilot.awel import SKIPPED, DAGManager, FlowInputError, FlowResources, to_jsonable
 from datapilot.core.config import Settings
 from datapilot.core.errors import DataPilotError
+from datapilot.core.tenancy import current_principal, require_scope
 from datapilot.retrieval import InMemoryVectorIndex
 from datapilot.server.deps import (
     CLIENT_CLOSED,
@@ -90,10 +94,12 @@ def build_awel_router() -> APIRouter:
     @router.get("/flows")
     async def list_flows(request: Request) -> dict[str, Any]:
         mgr = flow_manager(request)
+        # Load failures name the server's files: the admins' to fix, not the tenants' to see.
+        errors = sorted(mgr.errors.items()) if current_principal().is_admin else []
         return {
             "object": "list",
             "data": [f.to_dict() for f in mgr.list()],
-            "errors": [{"source": k, "message": v} for k, v in sorted(mgr.errors.items())],
+            "errors": [{"source": k, "message": v} for k, v in errors],
         }
 
     @router.get("/flows/{name}")
@@ -105,6 +111,7 @@ def build_awel_router() -> APIRouter:
     @router.post("/flows/{name}/run", openapi_extra=access("use"))
     async def run_flow(name: str, body: RunFlowRequest, request: Request) -> Response:
         dag = flow_manager(request).get(name)
+        require_scope("flows", dag.name)
         try:
             result = await until_disconnect(request, dag.run_raw(body.input))
         except ClientDisconnected:
@@ -116,6 +123,7 @@ def build_awel_router() -> APIRouter:
     async def trigger(endpoint: str, request: Request) -> Response:
         """Run the flow whose ``HttpTrigger`` serves this endpoint and method."""
         dag, trig = flow_manager(request).route(endpoint, request.method)
+        require_scope("flows", dag.name)
         data = trig.parse(await _body(request))
         try:
             result = await until_disconnect(request, dag.run_raw(data))

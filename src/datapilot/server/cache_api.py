@@ -12,7 +12,7 @@ import json
 import logging
 import re
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -27,7 +27,7 @@ from datapilot.core.audit import audit_note
 from datapilot.core.client import LLMClient
 from datapilot.core.config import Settings
 from datapilot.core.errors import AuthenticationError, DataPilotError, InvalidRequestError, PermissionDeniedError
-from datapilot.core.tenancy import cache_tenant, require_level, require_scope, set_principal
+from datapilot.core.tenancy import cache_tenant, current_principal, require_level, require_scope, set_principal
 from datapilot.core.types import ModelRequest
 from datapilot.server.deps import access, authenticate, cache_service, require_api_key
 
@@ -41,7 +41,9 @@ def serving_client(
     request: Request, llm: LLMClient, mreq: ModelRequest, use_cache: bool | None
 ) -> tuple[LLMClient, CacheHeaders]:
     """The client that answers ``mreq``, and a function giving the cache headers for the response:
-    the request's ``x-datapilot-cache: bypass`` and ``x-datapilot-cache-tenant`` headers applied."""
+    the request's ``x-datapilot-cache: bypass`` and ``x-datapilot-cache-tenant`` headers applied. A
+    tenant's key is answered from (and fills) its own tenant's scope, header or not; naming another
+    tenant is a 403."""
     svc = getattr(request.app.state, "services", None)
     return serving(
         getattr(svc, "cache", None),
@@ -49,7 +51,7 @@ def serving_client(
         mreq.request_id,
         use_cache=use_cache,
         bypass=request.headers.get(BYPASS_HEADER, ""),
-        tenant=request.headers.get(TENANT_HEADER) or None,
+        tenant=cache_tenant(request.headers.get(TENANT_HEADER) or None),
     )
 
 
@@ -216,7 +218,7 @@ class ScopeIn(_In):
     tenant: str | None = None
 
     def scope(self) -> Scope:
-        return Scope(self.model, self.tenant)
+        return acting_scope(self.model, self.tenant)
 
 
 class MessageIn(_In):
@@ -270,6 +272,28 @@ class FeedbackIn(_In):
 _SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
 
 
+def acting_scope(model: str, tenant: str | None) -> Scope:
+    """The scope a request acts in: the caller's own tenant's (an admin: the one it names), within the
+    key's cache scopes (403 otherwise), as ``/modelcache`` maps ModelCache's ``scope``."""
+    scope = Scope(model, cache_tenant(tenant))
+    require_scope("cache", scope.model)
+    audit_note(cache_scope=scope.model)
+    return scope
+
+
+def _visible(tenant: str | None = None, *, only: bool = False) -> Callable[[Scope], bool]:
+    """Which scopes a listing shows the caller: its own tenant's (an admin: every tenant's, or with
+    ``only`` the ``tenant`` it names), within the key's cache scopes. Decided here, in the request:
+    the cache filters in its worker threads, which do not see the request's principal."""
+    principal, own = current_principal(), cache_tenant(tenant)
+    every = principal.is_admin and not only
+
+    def visible(scope: Scope) -> bool:
+        return principal.allows("cache", scope.model) and (every or scope.tenant == own)
+
+    return visible
+
+
 def _messages(messages: list[MessageIn] | None, prompt: str | None, param: str) -> tuple[Any, str | None]:
     if (messages is None) == (prompt is None):
         raise InvalidRequestError("give exactly one of messages or prompt", param=param)
@@ -286,7 +310,11 @@ class Page:
         limit: int = Query(100, ge=1, le=10_000),
         offset: int = Query(0, ge=0),
     ) -> None:
-        self.scope, self.limit, self.offset = Scope(model, tenant), limit, offset
+        self.model, self.tenant, self.limit, self.offset = model, tenant, limit, offset
+
+    @property
+    def scope(self) -> Scope:
+        return acting_scope(self.model, self.tenant)
 
 
 def build_cache_router() -> APIRouter:
@@ -297,22 +325,22 @@ def build_cache_router() -> APIRouter:
 
     @router.post("/query", openapi_extra=access("use"))
     async def query(body: QueryIn, cache: SemanticCache = Depends(_cache)) -> dict[str, Any]:
+        scope = body.scope.scope()
         messages, prompt = _messages(body.messages, body.prompt, "messages")
-        return (await cache.query(body.scope.scope(), messages, prompt=prompt)).to_dict()
+        return (await cache.query(scope, messages, prompt=prompt)).to_dict()
 
     @router.post("/insert")
     async def insert(body: InsertIn, cache: SemanticCache = Depends(_cache)) -> dict[str, Any]:
+        scope = body.scope.scope()
         pairs = [_messages(e.messages, e.prompt, f"entries.{i}") for i, e in enumerate(body.entries)]
         if all(p is not None for _, p in pairs):
             ids = await cache.insert_many(
-                body.scope.scope(),
+                scope,
                 [(p, e.answer) for (_, p), e in zip(pairs, body.entries, strict=True)],
                 prompts=True,
             )
         elif all(m is not None for m, _ in pairs):
-            ids = await cache.insert_many(
-                body.scope.scope(), [(m, e.answer) for (m, _), e in zip(pairs, body.entries, strict=True)]
-            )
+            ids = await cache.insert_many(scope, [(m, e.answer) for (m, _), e in zip(pairs, body.entries, strict=True)])
         else:
             raise InvalidRequestError("entries of one request are either all messages or all prompts")
         return {"ids": ids}
@@ -329,7 +357,7 @@ def build_cache_router() -> APIRouter:
     async def stats(
         model: str = Query(min_length=1), tenant: str | None = None, cache: SemanticCache = Depends(_cache)
     ) -> dict[str, Any]:
-        return (await cache.stats(Scope(model, tenant))).to_dict()
+        return (await cache.stats(acting_scope(model, tenant))).to_dict()
 
     @router.get("/log")
     async def query_log(
@@ -338,8 +366,11 @@ def build_cache_router() -> APIRouter:
         limit: int = Query(100, ge=1, le=10_000),
         cache: SemanticCache = Depends(_cache),
     ) -> dict[str, Any]:
-        scope = Scope(model, tenant) if model else None
-        return {"data": [r.to_dict() for r in await cache.query_log(scope, limit)]}
+        if model:
+            rows = await cache.query_log(acting_scope(model, tenant), limit)
+        else:  # every model's rows: of the tenant named (a tenant's key: its own only), else the caller's
+            rows = await cache.query_log(None, limit, where=_visible(tenant, only=tenant is not None))
+        return {"data": [r.to_dict() for r in rows]}
 
     @router.get("/entries")
     async def entries(page: Page = Depends(), cache: SemanticCache = Depends(_cache)) -> dict[str, Any]:
@@ -349,7 +380,12 @@ def build_cache_router() -> APIRouter:
     async def feedback(body: FeedbackIn, cache: SemanticCache = Depends(_cache)) -> dict[str, Any]:
         messages, prompt = _messages(body.messages, body.prompt, "messages")
         record = await cache.feedback(
-            Scope(body.model, body.tenant), body.id, messages, body.right, prompt=prompt, similarity=body.similarity
+            acting_scope(body.model, body.tenant),
+            body.id,
+            messages,
+            body.right,
+            prompt=prompt,
+            similarity=body.similarity,
         )
         return record.to_dict()
 
@@ -361,9 +397,10 @@ def build_cache_router() -> APIRouter:
     async def feedback_export(
         model: str = Query(min_length=1), tenant: str | None = None, cache: SemanticCache = Depends(_cache)
     ) -> Response:
-        pairs = await cache.feedback_pairs(Scope(model, tenant))
+        scope = acting_scope(model, tenant)
+        pairs = await cache.feedback_pairs(scope)
         lines = "".join(json.dumps(p, ensure_ascii=False) + "\n" for p in pairs)
-        name = _SAFE_NAME.sub("_", f"{model}-{tenant}" if tenant else model)
+        name = _SAFE_NAME.sub("_", f"{model}-{scope.tenant}" if scope.tenant else model)
         return Response(
             lines,
             media_type="application/x-ndjson",
@@ -372,19 +409,23 @@ def build_cache_router() -> APIRouter:
 
     @router.get("/scopes")
     async def scopes(cache: SemanticCache = Depends(_cache)) -> dict[str, Any]:
-        return {"data": [s.to_dict() for s in await cache.scopes()]}
+        """The caller's tenant's scopes (an admin: every tenant's)."""
+        visible = _visible()
+        return {"data": [s.to_dict() for s in await cache.scopes() if visible(s)]}
 
     @router.get("/settings")
     async def get_settings(
         model: str = Query(min_length=1), tenant: str | None = None, cache: SemanticCache = Depends(_cache)
     ) -> dict[str, Any]:
+        scope = acting_scope(model, tenant)
         await cache.open()
-        return cache.policy(Scope(model, tenant)).model_dump()
+        return cache.policy(scope).model_dump()
 
     @router.put("/settings")
     async def put_settings(body: SettingsIn, cache: SemanticCache = Depends(_cache)) -> dict[str, Any]:
+        scope = body.scope.scope()
         await cache.open()
-        return (await cache.set_policy(body.scope.scope(), body.settings)).model_dump()
+        return (await cache.set_policy(scope, body.settings)).model_dump()
 
     return router
 

@@ -2,10 +2,11 @@
 
 Built-in scenes: ``data``, ``db_qa``, ``excel``, ``dashboard``, ``knowledge`` (an answer with
 citations), ``agent`` (a team of agents) and ``chat``; ``POST /api/chat/scenes`` adds a user's flow
-as a new scene. With ``"stream": true`` the flow's events go out through the server's one SSE writer
-(``data: {...}`` per event, then ``data: [DONE]``); otherwise the final answer comes back as one JSON
-object. The scenes' model calls go through the cache-aware client when the server's cache is on. A
-client that disconnects cancels the work.
+as a new scene, owned by the caller's tenant (the built-ins are every tenant's; a user's scene is seen
+and run only by its tenant and admins). With ``"stream": true`` the flow's events go out through the
+server's one SSE writer (``data: {...}`` per event, then ``data: [DONE]``); otherwise the final
+answer comes back as one JSON object. The scenes' model calls go through the cache-aware client when
+the server's cache is on. A client that disconnects cancels the work.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
 from datapilot.apps import ChatContext, SceneRequest, scene_text
+from datapilot.core.errors import NotFoundError
 from datapilot.server.deps import (
     CLIENT_CLOSED,
     ClientDisconnected,
@@ -84,13 +86,18 @@ def build_chat_router() -> APIRouter:
 
     @router.get("/chat/scenes/{name}")
     async def show_scene(name: str, request: Request, format: str = "json") -> dict[str, Any]:
-        """A scene's flow, as AWEL JSON (``format=json``) or DSL text (``format=dsl``)."""
-        scene = scene_service(request).get(name)
+        """A scene's flow, as AWEL JSON (``format=json``) or DSL text (``format=dsl``); 404 for a scene
+        there is not, or another tenant's."""
+        service = scene_service(request)
+        scene = service.find(name)
+        if scene is None:
+            raise NotFoundError(service.unknown(name), param="name")
         return {**scene.to_dict(), "format": format, "flow": scene_text(scene.flow, format)}
 
     @router.post("/chat/scenes", status_code=201)
     async def add_scene(body: SceneBody, request: Request) -> dict[str, Any]:
-        """Serve a flow (a changed copy of a scene) as a new scene; kept in the scenes folder."""
+        """Serve a flow (a changed copy of a scene) as a new scene, the caller's tenant's; kept in the
+        scenes folder. A name another tenant's scene holds is a 409."""
         scene = scene_service(request).save(body.name, body.flow, body.format, replace=body.replace)
         return scene.to_dict()
 

@@ -13,6 +13,9 @@ chunks, deletion, retrieval and the knowledge chat (answer streamed as SSE, with
 | ``POST /spaces/{space}/chat`` | the knowledge chat: SSE events ``citations``, ``delta``..., ``done``; or one JSON |
 
 Uploads answer 202 at once: ingestion runs in the background, and its status is polled.
+
+Tenants: thin routes over ``KnowledgeService``, whose every operation on a space checks it first (404
+for another tenant's space, exactly as for a missing one; 403 outside the key's scopes).
 """
 
 from __future__ import annotations
@@ -112,21 +115,19 @@ def build_knowledge_router() -> APIRouter:
 
     @router.get("/spaces")
     async def list_spaces(request: Request) -> dict[str, Any]:
-        spaces = await knowledge_service(request).knowledge.spaces()
-        return {"data": [s.to_dict() for s in spaces]}
+        return {"data": await knowledge_service(request).list_spaces()}
 
     @router.post("/spaces", status_code=201)
     async def create_space(body: CreateSpaceRequest, request: Request) -> dict[str, Any]:
-        info = await knowledge_service(request).knowledge.create_space(body.name, body.description, body.chunking)
-        return info.to_dict()
+        return await knowledge_service(request).create_space(body.name, body.description, body.chunking)
 
     @router.get("/spaces/{space}")
     async def get_space(space: str, request: Request) -> dict[str, Any]:
-        return (await knowledge_service(request).knowledge.space(space)).to_dict()
+        return await knowledge_service(request).space(space)
 
     @router.delete("/spaces/{space}")
     async def delete_space(space: str, request: Request) -> dict[str, Any]:
-        await knowledge_service(request).knowledge.delete_space(space)
+        await knowledge_service(request).delete_space(space)
         return {"name": space, "deleted": True}
 
     @router.post("/spaces/{space}/documents", status_code=202, response_model=None)
@@ -148,18 +149,16 @@ def build_knowledge_router() -> APIRouter:
 
     @router.post("/spaces/{space}/documents/text", status_code=202)
     async def add_text(space: str, body: AddTextRequest, request: Request) -> dict[str, Any]:
-        kb = knowledge_service(request).knowledge
-        doc = await kb.add_text(space, body.name, body.text, metadata=body.metadata, chunking=body.chunking)
-        return doc.to_dict()
+        svc = knowledge_service(request)
+        return await svc.add_text(space, body.name, body.text, metadata=body.metadata, chunking=body.chunking)
 
     @router.get("/spaces/{space}/documents")
     async def list_documents(space: str, request: Request) -> dict[str, Any]:
-        docs = await knowledge_service(request).knowledge.documents(space)
-        return {"data": [d.to_dict() for d in docs]}
+        return {"data": await knowledge_service(request).documents(space)}
 
     @router.get("/spaces/{space}/documents/{doc_id}")
     async def get_document(space: str, doc_id: str, request: Request) -> dict[str, Any]:
-        return (await knowledge_service(request).knowledge.document(space, doc_id)).to_dict()
+        return await knowledge_service(request).document(space, doc_id)
 
     @router.get("/spaces/{space}/documents/{doc_id}/chunks")
     async def list_chunks(
@@ -169,12 +168,11 @@ def build_knowledge_router() -> APIRouter:
         offset: int = Query(0, ge=0),
         limit: int = Query(100, ge=1, le=1000),
     ) -> dict[str, Any]:
-        chunks = await knowledge_service(request).knowledge.chunks(space, doc_id, offset, limit)
-        return {"data": [c.to_dict() for c in chunks]}
+        return {"data": await knowledge_service(request).chunks(space, doc_id, offset, limit)}
 
     @router.delete("/spaces/{space}/documents/{doc_id}")
     async def delete_document(space: str, doc_id: str, request: Request) -> dict[str, Any]:
-        removed = await knowledge_service(request).knowledge.delete_document(space, doc_id)
+        removed = await knowledge_service(request).delete_document(space, doc_id)
         return {"id": doc_id, "deleted": True, "chunks": removed}
 
     @router.post("/spaces/{space}/query", openapi_extra=access("use"))

@@ -1,5 +1,10 @@
 """Per-request serving measurements: one log line per request, Prometheus series at /metrics, and
-``GET /api/metrics/models``: recent figures per model as JSON (the UI's models page reads them)."""
+``GET /api/metrics/models``: recent figures per model as JSON (the UI's models page reads them).
+
+With limits on (``attach_limits``), /metrics also shows tokens per tenant and model
+(``datapilot_tokens_total{tenant,model,kind}``), refusals (``datapilot_rate_limited_total{tenant,reason}``)
+and each tenant's tokens used today and this month (``datapilot_tenant_tokens_used{tenant,period}``),
+read from the limits' own counters when scraped: nothing added to the request path."""
 
 from __future__ import annotations
 
@@ -7,12 +12,16 @@ import logging
 import statistics
 import time
 from collections import deque
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
+from datapilot.core.limits import LimitGate, utc_day
 from datapilot.models.manager import RequestRecord
 from datapilot.server.deps import require_api_key, services
 
@@ -36,6 +45,40 @@ def _median_ms(values: list[float]) -> float | None:
 
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
+
+
+class LimitsCollector(Collector):
+    """Usage and refusals per tenant, from the limit gate's counters at scrape time."""
+
+    def __init__(self, gate: LimitGate) -> None:
+        self.gate = gate
+
+    def collect(self) -> Iterator[Metric]:
+        tokens = CounterMetricFamily(
+            "datapilot_tokens",
+            "Model tokens charged to tenants (prompt, completion)",
+            labels=("tenant", "model", "kind"),
+        )
+        for tenant, model, prompt, completion in self.gate.token_counts():
+            tokens.add_metric((tenant, model, "prompt"), prompt)
+            tokens.add_metric((tenant, model, "completion"), completion)
+        refused = CounterMetricFamily(
+            "datapilot_rate_limited",
+            "Requests refused by a rate limit or a token budget (key_rpm, key_tpm, model_rpm, model_tpm, "
+            "daily_budget, monthly_budget)",
+            labels=("tenant", "reason"),
+        )
+        for (tenant, reason), count in sorted(self.gate.refusal_counts().items()):
+            refused.add_metric((tenant, reason), count)
+        used = GaugeMetricFamily(
+            "datapilot_tenant_tokens_used",
+            "Tokens a tenant used today and this month (UTC), what its budgets are checked against",
+            labels=("tenant", "period"),
+        )
+        today = utc_day(self.gate.ledger.clock())
+        for (tenant, period), value in sorted(self.gate.ledger.current_totals().items()):
+            used.add_metric((tenant, "day" if period == today else "month"), value)
+        yield from (tokens, refused, used)
 
 
 class ServingMetrics:
@@ -78,6 +121,10 @@ class ServingMetrics:
         )
         self.totals: dict[str, dict[str, int]] = {}
         self.recent: dict[str, deque[_Recent]] = {}
+
+    def attach_limits(self, gate: LimitGate) -> None:
+        """Show the limits' usage and refusals at /metrics."""
+        self.registry.register(LimitsCollector(gate))
 
     def observe(self, rec: RequestRecord) -> None:
         t = rec.timing

@@ -103,7 +103,9 @@ def worker_app(
         cluster.heartbeat_interval_s,
     )
     host = ModelHost(settings.models, {wid: manager}, {wid: agent}, store, settings.home)
-    return create_app(settings, manager, routers=[models_router(host)], lifecycle=[_AgentLifecycle(agent)])
+    return create_app(
+        settings, manager, routers=[models_router(host)], lifecycle=[_AgentLifecycle(agent)], limits=False
+    )
 
 
 def apiserver_app(settings: Settings) -> FastAPI:

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
 from datapilot.core.aio import stop_task
+from datapilot.core.config import ModelConfig
 from datapilot.core.errors import (
     DataPilotError,
     InvalidRequestError,
@@ -206,6 +207,18 @@ class RoutingClient(MeasuredClient):
         log.warning("instance %s failed: %s", route.info.instance_id, exc)
 
     # -- MeasuredClient sources -----------------------------------------------------------------
+
+    def model_config(self, name: str) -> ModelConfig | None:
+        """The configuration of a model an instance in this process serves (a local worker's manager,
+        or a Ray actor's); ``None`` when only remote workers serve it."""
+        for client in self.local_workers.values():
+            own = getattr(client, "model_config", None)
+            if callable(own) and isinstance(found := own(name), ModelConfig):
+                return found
+            config = getattr(client, "config", None)
+            if isinstance(config, ModelConfig) and config.name == name:
+                return config
+        return None
 
     async def _source_stream(self, request: ModelRequest, kind: str) -> AsyncIterator[ModelChunk]:
         tried: set[str] = set()
