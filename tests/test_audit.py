@@ -239,3 +239,45 @@ def test_audit_can_be_turned_off(tmp_path: Path) -> None:
         assert c.post("/v1/chat/completions", headers=AUTH, json=body).status_code == 200
         assert c.get("/api/audit", headers=AUTH).status_code == 404
     assert not (tmp_path / "audit").exists()
+
+
+def test_a_scene_records_the_model_it_chose(client: TestClient) -> None:
+    resp = client.post("/api/chat", headers=AUTH, json={"scene": "chat", "question": "hello there", "stream": False})
+    assert resp.status_code == 200, resp.text
+    assert last(client, "/api/chat")["model"] == "echo"  # the request named none: the scene chose it
+
+
+def test_a_tenant_key_is_recorded_by_its_id_and_tenant(client: TestClient, home: Path) -> None:
+    from datapilot.core.keys import KeyStore
+
+    keys = KeyStore.for_home(home)
+    record, key = keys.create("acme", level="read")
+    keys.close()
+    chat = {"model": "echo", "messages": [{"role": "user", "content": "hi"}]}
+    assert client.post("/v1/chat/completions", headers={"Authorization": f"Bearer {key}"}, json=chat).status_code == 200
+    rec = last(client, "/v1/chat/completions")
+    assert rec["key"] == record.id and rec["tenant"] == "acme"
+    assert key not in json.dumps(records(client))
+
+
+def test_modelcache_records_the_tenant_an_admin_acts_for(tmp_path: Path) -> None:
+    from datapilot.server.cache_api import create_cache_app
+
+    cfg = settings(tmp_path)
+    cfg.cache.enabled = True
+    cfg.cache.embedders = {"default": cfg.knowledge.embedder}
+    body = {
+        "type": "insert",
+        "scope": {"model": "echo", "tenant": "acme"},
+        "chat_info": [{"query": "q", "answer": "a"}],
+    }
+    # `datapilot cache serve` (the cache alone) keeps the same audit log.
+    with TestClient(create_cache_app(cfg)) as alone:
+        assert alone.post("/modelcache", headers=AUTH, json=body).json()["errorCode"] == 0
+        assert alone.post("/modelcache", json=body).status_code == 401
+        audit: AuditLog = alone.app.state.audit  # type: ignore[attr-defined]
+        found = audit.read(limit=10, route="/modelcache")
+    assert [r["status"] for r in found] == [401, 200]
+    assert (
+        found[1]["tenant"] == "acme" and found[1]["cache_scope"] == "echo" and found[1]["key"] == key_fingerprint(KEY)
+    )

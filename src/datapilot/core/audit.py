@@ -53,3 +53,18 @@ def audit_append(field: str, value: Any) -> None:
             items.append(value)
         else:
             current[field] = [value]
+
+
+def audit_model(name: str) -> None:
+    """A model the current request called: the record's ``model`` is the first one (unless a layer
+    noted it already), and ``models`` lists every one when there were several (a scene writing SQL with
+    one model and prose with another)."""
+    current = _current.get()
+    if current is None:
+        return
+    first = current.setdefault("model", name)
+    if name == first and "models" not in current:
+        return
+    models = current.setdefault("models", [first])
+    if isinstance(models, list) and name not in models:
+        models.append(name)

@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
+from datapilot.core.audit import audit_model
 from datapilot.core.client import Collector
 from datapilot.core.errors import DataPilotError
 from datapilot.core.types import EmbeddingOutput, ModelChunk, ModelOutput, ModelRequest, RerankOutput, Timing, Usage
@@ -64,6 +65,7 @@ class MeasuredClient(ABC):
     gate: CallGate | None = None
 
     def _admit(self, model: str, kind: str) -> Charge:
+        audit_model(model)  # the audit log names the models a request used, those apps chose included
         gate = self.gate
         return _no_charge if gate is None else gate.admit(model, kind)
 

@@ -107,7 +107,8 @@ def build_modelcache_router() -> APIRouter:
                 require_level("write", f"the ModelCache {kind!r} request")
         except PermissionDeniedError as exc:
             return JSONResponse(_query_error(403, exc.message), status_code=403)
-        audit_note(cache_scope=scope.model)
+        # An admin acting in a tenant's scope: the record names that tenant (a tenant key's is noted already).
+        audit_note(cache_scope=scope.model, tenant=scope.tenant if principal.is_admin else None)
         cache = cache_service(request).cache
         handler = {"query": _mc_query, "insert": _mc_insert, "remove": _mc_remove, "register": _mc_register}[kind]
         return JSONResponse(await handler(cache, scope, data))
@@ -437,23 +438,32 @@ def include_cache_routes(app: FastAPI) -> None:
 
 def create_cache_app(settings: Settings) -> FastAPI:
     """The cache alone (``datapilot cache serve``): /modelcache, /api/cache, /health."""
+    from datapilot.server.audit import AuditLog, AuditMiddleware
     from datapilot.server.errors import install_error_handlers
 
     service = CacheService.from_settings(settings)
+    audit = AuditLog.from_settings(settings.audit, settings.home) if settings.audit.enabled else None
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        if audit is not None:
+            await audit.start()
         await service.cache.open()
         try:
             yield
         finally:
             await service.aclose()
+            if audit is not None:
+                await audit.close()
 
     app = FastAPI(title="DataPilot cache", version=__version__, lifespan=lifespan)
     app.state.cache = service
     app.state.settings = settings  # its API keys guard /modelcache and /api/cache
+    app.state.audit = audit
     install_error_handlers(app)
     include_cache_routes(app)
+    if audit is not None:  # the same audit log as the full server's, in the same home
+        app.add_middleware(AuditMiddleware, audit=audit, keys=lambda: settings.server.api_keys)
 
     @app.get("/health")
     async def health() -> dict[str, Any]:
