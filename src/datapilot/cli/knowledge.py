@@ -63,6 +63,7 @@ class _Local:
             ray=ray,
             ray_address=address,
             ray_namespace=settings.ray.namespace,
+            ray_task_cpus=settings.ray.task_num_cpus,
         )
 
     def run(self, work: Callable[[], Any]) -> Any:

@@ -321,6 +321,9 @@ class RaySettings(BaseModel):
     startup_wait_s: float = Field(
         300.0, ge=0, description="start-up waits this long for instances to load; later ones join routing when ready"
     )
+    task_num_cpus: float = Field(
+        1.0, gt=0, description="CPUs one ingestion task (a document's parse, an embedding batch) holds on Ray"
+    )
 
 
 # Knowledge (RAG) defaults; see datapilot.rag.

@@ -32,6 +32,7 @@ from datapilot.rag._errors import (
     SpaceNotFoundError,
     UnsupportedFileError,
 )
+from datapilot.rag._ingest_ray import shippable as ray_shippable
 from datapilot.rag._knowledge import MODES, AddResult, KnowledgeBase, RerankClient
 from datapilot.rag._loaders import load_bytes, register_loader, supported_extensions
 from datapilot.rag._types import (
@@ -85,6 +86,7 @@ __all__ = [
     "count_tokens",
     "knowledge_chat",
     "load_bytes",
+    "ray_shippable",
     "register_chunker",
     "register_loader",
     "supported_extensions",

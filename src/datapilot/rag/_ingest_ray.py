@@ -32,14 +32,21 @@ from datapilot.rag._types import ChunkDraft
 from datapilot.retrieval import Embedder, EmbedderContext, make_embedder
 from datapilot.runtime import connect, run_task
 
-# Ray task options: a document's parse or an embedding batch holds one CPU while it runs.
-TASK_OPTIONS: dict[str, Any] = {"num_cpus": 1}
+# A document's parse or an embedding batch holds one CPU while it runs, unless configured otherwise
+# (``[ray] task_num_cpus``: on a cluster whose nodes' CPUs are mostly held by model actors, a task
+# asking for a whole CPU that no node has free would wait for ever).
+DEFAULT_TASK_CPUS = 1.0
+
+
+def shippable(config: CacheEmbedderConfig) -> bool:
+    """Whether a Ray worker can build the embedder ``config`` describes (``check_shippable`` says why not)."""
+    return not (config.kind == "datapilot" and not config.base_url)
 
 
 def check_shippable(config: CacheEmbedderConfig) -> None:
     """Refuse an embedder a Ray worker cannot build: the ``datapilot`` kind without ``base_url`` embeds
     with the serving process's own models, which a worker does not have."""
-    if config.kind == "datapilot" and not config.base_url:
+    if not shippable(config):
         raise ConfigError(
             "ingestion on Ray builds the embedder in each Ray worker: embedder kind 'datapilot' needs "
             "base_url there (a DataPilot server's /v1), or ingest without Ray"
@@ -49,10 +56,18 @@ def check_shippable(config: CacheEmbedderConfig) -> None:
 class RayIngestion:
     """What ``KnowledgeBase`` calls instead of its threads when ingestion runs on Ray."""
 
-    def __init__(self, embedder: CacheEmbedderConfig, home: Path, address: str | None, namespace: str) -> None:
+    def __init__(
+        self,
+        embedder: CacheEmbedderConfig,
+        home: Path,
+        address: str | None,
+        namespace: str,
+        num_cpus: float = DEFAULT_TASK_CPUS,
+    ) -> None:
         check_shippable(embedder)
         self.config, self.home = embedder, home
         self.address, self.namespace = address, namespace
+        self.options: dict[str, Any] = {"num_cpus": num_cpus}
 
     def connect(self) -> dict[str, Any]:
         """Join (or start) the Ray cluster; idempotent within a process."""
@@ -60,24 +75,24 @@ class RayIngestion:
 
     async def parse(self, source: str, data: bytes, max_bytes: int, chunking: ChunkingConfig) -> list[ChunkDraft]:
         drafts: list[ChunkDraft] = await run_task(
-            parse_document, (source, data, max_bytes, chunking), options=TASK_OPTIONS, what=f"parsing {source}"
+            parse_document, (source, data, max_bytes, chunking), options=self.options, what=f"parsing {source}"
         )
         return drafts
 
     def embedder(self, source: str) -> RayEmbedder:
-        return RayEmbedder(self.config, self.home, source)
+        return RayEmbedder(self.config, self.home, source, self.options)
 
 
 class RayEmbedder:
     """An ``Embedder`` whose every call is a Ray task, for one document's batches."""
 
-    def __init__(self, config: CacheEmbedderConfig, home: Path, source: str) -> None:
-        self.config, self.home, self.source = config, home, source
+    def __init__(self, config: CacheEmbedderConfig, home: Path, source: str, options: dict[str, Any]) -> None:
+        self.config, self.home, self.source, self.options = config, home, source, options
         self.name = f"ray:{config.kind}"
 
     async def embed(self, texts: list[str]) -> np.ndarray:
         vectors: np.ndarray = await run_task(
-            embed_texts, (self.config, str(self.home), texts), options=TASK_OPTIONS, what=f"embedding {self.source}"
+            embed_texts, (self.config, str(self.home), texts), options=self.options, what=f"embedding {self.source}"
         )
         return vectors
 

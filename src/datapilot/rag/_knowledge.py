@@ -125,6 +125,7 @@ class KnowledgeBase:
         ray: bool = False,
         ray_address: str | None = None,
         ray_namespace: str = "datapilot",
+        ray_task_cpus: float = 1.0,
     ) -> None:
         self.settings = settings or KnowledgeSettings()
         self.home = Path(home).expanduser()
@@ -135,9 +136,10 @@ class KnowledgeBase:
                     "ingestion on Ray builds the embedder from settings.embedder in each Ray worker: "
                     "pass no embedder instance with ray=True (the same configuration then embeds queries here)"
                 )
-            self._ray = RayIngestion(self.settings.embedder, self.home, ray_address, ray_namespace)
+            self._ray = RayIngestion(self.settings.embedder, self.home, ray_address, ray_namespace, ray_task_cpus)
         self._embedder = embedder
         self._own_embedder = embedder is None
+        self.ingestion = "ray" if self._ray is not None else "local"  # where documents are parsed and embedded
         self._index = index
         self._rerank_client = rerank_client
         self._local_client = local_client
