@@ -609,6 +609,7 @@ class SemanticCache:
         s = Scope.parse(scope)
         if not isinstance(ids, list) or not all(isinstance(i, int) and not isinstance(i, bool) for i in ids):
             raise InvalidRequestError("id_list must be a list of integer ids", param="id_list")
+        ids = [i for i in ids if -(2**63) <= i < 2**63]  # no row has an id beyond SQL's 64-bit integers
         await self.open()
 
         def run() -> int:

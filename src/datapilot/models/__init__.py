@@ -11,6 +11,7 @@ from datapilot.models.backend import (
     EMBEDDING,
     ModelBackend,
     backend_names,
+    check_backend,
     get_backend,
     register_backend,
 )
@@ -30,6 +31,7 @@ __all__ = [
     "RequestRecord",
     "StopFilter",
     "backend_names",
+    "check_backend",
     "few_shot_dialogue",
     "get_backend",
     "package_model_path",

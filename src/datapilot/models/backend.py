@@ -135,6 +135,13 @@ def get_backend(name: str) -> type[ModelBackend]:
     return _BACKENDS.get(name)()
 
 
+def check_backend(name: str) -> None:
+    """400 ``param=backend`` unless ``name`` is a registered backend (built-in or plugin): a model defined
+    with a backend nobody registered could never load, so it is refused when it is defined."""
+    if name not in _BACKENDS:
+        raise InvalidRequestError(_BACKENDS.unknown_message(name), param="backend")
+
+
 for _name, _module, _attr in (
     ("llama_cpp", "datapilot.models.backends.llama_cpp", "LlamaCppBackend"),
     ("openai_compat", "datapilot.models.backends.openai_compat", "OpenAICompatBackend"),

@@ -10,7 +10,8 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Depends, Query, Request
-from pydantic import BaseModel, Field, SecretStr
+from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel, Field, SecretStr, ValidationError
 
 from datapilot.datasource import DataSourceConfig
 from datapilot.server.deps import access, data_service, require_api_key
@@ -47,9 +48,12 @@ def build_datasource_router() -> APIRouter:
 
     @router.post("")
     async def add_source(body: DataSourceCreate, request: Request) -> dict[str, Any]:
-        config = DataSourceConfig.model_validate(
-            body.model_dump(exclude={"test", "replace"}) | {"password": body.password}
-        )
+        try:
+            config = DataSourceConfig.model_validate(
+                body.model_dump(exclude={"test", "replace"}) | {"password": body.password}
+            )
+        except ValidationError as exc:  # e.g. an unknown kind: a 400 naming the field, like any bad body
+            raise RequestValidationError(exc.errors(include_url=False, include_input=False)) from None
         return await data_service(request).add_source(config, test=body.test, replace=body.replace)
 
     @router.post("/upload")

@@ -10,7 +10,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from datapilot.core.errors import DataPilotError
+from datapilot.core.errors import AuthenticationError, DataPilotError
+from datapilot.server.deps import authenticate, cluster_auth, require_api_key
 
 log = logging.getLogger("datapilot.server")
 
@@ -37,15 +38,43 @@ def _describe(err: dict[str, Any]) -> tuple[str, str | None]:
     return (f"Invalid value for '{param}': {msg}" if param else msg), param
 
 
+def _answer(exc: DataPilotError) -> JSONResponse:
+    return JSONResponse(exc.to_dict(), status_code=exc.status_code, headers=getattr(exc, "headers", None))
+
+
+async def _unauthenticated(request: Request) -> JSONResponse | None:
+    """The 401 a request without a valid key gets from its route, or None.
+
+    FastAPI reads and decodes the body before it runs the route's dependencies, so a body that is not
+    JSON (or a form that does not parse, or one over the size limit) would be answered before the key is
+    checked, telling a caller without a key how the route reads its body. Such errors go through the
+    route's authentication first (the API key, or the controller's cluster token); it only reads the
+    request, so running it again for an error raised after it passed changes nothing."""
+    dependant = getattr(request.scope.get("route"), "dependant", None)
+    cluster_check = f"{cluster_auth.__qualname__}.<locals>."
+    try:
+        for dep in getattr(dependant, "dependencies", ()):
+            if dep.call is require_api_key:
+                authenticate(request)
+            elif getattr(dep.call, "__qualname__", "").startswith(cluster_check):
+                await dep.call(request)
+    except AuthenticationError as exc:
+        return _answer(exc)
+    return None
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(DataPilotError)
     async def _dp(_: Request, exc: DataPilotError) -> JSONResponse:
         if exc.status_code >= 500:
             log.warning("%s: %s", type(exc).__name__, exc.message)
-        return JSONResponse(exc.to_dict(), status_code=exc.status_code, headers=getattr(exc, "headers", None))
+        return _answer(exc)
 
     @app.exception_handler(RequestValidationError)
-    async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        refused = await _unauthenticated(request)
+        if refused is not None:
+            return refused
         errors = list(exc.errors())
         message, param = _describe(errors[0]) if errors else ("invalid request", None)
         if len(errors) > 1:
@@ -53,7 +82,10 @@ def install_error_handlers(app: FastAPI) -> None:
         return JSONResponse(error_body(message, "invalid_request_error", param), status_code=400)
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        refused = await _unauthenticated(request) if exc.status_code < 500 else None
+        if refused is not None:
+            return refused
         type_ = "invalid_request_error" if exc.status_code < 500 else "server_error"
         return JSONResponse(
             error_body(str(exc.detail), type_), status_code=exc.status_code, headers=getattr(exc, "headers", None)

@@ -20,6 +20,7 @@ from typing import Protocol
 from datapilot.core.config import ModelConfig
 from datapilot.core.errors import ConfigError, ConflictError, InvalidRequestError, ModelNotFoundError
 from datapilot.core.secrets import SecretBox, is_encrypted
+from datapilot.models.backend import check_backend
 from datapilot.models.cluster.agent import WorkerAgent
 from datapilot.models.manager import ModelManager, ModelState
 
@@ -119,6 +120,7 @@ class ModelDefinitions:
             raise ConflictError(f"model {config.name!r} is defined in the config file; edit it there")
         if self.store is None:
             raise InvalidRequestError("this server keeps no model definitions")
+        check_backend(config.backend)
         self.store.save(config)
         self.defined[config.name] = config
 
