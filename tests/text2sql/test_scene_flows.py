@@ -293,3 +293,29 @@ def test_the_server_serves_scenes_and_its_flows_query_sources_through_the_guard(
     with sqlite3.connect(db) as conn:
         assert conn.execute("select count(*) from orders").fetchone()[0] == 3
     assert (tmp_path / "home" / "scenes" / "terse.dsl").is_file()
+
+
+def test_the_scenes_default_model_is_the_one_that_measured_best() -> None:
+    """SmolLM2 when it is configured (and, on a server, ready); the request, the source's own SQL model
+    and ``data.model`` still come first; without SmolLM2 the first chat model, as before."""
+    from datapilot.apps.services import choose_chat_model
+    from datapilot.core.config import DEFAULT_CHAT_MODEL, SMOLLM2_CHAT_MODEL, ModelConfig, Settings
+    from datapilot.core.types import ModelInfo
+
+    both = Settings()  # the embedded defaults: Gemma first, then SmolLM2
+    assert [m.name for m in both.models][:1] == [DEFAULT_CHAT_MODEL]
+    assert choose_chat_model(both, None, None, None) == SMOLLM2_CHAT_MODEL
+    assert choose_chat_model(both, DEFAULT_CHAT_MODEL, None, None) == DEFAULT_CHAT_MODEL
+    chosen = Settings.model_validate({"data": {"model": DEFAULT_CHAT_MODEL}})
+    assert choose_chat_model(chosen, None, None, None) == DEFAULT_CHAT_MODEL
+    gemma_only = Settings(models=[ModelConfig(name=DEFAULT_CHAT_MODEL, backend="llama_cpp")])
+    assert choose_chat_model(gemma_only, None, None, None) == DEFAULT_CHAT_MODEL
+
+    def served(smol_status: str) -> list[ModelInfo]:
+        return [
+            ModelInfo(name=DEFAULT_CHAT_MODEL, backend="llama_cpp", capabilities=["chat"], status="ready"),
+            ModelInfo(name=SMOLLM2_CHAT_MODEL, backend="llama_cpp", capabilities=["chat"], status=smol_status),
+        ]
+
+    assert choose_chat_model(both, None, None, served("ready")) == SMOLLM2_CHAT_MODEL
+    assert choose_chat_model(both, None, None, served("loading")) == DEFAULT_CHAT_MODEL
