@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Annotated
 
 import typer
@@ -21,8 +23,13 @@ keys_app = typer.Typer(help="Tenants' API keys (hashed at rest) and token budget
 _SCOPE_HELP = "comma-separated names it may use (default: all)"
 
 
-def _store(config: ConfigOpt, profile: ProfileOpt, home: HomeOpt) -> KeyStore:
-    return KeyStore.for_home(settings_from(config, profile, home).home)
+@contextmanager
+def _store(config: ConfigOpt, profile: ProfileOpt, home: HomeOpt) -> Iterator[KeyStore]:
+    store = KeyStore.for_home(settings_from(config, profile, home).home)
+    try:
+        yield store
+    finally:
+        store.close()
 
 
 @keys_app.command("create")
@@ -55,8 +62,7 @@ def keys_create(
         )
         if names is not None
     }
-    store = _store(config, profile, home)
-    try:
+    with _store(config, profile, home) as store:
         record, key = store.create(
             tenant,
             name=name,
@@ -66,8 +72,6 @@ def keys_create(
             tpm=tpm,
             expires_in_s=expires_days * 86400 if expires_days else None,
         )
-    finally:
-        store.close()
     if as_json:
         print(json.dumps({**record.to_dict(), "key": key}))
         return
@@ -86,11 +90,8 @@ def keys_list(
     home: HomeOpt = None,
 ) -> None:
     """List keys (never their secrets)."""
-    store = _store(config, profile, home)
-    try:
+    with _store(config, profile, home) as store:
         keys = store.keys(tenant, include_revoked=all_)
-    finally:
-        store.close()
     if as_json:
         print(json.dumps([k.to_dict() for k in keys]))
         return
@@ -113,11 +114,8 @@ def keys_revoke(
     home: HomeOpt = None,
 ) -> None:
     """Revoke a key: refused from the next request on."""
-    store = _store(config, profile, home)
-    try:
+    with _store(config, profile, home) as store:
         record = store.revoke(key_id)
-    finally:
-        store.close()
     out.print(f"revoked key {record.id} of tenant {record.tenant}")
 
 
@@ -131,11 +129,8 @@ def keys_budget(
     home: HomeOpt = None,
 ) -> None:
     """Set a tenant's token budgets (UTC days and months); without options, clear them."""
-    store = _store(config, profile, home)
-    try:
+    with _store(config, profile, home) as store:
         budget = store.set_budget(tenant, daily_tokens=daily_tokens, monthly_tokens=monthly_tokens)
-    finally:
-        store.close()
     out.print(
         f"tenant {tenant}: daily {budget.daily_tokens or 'unlimited'}, monthly {budget.monthly_tokens or 'unlimited'}"
     )

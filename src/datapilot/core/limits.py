@@ -171,6 +171,12 @@ class UsageRow:
 _Key = tuple[str, str, str, str]  # day, tenant, key id ("" for none), model
 
 
+def _add_tokens(totals: dict[tuple[str, str], int], tenant: str, day: str, tokens: int) -> None:
+    """Add ``tokens`` to ``tenant``'s sums for ``day`` and for its month."""
+    for period in (day, day[:7]):
+        totals[(tenant, period)] = totals.get((tenant, period), 0) + tokens
+
+
 def _add_rows(into: dict[Any, list[int]], rows: dict[Any, list[int]]) -> None:
     """Add ``rows``' counts (requests, prompt tokens, completion tokens) into ``into``, key by key."""
     for key, counts in rows.items():
@@ -222,9 +228,7 @@ class UsageLedger:
             row[1] += prompt_tokens
             row[2] += completion_tokens
             if tokens:
-                totals = self._totals
-                totals[(tenant, day)] = totals.get((tenant, day), 0) + tokens
-                totals[(tenant, day[:7])] = totals.get((tenant, day[:7]), 0) + tokens
+                _add_tokens(self._totals, tenant, day, tokens)
 
     def used(self, tenant: str, period: str) -> int:
         """Tokens ``tenant`` used in ``period``: a UTC day (``2025-06-01``) or month (``2025-06``)."""
@@ -275,12 +279,10 @@ class UsageLedger:
             )
         totals: dict[tuple[str, str], int] = {}
         for tenant, day, tokens in rows:
-            totals[(tenant, day)] = totals.get((tenant, day), 0) + tokens
-            totals[(tenant, day[:7])] = totals.get((tenant, day[:7]), 0) + tokens
+            _add_tokens(totals, tenant, day, tokens)
         with self._lock:
             for (day, tenant, _, _), (_, prompt, completion) in self._pending.items():
-                totals[(tenant, day)] = totals.get((tenant, day), 0) + prompt + completion
-                totals[(tenant, day[:7])] = totals.get((tenant, day[:7]), 0) + prompt + completion
+                _add_tokens(totals, tenant, day, prompt + completion)
             self._totals = totals
 
     def flush(self) -> None:
@@ -403,16 +405,17 @@ class LimitGate:
         self,
         ledger: UsageLedger,
         *,
-        model_limits: Mapping[str, ModelLimits] | None = None,
-        limits_of: Callable[[str], ModelLimits | None] | None = None,
+        model_limits: Mapping[str, ModelLimits] | Callable[[str], ModelLimits | None] | None = None,
         budgets: Callable[[str], Budget] | None = None,
         budget_cache_s: float = 2.0,
         unmetered_keys: frozenset[str] = frozenset(),
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.ledger = ledger
-        self.model_limits = {m: lim for m, lim in (model_limits or {}).items() if lim.rpm or lim.tpm}
-        self.limits_of = limits_of  # models not in ``model_limits`` (defined at run time)
+        # A model's own limits, by name: a mapping, or a lookup (models defined at run time included).
+        self.limits_of: Callable[[str], ModelLimits | None] = (
+            model_limits if callable(model_limits) else dict(model_limits or {}).get
+        )
         self.budgets = budgets
         self.budget_cache_s = budget_cache_s
         self.unmetered_keys = unmetered_keys
@@ -444,12 +447,8 @@ class LimitGate:
         return error
 
     def _limits(self, model: str) -> ModelLimits | None:
-        found = self.model_limits.get(model)
-        if found is None and self.limits_of is not None:
-            found = self.limits_of(model)
-            if found is not None and not (found.rpm or found.tpm):
-                found = None
-        return found
+        found = self.limits_of(model)
+        return found if found is not None and (found.rpm or found.tpm) else None
 
     def budget(self, tenant: str) -> Budget:
         if self.budgets is None:
@@ -462,25 +461,32 @@ class LimitGate:
         self._budget_cache[tenant] = (now + self.budget_cache_s, found)
         return found
 
+    def _take(self, tenant: str, kind: str, name: str, limit: int, now: float, says: Callable[[float], str]) -> None:
+        """429 (counted as a ``kind`` refusal) unless the ``kind`` window of ``name`` has room under
+        ``limit``; ``says(wait)`` is the message. The caller holds the lock and adds what it uses."""
+        wait = self._window(kind, name).wait_s(limit, now)
+        if wait > 0:
+            raise self._refuse(tenant, kind, RateLimitError(says(wait), retry_after=wait))
+
     def admit_request(self, principal: Principal) -> None:
         """Count one model-calling HTTP request against its key's requests per minute (429 over it)."""
-        if principal.rpm is None or principal.key_id is None:
+        key, rpm = principal.key_id, principal.rpm
+        if rpm is None or key is None:
             return
         with self._lock:
             now = self.monotonic()
-            window = self._window("key_rpm", principal.key_id)
-            wait = window.wait_s(principal.rpm, now)
-            if wait > 0:
-                raise self._refuse(
-                    principal.tenant,
-                    "key_rpm",
-                    RateLimitError(
-                        f"Rate limit reached for API key {principal.key_id}: {principal.rpm} requests per minute. "
-                        f"Try again in {_in(wait)}, or ask an admin for a key with a higher limit.",
-                        retry_after=wait,
-                    ),
-                )
-            window.add(1, now)
+            self._take(
+                principal.tenant,
+                "key_rpm",
+                key,
+                rpm,
+                now,
+                lambda wait: (
+                    f"Rate limit reached for API key {key}: {rpm} requests per minute. "
+                    f"Try again in {_in(wait)}, or ask an admin for a key with a higher limit."
+                ),
+            )
+            self._window("key_rpm", key).add(1, now)
 
     def admit(self, model: str, kind: str) -> Charge:
         """Check a call to ``model`` before it is made (403 outside the key's models, 429 over a limit
@@ -498,51 +504,50 @@ class LimitGate:
         return self._charger(principal, model)
 
     def _check_rates(self, principal: Principal, model: str, limits: ModelLimits | None) -> None:
-        tenant = principal.tenant
+        tenant, key, tpm = principal.tenant, principal.key_id, principal.tpm
         with self._lock:
             now = self.monotonic()
-            if principal.tpm is not None and principal.key_id is not None:
-                window = self._window("key_tpm", principal.key_id)
-                wait = window.wait_s(principal.tpm, now)
-                if wait > 0:
-                    raise self._refuse(
-                        tenant,
-                        "key_tpm",
-                        RateLimitError(
-                            f"Rate limit reached for API key {principal.key_id}: {principal.tpm} tokens per minute "
-                            f"({window.used(now)} used in the last minute). Try again in {_in(wait)}.",
-                            retry_after=wait,
-                        ),
-                    )
+            if tpm is not None and key is not None:
+                self._take(
+                    tenant,
+                    "key_tpm",
+                    key,
+                    tpm,
+                    now,
+                    lambda wait: (
+                        f"Rate limit reached for API key {key}: {tpm} tokens per minute "
+                        f"({self._window('key_tpm', key).used(now)} used in the last minute). Try again in {_in(wait)}."
+                    ),
+                )
             if limits is None:
                 return
-            if limits.tpm is not None:
-                window = self._window("model_tpm", model)
-                wait = window.wait_s(limits.tpm, now)
-                if wait > 0:
-                    raise self._refuse(
-                        tenant,
-                        "model_tpm",
-                        RateLimitError(
-                            f"Rate limit reached for model {model!r}: {limits.tpm} tokens per minute, shared by all "
-                            f"keys ({window.used(now)} used in the last minute). Try again in {_in(wait)}.",
-                            retry_after=wait,
-                        ),
-                    )
-            if limits.rpm is not None:
-                window = self._window("model_rpm", model)
-                wait = window.wait_s(limits.rpm, now)
-                if wait > 0:
-                    raise self._refuse(
-                        tenant,
-                        "model_rpm",
-                        RateLimitError(
-                            f"Rate limit reached for model {model!r}: {limits.rpm} requests per minute, shared by "
-                            f"all keys. Try again in {_in(wait)}.",
-                            retry_after=wait,
-                        ),
-                    )
-                window.add(1, now)  # last: a call refused by another limit is not counted
+            model_tpm, model_rpm = limits.tpm, limits.rpm
+            if model_tpm is not None:
+                self._take(
+                    tenant,
+                    "model_tpm",
+                    model,
+                    model_tpm,
+                    now,
+                    lambda wait: (
+                        f"Rate limit reached for model {model!r}: {model_tpm} tokens per minute, shared by "
+                        f"all keys ({self._window('model_tpm', model).used(now)} used in the last minute). "
+                        f"Try again in {_in(wait)}."
+                    ),
+                )
+            if model_rpm is not None:
+                self._take(
+                    tenant,
+                    "model_rpm",
+                    model,
+                    model_rpm,
+                    now,
+                    lambda wait: (
+                        f"Rate limit reached for model {model!r}: {model_rpm} requests per minute, shared "
+                        f"by all keys. Try again in {_in(wait)}."
+                    ),
+                )
+                self._window("model_rpm", model).add(1, now)  # last: a call refused by another limit is not counted
 
     def _check_budget(self, tenant: str, budget: Budget) -> None:
         now = self.ledger.clock()

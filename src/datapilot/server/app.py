@@ -19,7 +19,7 @@ from datapilot.apps import SceneService
 from datapilot.apps.services import AgentService, CacheService, DataService, KnowledgeService
 from datapilot.awel import set_ray_address
 from datapilot.core.client import EmbeddingClient
-from datapilot.core.config import CacheEmbedderConfig, ModelConfig, Settings
+from datapilot.core.config import CacheEmbedderConfig, Settings
 from datapilot.core.errors import ConfigError
 from datapilot.core.keys import KeyStore
 from datapilot.core.limits import Budget, LimitGate, ModelLimits, UsageLedger
@@ -130,20 +130,21 @@ class SharedEmbedders:
 
 
 def build_limits(settings: Settings, keys: KeyStore, service: object = None) -> LimitGate:
-    """The server's rate limits and budgets: models' limits from the settings, tenants' budgets from
-    the key store (re-read every ``budget_cache_s``), usage in ``DATAPILOT_HOME/usage.db``."""
+    """The server's rate limits and budgets: each model's limits from its configuration (as ``service``
+    serves it, models defined at run time included), tenants' budgets from the key store (re-read every
+    ``budget_cache_s``), usage in ``DATAPILOT_HOME/usage.db``."""
 
     def budget(tenant: str) -> Budget:
         found = keys.budget(tenant)
         return Budget(found.daily_tokens, found.monthly_tokens)
 
-    def model_limits(config: ModelConfig | None) -> ModelLimits | None:
+    def limits_of(name: str) -> ModelLimits | None:
+        config = served_config(settings, service, name)
         return ModelLimits(config.rpm, config.tpm) if config is not None else None
 
     return LimitGate(
         UsageLedger.for_home(settings.home, flush_interval_s=settings.limits.flush_interval_s),
-        model_limits={m.name: ModelLimits(m.rpm, m.tpm) for m in settings.models},
-        limits_of=lambda name: model_limits(served_config(settings, service, name)),
+        model_limits=limits_of,
         budgets=budget,
         budget_cache_s=settings.limits.budget_cache_s,
         unmetered_keys=frozenset({CONFIG_KEY_ID}),
@@ -228,9 +229,7 @@ def create_app(
             await service.close()
             for part in reversed(started):
                 await part.close()
-            keys = getattr(app.state, "keys", None)
-            if keys is not None:
-                keys.close()
+            keys.close()
 
     app = FastAPI(title="DataPilot", version=__version__, lifespan=lifespan)
     app.state.services = state

@@ -201,15 +201,16 @@ async def require_api_key(request: Request) -> Principal:
     return principal
 
 
-def cluster_auth(settings: Settings) -> Callable[[Request], Awaitable[None]]:
-    """The controller's routes: a worker or API server shows the cluster token (``cluster.token``) or,
-    without one, an API key; open only when neither is configured."""
-    keys = [settings.cluster.token] if settings.cluster.token is not None else list(settings.server.api_keys)
+class ClusterAuth:
+    """The controller's routes' dependency: a worker or API server shows the cluster token
+    (``cluster.token``) or, without one, an API key; open only when neither is configured."""
 
-    async def require_cluster_token(request: Request) -> None:
-        check_key(request, keys)
+    def __init__(self, settings: Settings) -> None:
+        token = settings.cluster.token
+        self.keys = [token] if token is not None else list(settings.server.api_keys)
 
-    return require_cluster_token
+    async def __call__(self, request: Request) -> None:
+        check_key(request, self.keys)
 
 
 def cluster_token(settings: Settings) -> str | None:

@@ -11,7 +11,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from datapilot.core.errors import AuthenticationError, DataPilotError
-from datapilot.server.deps import authenticate, cluster_auth, require_api_key
+from datapilot.server.deps import ClusterAuth, authenticate, require_api_key
 
 log = logging.getLogger("datapilot.server")
 
@@ -51,12 +51,11 @@ async def _unauthenticated(request: Request) -> JSONResponse | None:
     route's authentication first (the API key, or the controller's cluster token); it only reads the
     request, so running it again for an error raised after it passed changes nothing."""
     dependant = getattr(request.scope.get("route"), "dependant", None)
-    cluster_check = f"{cluster_auth.__qualname__}.<locals>."
     try:
         for dep in getattr(dependant, "dependencies", ()):
             if dep.call is require_api_key:
                 authenticate(request)
-            elif getattr(dep.call, "__qualname__", "").startswith(cluster_check):
+            elif isinstance(dep.call, ClusterAuth):
                 await dep.call(request)
     except AuthenticationError as exc:
         return _answer(exc)

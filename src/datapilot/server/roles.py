@@ -25,7 +25,7 @@ from datapilot.models.cluster.registry import Registry, SQLiteRegistryStore
 from datapilot.models.cluster.router import RoutingClient
 from datapilot.models.manager import ModelManager
 from datapilot.server.app import create_app
-from datapilot.server.deps import cluster_auth, cluster_token
+from datapilot.server.deps import ClusterAuth, cluster_token
 from datapilot.server.errors import install_error_handlers
 from datapilot.server.models_api import models_router
 
@@ -66,7 +66,7 @@ def all_in_one_app(settings: Settings, managers: dict[str, ModelManager], store:
     return create_app(
         settings,
         router,
-        routers=[controller_router(controller, [Depends(cluster_auth(settings))]), models_router(host)],
+        routers=[controller_router(controller, [Depends(ClusterAuth(settings))]), models_router(host)],
         lifecycle=[controller, _Closing(managers, store), *agents.values()],
     )
 
@@ -81,7 +81,7 @@ def ray_app(settings: Settings, store: DefinitionStore) -> FastAPI:
     return create_app(
         settings,
         router,
-        routers=[controller_router(controller, [Depends(cluster_auth(settings))]), models_router(models)],
+        routers=[controller_router(controller, [Depends(ClusterAuth(settings))]), models_router(models)],
         lifecycle=[controller, _RayLifecycle(models)],
     )
 
@@ -134,7 +134,7 @@ def controller_app(settings: Settings, persist: bool = True) -> FastAPI:
 
     app = FastAPI(title="DataPilot controller", version=__version__, lifespan=lifespan)
     install_error_handlers(app)
-    app.include_router(controller_router(controller, [Depends(cluster_auth(settings))]))
+    app.include_router(controller_router(controller, [Depends(ClusterAuth(settings))]))
 
     @app.get("/health")
     async def health() -> dict[str, Any]:
