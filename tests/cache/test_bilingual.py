@@ -65,6 +65,9 @@ HARD_NEGATIVES = [
     ("Send an HTTP PUT request with curl", "Send an HTTP DELETE request with curl", None),
     ("What's the fastest land animal?", "What's the largest land animal?", "superlative"),
     ("Sort a dict by value in Python 3.12", "Sort a dict by value in Python 2.7", "numbers"),
+    # Names that share one character: the alignment matches it by chance, and one name still replaced another.
+    ("刘德华的代表作有哪些", "周华健的代表作有哪些", "term"),
+    ("怎么给压缩包加上密码", "怎么给压缩包去掉密码", "direction"),
 ]
 
 
@@ -85,6 +88,12 @@ PARAPHRASES = [
     ("How can I center a div with CSS?", "what's the way to center a div using css"),
     ("What is the capital of Canada?", "what's Canada's capital city"),
     ("How do I undo the last git commit?", "undo my last commit in git"),
+    # Other spellings: "k8s" is no number 8, "℃" no programming language C; "里怎么" / "中如何" is two
+    # known equivalents aligned as one span.
+    ("k8s 里怎么查看 pod 日志", "Kubernetes 中如何查看 pod 的日志"),
+    ("体温38.5℃要吃退烧药吗", "体温38.5度需要吃退烧药吗"),
+    ("js 怎么深拷贝对象", "JavaScript 如何深拷贝一个对象"),
+    ("帮我写一封辞职信", "写个辞职信"),
 ]
 
 

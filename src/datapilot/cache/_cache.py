@@ -25,6 +25,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
+from datapilot.cache import _lexical as lexical
 from datapilot.cache._embed import Embedder, EmbedderContext, make_embedder
 from datapilot.cache._feedback import ScopeFeedback
 from datapilot.cache._guards import guard
@@ -150,6 +151,7 @@ class SemanticCache:
         self._inline_lookup = False
         # Each scope's feedback, loaded on its first lookup or mark (see ``_feedback``).
         self._feedback: dict[str, ScopeFeedback] = {}
+        self._lexical = lexical.LexicalIndex()
 
     # lifecycle ---------------------------------------------------------------------------------------
 
@@ -377,15 +379,18 @@ class SemanticCache:
         self, scope: str, key: CacheKey, qvec: np.ndarray, cvec: np.ndarray | None, policy: CachePolicy
     ) -> tuple[CacheResult, _Candidate | None]:
         ids, scores = self.index.search(scope, qvec, policy.top_k)
-        if not ids:
-            return CacheResult(False, reason="empty"), None
         threshold = policy.threshold_long if len(key.question) > policy.long_text_chars else policy.threshold_short
         marks = self._feedback.get(scope)
         # Feedback may have lowered some entries' own thresholds: candidates down to the lowest are looked at.
         floor = marks.floor(threshold, policy.target_precision) if marks is not None else threshold
+        terms = lexical.features(key.question) if policy.lexical_weight > 0 else frozenset()
+        if terms and ids:
+            ids, scores = self._with_lexical(scope, qvec, terms, ids, scores, policy, floor - policy.margin)
+        if not ids:
+            return CacheResult(False, reason="empty"), None
         best = scores[0]
         if best < floor:
-            return CacheResult(False, similarity=best, reason="below_threshold"), None
+            return CacheResult(False, similarity=min(best, 1.0), reason="below_threshold"), None
         # Rows within the margin of the threshold are fetched too: they are the runners-up that make a
         # candidate ambiguous.
         near = [(i, s) for i, s in zip(ids, scores, strict=True) if s >= floor - policy.margin]
@@ -422,11 +427,50 @@ class SemanticCache:
                 if sim - runner_up < policy.margin:
                     why = "ambiguous"
             if why is None:
-                hit = CacheResult(True, entry.answer, sim, entry.question, entry.id, reason="hit")
+                # A hybrid similarity (``_lexical``) can pass 1; it is reported as at most 1.
+                hit = CacheResult(True, entry.answer, min(sim, 1.0), entry.question, entry.id, reason="hit")
                 return hit, (_Candidate(entry, sim) if policy.reranker and not repeat else None)
             if reason == "expired":
                 reason = why
-        return CacheResult(False, similarity=best, reason=reason), None
+        return CacheResult(False, similarity=min(best, 1.0), reason=reason), None
+
+    def _with_lexical(
+        self,
+        scope: str,
+        qvec: np.ndarray,
+        terms: frozenset[str],
+        ids: list[int],
+        scores: list[float],
+        policy: CachePolicy,
+        lowest: float,
+    ) -> tuple[list[int], list[float]]:
+        """The vector index's candidates and the lexical index's, scored by the hybrid similarity (see
+        ``_lexical``), best first. A lexical candidate the vector index did not return has a cosine of at
+        most the last one it did: when even that could not lift it to ``lowest``, its vector is not read."""
+        if not self._lexical.built(scope):
+            with self._scope_lock(scope):  # no insert slips between reading the rows and indexing them
+                if not self._lexical.built(scope):
+                    self._lexical.build(scope, (row for rows in self.store.iter_questions(scope) for row in rows))
+        cosine = dict(zip(ids, scores, strict=True))
+        found = self._lexical.search(scope, terms, policy.top_k)
+        bound = scores[-1] if len(ids) >= policy.top_k else 1.0
+        missing = [
+            i
+            for i, lex in found
+            if i not in cosine and lexical.hybrid(bound, lex, policy.lexical_weight) >= lowest
+        ]
+        if missing:
+            for i, vec in self.store.vectors(scope, missing).items():
+                if len(vec) == len(qvec):
+                    cosine[i] = float(np.dot(qvec, vec))
+        rows = self._fetch(scope, list(cosine), time.time())
+        scored = [
+            (i, lexical.hybrid(c, lexical.overlap(terms, lexical.features(rows[i].question)), policy.lexical_weight))
+            for i, c in cosine.items()
+            if i in rows
+        ]
+        scored.sort(key=lambda x: -x[1])
+        return [i for i, _ in scored], [s for _, s in scored]
 
     def _fetch(self, scope: str, ids: list[int], now: float) -> dict[int, Entry]:
         if not self._row_cache:
@@ -458,6 +502,10 @@ class SemanticCache:
 
     def _forget(self, scope: str, ids: list[int] | None) -> None:
         # The store deleted these entries' feedback with them (eviction, remove, truncate).
+        if ids is None:
+            self._lexical.drop(scope)
+        else:
+            self._lexical.remove(scope, ids)
         marks = self._feedback.get(scope)
         if marks is not None:
             if ids is None:
@@ -576,6 +624,7 @@ class SemanticCache:
         with self._scope_lock(scope):
             ids = self.store.insert(rows)
             self.index.add(scope, np.asarray(ids, dtype=np.int64), np.stack([r.vector for r in rows]))
+            self._lexical.add(scope, [(i, r.question) for i, r in zip(ids, rows, strict=True)])
             self._remember(
                 scope,
                 [

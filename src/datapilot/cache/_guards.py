@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 from datapilot.cache._key import normalise
-from datapilot.cache._verify import NEGATIONS, NUMBER_WORDS, key_term_difference
+from datapilot.cache._verify import _CJK_CHAR, NEGATIONS, NUMBER_WORDS, key_term_difference
 
 _WORD = re.compile(r"\w+(?:'\w+)?", re.UNICODE)
 _ORIG_WORD = re.compile(r"\w+(?:'\w+)?", re.UNICODE)
@@ -142,7 +142,9 @@ def guard(query: str, candidate: str, *, substitutions: bool = True) -> str | No
     if normalise(query) == normalise(candidate):
         return None  # the same question typed differently: nothing differs
     a, b = parse(unicodedata.normalize("NFKC", query)), parse(unicodedata.normalize("NFKC", candidate))
-    if a.numbers != b.numbers:
+    # In text with CJK a word token runs into the characters around it ("38度"): the bilingual check
+    # (``key_term_difference``) compares numbers there.
+    if a.numbers != b.numbers and not (_CJK_CHAR.search(query) or _CJK_CHAR.search(candidate)):
         return "numbers"
     if (a.negations % 2) != (b.negations % 2):
         return "negation"

@@ -308,23 +308,40 @@ class SQLStore:
             found |= {r[0] for r in conn.execute(select(scopes.c.scope))}
         return sorted(found)
 
-    def iter_vectors(self, scope: str, batch: int = 20_000) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    def _batches(self, scope: str, column: Any, batch: int) -> Iterator[list[Any]]:
+        """Every entry's (id, ``column``), in batches by id."""
         last = -1
         while True:
             stmt = (
-                select(entries.c.id, entries.c.embedding)
+                select(entries.c.id, column)
                 .where(entries.c.scope == scope, entries.c.id > last)
                 .order_by(entries.c.id)
                 .limit(batch)
             )
             with self.engine.connect() as conn:
-                rows = conn.execute(stmt).all()
+                rows = list(conn.execute(stmt).all())
             if not rows:
                 return
+            last = int(rows[-1][0])
+            yield rows
+
+    def iter_vectors(self, scope: str, batch: int = 20_000) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        for rows in self._batches(scope, entries.c.embedding, batch):
             ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
-            vectors = np.stack([np.frombuffer(r[1], dtype=np.float32) for r in rows])
-            last = int(ids[-1])
-            yield ids, vectors
+            yield ids, np.stack([np.frombuffer(r[1], dtype=np.float32) for r in rows])
+
+    def iter_questions(self, scope: str, batch: int = 20_000) -> Iterator[list[tuple[int, str]]]:
+        """Every entry's (id, question), in batches (the lexical index is built from them)."""
+        for rows in self._batches(scope, entries.c.question, batch):
+            yield [(int(r[0]), str(r[1])) for r in rows]
+
+    def vectors(self, scope: str, ids: list[int]) -> dict[int, np.ndarray]:
+        """These entries' question vectors (the ones that exist)."""
+        if not ids:
+            return {}
+        stmt = select(entries.c.id, entries.c.embedding).where(entries.c.scope == scope, entries.c.id.in_(ids))
+        with self.engine.connect() as conn:
+            return {int(r[0]): np.frombuffer(r[1], dtype=np.float32) for r in conn.execute(stmt).all()}
 
     def evict(self, scope: str, max_entries: int, policy: str, now: float) -> list[int]:
         """Delete expired rows, then the least recently (LRU) or least often (LFU) used over the limit."""

@@ -19,6 +19,7 @@ from __future__ import annotations
 import difflib
 import re
 from functools import lru_cache
+from typing import Any
 
 from datapilot.cache._key import normalise
 
@@ -88,7 +89,7 @@ _CN_NOT_NUMBER = (
 )
 
 # "一" before a measure word is an article ("写一首诗", "推荐一本书"): another count ("两首") still differs.
-_ONE_AS_ARTICLE = re.compile(r"一(?=[个本部首篇张条门句段份次种件位只支杯碗道款家所])")
+_ONE_AS_ARTICLE = re.compile(r"一(?=[个本部首篇张条门句段份次种件位只支杯碗道款家所封台辆双套顿场幅棵朵颗间栋座架把])")
 
 # English negations and number words, shared with the guards (``_guards``).
 NEGATIONS = frozenset(
@@ -179,6 +180,10 @@ _OPPOSITE_PAIRS = [
     ("开启", "关闭"),
     ("启用", "禁用"),
     ("添加", "删除"),
+    ("加上", "去掉"),
+    ("加", "去掉"),
+    ("安装", "卸载"),
+    ("登录", "退出"),
     ("增加", "删除"),
     ("之前", "之后"),
     ("以前", "以后"),
@@ -486,9 +491,20 @@ _CONTRACTIONS = [
 ]
 
 
+# Other spellings of one name, replaced before anything is parsed: "k8s" is no number 8, and "38°C" no
+# programming language C.
+_ALIASES = [
+    (re.compile(r"(?<![a-z0-9])k8s(?![a-z0-9])", re.I), "kubernetes"),
+    (re.compile(r"(?<![a-z0-9])js(?![a-z0-9])", re.I), "javascript"),
+    (re.compile(r"(?<![a-z0-9])i18n(?![a-z0-9])", re.I), "internationalization"),
+    (re.compile(r"(?<=\d)\s*(?:°\s*c|℃)(?![a-z])", re.I), " celsius"),
+    (re.compile(r"(?<=\d)\s*(?:°\s*f|℉)(?![a-z])", re.I), " fahrenheit"),
+]
+
+
 @lru_cache(maxsize=65536)
 def units(text: str) -> Units:
-    for pattern, replacement in _CONTRACTIONS:
+    for pattern, replacement in (*_CONTRACTIONS, *_ALIASES):
         text = pattern.sub(replacement, text)
     return Units(normalise(text.replace("can not", "cannot")))
 
@@ -534,7 +550,7 @@ def _cjk_replacement(a: Units, b: Units) -> bool:
     the key term they differ in ("北京" / "上海" is caught by the names; this catches the rest)."""
     if not a.cjk or not b.cjk or len(a.cjk) < 4 or len(b.cjk) < 4:
         return False
-    ops = [op for op in difflib.SequenceMatcher(None, a.cjk, b.cjk, autojunk=False).get_opcodes() if op[0] != "equal"]
+    ops = _merged_changes(list(difflib.SequenceMatcher(None, a.cjk, b.cjk, autojunk=False).get_opcodes()))
     changes = []
     for tag, i1, i2, j1, j2 in ops:
         x, y = a.cjk[i1:i2], b.cjk[j1:j2]
@@ -546,6 +562,27 @@ def _cjk_replacement(a: Units, b: Units) -> bool:
     tag, x, y = changes[0]
     same = len(a.cjk) - len(x) * len(changes)
     return tag == "replace" and 1 <= len(x) <= 4 and 1 <= len(y) <= 4 and same > max(len(x), len(y))
+
+
+def _merged_changes(opcodes: list[Any]) -> list[tuple[str, int, int, int, int]]:
+    """The non-equal spans of an alignment, two joined into one replacement where a single character
+    matched between them by chance ("林俊杰" / "周杰伦" align on "杰": one name replaced, not two edits)."""
+    changes: list[tuple[str, int, int, int, int]] = []
+    for k, (tag, i1, i2, j1, j2) in enumerate(opcodes):
+        if tag != "equal":
+            changes.append((tag, i1, i2, j1, j2))
+            continue
+        between = 0 < k < len(opcodes) - 1 and i2 - i1 == 1 and changes and changes[-1][2] == i1
+        nxt = opcodes[k + 1] if between else None
+        if nxt is not None and nxt[0] != "equal":
+            last = changes[-1]
+            # Only where both sides change: two deletions around one kept character are two deletions.
+            if not ((last[2] > last[1] or nxt[2] > nxt[1]) and (last[4] > last[3] or nxt[4] > nxt[3])):
+                continue
+            changes.pop()
+            changes.append(("replace", last[1], nxt[2], last[3], nxt[4]))
+            opcodes[k + 1] = ("equal", nxt[2], nxt[2], nxt[4], nxt[4])  # consumed
+    return [c for c in changes if c[2] > c[1] or c[4] > c[3]]
 
 
 def _stem(word: str) -> str:
@@ -601,9 +638,25 @@ def _names_reordered(a: Units, b: Units) -> bool:
     return len(order_a) >= 2 and sorted(order_a) == sorted(order_b) and order_a != order_b
 
 
-def _equivalent(x: str, y: str) -> bool:
+def _same_span(x: str, y: str) -> bool:
     groups = _SAME_INDEX.get(x)
     return bool(groups) and any(i in _SAME_INDEX.get(y, ()) for i in groups or ())
+
+
+@lru_cache(maxsize=65536)
+def _equivalent(x: str, y: str) -> bool:
+    """``x`` and ``y`` are the same span, known equivalents, or split into pieces that are, in order (the
+    alignment groups "里怎么" / "中如何" into one replacement: "里" / "中" and "怎么" / "如何")."""
+    if x == y or _same_span(x, y):
+        return True
+    if len(x) + len(y) > 12:
+        return False
+    return any(
+        _equivalent(x[:i], y[:j]) and _equivalent(x[i:], y[j:])
+        for i in range(len(x) + 1)
+        for j in range(len(y) + 1)
+        if 0 < i + j < len(x) + len(y)
+    )
 
 
 def key_term_difference(query: str, candidate: str, *, substitutions: bool = True) -> str | None:

@@ -90,6 +90,7 @@ class ServerSettings(BaseModel):
 DEFAULT_CACHE_THRESHOLD_SHORT = 0.75
 DEFAULT_CACHE_THRESHOLD_LONG = 0.78
 DEFAULT_CACHE_MARGIN = 0.10
+DEFAULT_CACHE_LEXICAL_WEIGHT = 1.5
 DEFAULT_CACHE_LONG_TEXT_CHARS = 300
 DEFAULT_CACHE_CONTEXT_THRESHOLD = 0.90
 DEFAULT_CACHE_TOP_K = 8
@@ -151,6 +152,13 @@ class CachePolicy(BaseModel):
         True,
         description="with guards: also reject an English question that differs from the stored one by one "
         "replaced word ('chicken thighs' / 'chicken breasts'); off keeps paraphrases that swap one synonym",
+    )
+    lexical_weight: float = Field(
+        DEFAULT_CACHE_LEXICAL_WEIGHT,
+        ge=0,
+        le=4,
+        description="questions with Chinese (CJK) text are compared by cosine + this weight x (overlap of "
+        "their content terms - 0.2), and entries sharing rare terms are looked at too; 0: cosine only",
     )
     reranker: str | None = Field(None, description="name of a reranker in cache.rerankers")
     top_k: int = Field(DEFAULT_CACHE_TOP_K, ge=1, le=100)
