@@ -158,15 +158,23 @@ def test_odd_questions_are_served_or_refused_whole(client: TestClient) -> None:
     ok = mc(client, {"type": "insert", "scope": scope, "chat_info": [{"query": query(long), "answer": "L"}]})
     assert ok["errorCode"] == 0
     assert mc(client, {"type": "query", "scope": scope, "query": query(long)})["answer"] == "L"
+    # Not the same text: the verifier compares the two (its alignments are bounded, so this takes no time).
+    assert mc(client, {"type": "query", "scope": scope, "query": query("how " + long)})["answer"] == "L"
+    # The same for Chinese, which also goes through the lexical channel (its terms, its index).
+    long_zh = "天空为什么是蓝色的，晚霞为什么是红色的" * 5_000
+    ok = mc(client, {"type": "insert", "scope": scope, "chat_info": [{"query": query(long_zh), "answer": "Z"}]})
+    assert ok["errorCode"] == 0
+    assert mc(client, {"type": "query", "scope": scope, "query": query(long_zh)})["answer"] == "Z"
+    assert mc(client, {"type": "query", "scope": scope, "query": query(long_zh[2:])})["answer"] == "Z"
     too_long = [{"query": query("fine"), "answer": "F"}, {"query": query("x" * 250_000), "answer": "X"}]
     refused = mc(client, {"type": "insert", "scope": scope, "chat_info": too_long})
     assert refused["errorCode"] == 301 and "longer than" in refused["errorDesc"]
-    assert client.get("/api/cache/stats", params={"model": "odd"}).json()["entries"] == 2
+    assert client.get("/api/cache/stats", params={"model": "odd"}).json()["entries"] == 3
     # Empty or whitespace-only questions: an error in ModelCache's shape, nothing stored.
     for blank in ("", "   ", "\u3000\n"):
         q = mc(client, {"type": "query", "scope": scope, "query": query(blank)})
         assert q["errorCode"] != 0 and q["cacheHit"] is False
         w = mc(client, {"type": "insert", "scope": scope, "chat_info": [{"query": query(blank), "answer": "B"}]})
         assert w["errorCode"] == 301
-    assert client.get("/api/cache/stats", params={"model": "odd"}).json()["entries"] == 2
+    assert client.get("/api/cache/stats", params={"model": "odd"}).json()["entries"] == 3
     assert client.get("/health").status_code == 200

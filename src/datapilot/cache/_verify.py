@@ -548,7 +548,7 @@ def _contained(word: str, others: set[str]) -> bool:
 def _cjk_replacement(a: Units, b: Units) -> bool:
     """Two CJK questions identical but for one short replaced span (not a known equivalent): the span is
     the key term they differ in ("北京" / "上海" is caught by the names; this catches the rest)."""
-    if not a.cjk or not b.cjk or len(a.cjk) < 4 or len(b.cjk) < 4:
+    if not a.cjk or not b.cjk or len(a.cjk) < 4 or len(b.cjk) < 4 or max(len(a.cjk), len(b.cjk)) > _MAX_ALIGNED:
         return False
     ops = _merged_changes(list(difflib.SequenceMatcher(None, a.cjk, b.cjk, autojunk=False).get_opcodes()))
     changes = []
@@ -562,6 +562,11 @@ def _cjk_replacement(a: Units, b: Units) -> bool:
     tag, x, y = changes[0]
     same = len(a.cjk) - len(x) * len(changes)
     return tag == "replace" and 1 <= len(x) <= 4 and 1 <= len(y) <= 4 and same > max(len(x), len(y))
+
+
+# The alignments take time quadratic in the length: questions longer than this many characters (CJK) or
+# words are compared by the other rules only (a 100k-character message took a minute to align).
+_MAX_ALIGNED = 400
 
 
 def _merged_changes(opcodes: list[Any]) -> list[tuple[str, int, int, int, int]]:
@@ -601,7 +606,7 @@ def _latin_substitution(a: Units, b: Units) -> bool:
     # Numbers are compared apart ("three" and "3" are one number, not a replaced word).
     wa = [_stem(w) for w in a.words if w not in NUMBER_WORDS and not _NUM.fullmatch(w)]
     wb = [_stem(w) for w in b.words if w not in NUMBER_WORDS and not _NUM.fullmatch(w)]
-    if len(wa) < 3 or len(wb) < 3:
+    if len(wa) < 3 or len(wb) < 3 or max(len(wa), len(wb)) > _MAX_ALIGNED:
         return False
     changes = []
     for tag, i1, i2, j1, j2 in difflib.SequenceMatcher(None, wa, wb, autojunk=False).get_opcodes():
