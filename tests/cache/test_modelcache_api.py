@@ -161,7 +161,7 @@ def test_odd_questions_are_served_or_refused_whole(client: TestClient) -> None:
     # Not the same text: the verifier compares the two (its alignments are bounded, so this takes no time).
     assert mc(client, {"type": "query", "scope": scope, "query": query("how " + long)})["answer"] == "L"
     # The same for Chinese, which also goes through the lexical channel (its terms, its index).
-    long_zh = "天空为什么是蓝色的，晚霞为什么是红色的" * 5_000
+    long_zh = "天空为什么是蓝色的晚霞为什么是红色的" * 5_000
     ok = mc(client, {"type": "insert", "scope": scope, "chat_info": [{"query": query(long_zh), "answer": "Z"}]})
     assert ok["errorCode"] == 0
     assert mc(client, {"type": "query", "scope": scope, "query": query(long_zh)})["answer"] == "Z"
