@@ -4,7 +4,8 @@ On a chat-pair set (default: the dev set), all stored questions go into one scop
 looked up; up to ``--marks`` hard-negative probes that got a (wrong) hit are marked wrong through
 ``SemanticCache.feedback``, as a user's thumbs-down would; then every probe is looked up again. The
 report: the hard negatives' false-hit rate before and after (all of them, the marked ones, the
-unmarked ones) and recall on the cases that should hit, before and after (feedback must not cost it).
+unmarked ones: what the scope learned beyond the marked entries), the verifier rules the marks taught
+the scope, and recall on the cases that should hit, before and after.
 
 The verifier already rejects most hard negatives at the defaults, so by default it is turned off here
 (``--guards`` keeps it): the figure is what feedback alone does for a scope whose near misses got
@@ -76,12 +77,14 @@ async def main() -> int:
                     await cache.feedback(SCOPE, result.id, case.probe_messages(), False, similarity=result.similarity)
                     marked.add(case.id)
             after = await _probe(cache, cases)
+            learned = await cache.learned_rules(SCOPE)
     hard_before = [(c, r) for c, r in zip(cases, before, strict=True) if c.kind == "hard_negative"]
     hard_after = [(c, r) for c, r in zip(cases, after, strict=True) if c.kind == "hard_negative"]
     report = {
         "data": str(data),
         "guards": args.guards,
         "marks": len(marked),
+        "learned_rules": learned,
         "hard_negative_false_hits": {
             "before": _rate(hard_before),
             "after": _rate(hard_after),

@@ -253,6 +253,7 @@ def test_feedback_over_http_is_stored_listed_exported_and_deleted_with_its_entry
         assert log[1]["question"] == "What is the capital of France?" and log[1]["scope"] == scope
         assert len(client.get("/api/cache/feedback", params={**scope, "limit": 1, "offset": 1}).json()["data"]) == 1
         assert client.get("/api/cache/feedback", params={"model": "m"}).json()["data"] == []  # another scope
+        assert client.get("/api/cache/feedback", params=scope).json()["learned_rules"] == []  # one mark, no rule
         export = client.get("/api/cache/feedback/export", params=scope)
         assert export.status_code == 200 and export.headers["content-type"].startswith("application/x-ndjson")
         assert "cache-feedback-m-t.jsonl" in export.headers["content-disposition"]
@@ -312,3 +313,88 @@ def test_bad_feedback_over_http_gets_the_error_shape_and_stores_nothing(tmp_path
         assert _query(client, scope, "what is the capital of france")["hit"]
         assert client.get("/api/cache/feedback", params={"model": "m", "limit": 0}).status_code == 400
         assert client.get("/api/cache/feedback", params={"tenant": "t"}).status_code == 400
+
+
+# --- what the whole scope learns -----------------------------------------------------------------------
+
+
+def _mark(entry_id: int, probe: str, question: str, right: bool) -> FeedbackRecord:
+    return FeedbackRecord(0, "m", entry_id, probe, "", 0.9, right, 0.0, question=question)
+
+
+def test_a_rule_is_learned_from_enough_wrong_marks_it_explains_and_unlearned_by_right_ones() -> None:
+    from datapilot.cache._feedback import MIN_RULE_MARKS, ScopeFeedback
+
+    numbers = [
+        ("Convert 10 pounds to kilograms", "Convert 12 pounds to kilograms"),
+        ("Top 5 movies of 2019", "Top 5 movies of 2021"),
+        ("Is 17 a prime number?", "Is 19 a prime number?"),
+    ]
+    state = ScopeFeedback([_mark(i, p, q, False) for i, (q, p) in enumerate(numbers[:2])])
+    assert state.learned_rules(0.95) == frozenset()  # two marks explain nothing yet
+    state.add(_mark(3, numbers[2][1], numbers[2][0], False), 0.75, 0.95)
+    assert MIN_RULE_MARKS == 3 and state.learned_rules(0.95) == {"numbers"}
+    # A wrong mark no rule explains (a paraphrase judged wrong) teaches no rule.
+    state.add(_mark(4, "how do I bake bread", "How can I bake bread?", False), 0.75, 0.95)
+    assert state.learned_rules(0.95) == {"numbers"}
+    # A hit marked right that the rule would have refused is evidence against it: at a 0.95 target one
+    # such mark outweighs three wrong ones; at 0.75 it does not.
+    state.add(_mark(5, "What is 2+2?", "What is two plus two? Answer in 1 word", True), 0.75, 0.95)
+    assert state.learned_rules(0.95) == frozenset() and state.learned_rules(0.75) == {"numbers"}
+    # Rebuilt from the stored marks (a reopened cache), the same.
+    again = ScopeFeedback(
+        [_mark(i, p, q, False) for i, (q, p) in enumerate(numbers)]
+        + [_mark(5, "What is 2+2?", "What is two plus two? Answer in 1 word", True)]
+    )
+    assert again.learned_rules(0.75) == {"numbers"} and again.learned_rules(0.95) == frozenset()
+
+
+async def _mark_three_of_four_wrong(cache: SemanticCache, pairs: list[tuple[str, str]]) -> list[int]:
+    """Store each pair's question, check that each probe hits it, and mark the first three hits wrong."""
+    ids = await cache.insert_many("m", [(q, f"a:{q}") for q, _ in pairs])
+    hits = [await cache.query("m", p) for _, p in pairs]
+    assert all(h.hit for h in hits)  # every near miss gets through
+    for entry, (_, probe), hit in list(zip(ids, pairs, hits, strict=True))[:3]:
+        await cache.feedback("m", entry, probe, False, similarity=hit.similarity)
+    return ids
+
+
+async def test_wrong_marks_teach_a_scope_without_the_verifier_its_rules(tmp_path: Path) -> None:
+    # The verifier off: near misses that differ in a number hit, until the marks on three of them teach
+    # the scope that numbers matter, for all its entries. Hash vectors: shared words make the cosine.
+    pairs = [
+        ("Convert 10 pounds to kilograms please", "Convert 12 pounds to kilograms please"),
+        ("Show the top 5 movies of 2019 please", "Show the top 5 movies of 2021 please"),
+        ("Is 17 a prime number or not", "Is 19 a prime number or not"),
+        ("Book a table for 4 people tonight", "Book a table for 6 people tonight"),
+    ]
+    settings = hash_settings(guards=False)
+    async with SemanticCache(settings, tmp_path, embedders={"default": HashEmbedder()}) as cache:
+        await cache.insert("m", "How do I bake sourdough bread at home", "bread")
+        ids = await _mark_three_of_four_wrong(cache, pairs)
+        assert await cache.learned_rules("m") == ["numbers"]
+        unmarked = await cache.query("m", pairs[3][1])
+        assert not unmarked.hit and unmarked.reason == "feedback:numbers"
+        # What the rule does not fire on still hits.
+        assert (await cache.query("m", "how do i bake sourdough bread at home?")).answer == "bread"
+        assert (await cache.query("m", "Book a table for 4 people tonight please")).id == ids[3]
+    # Kept with the marks: a reopened cache knows the rule.
+    async with SemanticCache(settings, tmp_path, embedders={"default": HashEmbedder()}) as cache:
+        assert (await cache.query("m", pairs[3][1])).reason == "feedback:numbers"
+
+
+async def test_wrong_marks_teach_a_scope_without_substitutions_that_one_replaced_word_matters(
+    tmp_path: Path,
+) -> None:
+    pairs = [
+        ("How long to grill chicken thighs on gas", "How long to grill chicken breasts on gas"),
+        ("How do I revert a merge commit in git", "How do I revert a rebase commit in git"),
+        ("Best way to store fresh basil leaves at home", "Best way to store fresh mint leaves at home"),
+        ("How many grams of protein in a boiled egg", "How many grams of fat in a boiled egg"),
+    ]
+    settings = hash_settings(substitutions=False)
+    async with SemanticCache(settings, tmp_path, embedders={"default": HashEmbedder()}) as cache:
+        ids = await _mark_three_of_four_wrong(cache, pairs)
+        assert await cache.learned_rules("m") == ["term"]
+        assert (await cache.query("m", pairs[3][1])).reason == "feedback:term"
+        assert (await cache.query("m", "how many grams of protein in a boiled egg?")).id == ids[3]

@@ -398,6 +398,7 @@ class SemanticCache:
         live = [(rows[i], s) for i, s in near if i in rows]
         reason = "expired"
         asked = normalise(key.question)
+        learned = marks.learned_rules(policy.target_precision) if marks is not None else frozenset()
         for entry, sim in live:
             if sim < floor:
                 break
@@ -406,7 +407,7 @@ class SemanticCache:
                 if marks is not None
                 else None
             )
-            why = why or self._reject(key, cvec, entry, sim, policy)
+            why = why or self._reject(key, cvec, entry, sim, policy, learned)
             # The question asked again (case, spacing and end punctuation aside) is no near miss: neither
             # a close runner-up nor a reranker can make the stored answer to it the wrong one.
             mine = normalise(entry.question)
@@ -421,7 +422,7 @@ class SemanticCache:
                     for e, s in live
                     if e.id != entry.id
                     and normalise(e.question) != mine
-                    and self._reject(key, cvec, e, s, policy) is None
+                    and self._reject(key, cvec, e, s, policy, learned) is None
                 )
                 runner_up = max(others, default=-1.0)
                 if sim - runner_up < policy.margin:
@@ -455,9 +456,7 @@ class SemanticCache:
         found = self._lexical.search(scope, terms, policy.top_k)
         bound = scores[-1] if len(ids) >= policy.top_k else 1.0
         missing = [
-            i
-            for i, lex in found
-            if i not in cosine and lexical.hybrid(bound, lex, policy.lexical_weight) >= lowest
+            i for i, lex in found if i not in cosine and lexical.hybrid(bound, lex, policy.lexical_weight) >= lowest
         ]
         if missing:
             for i, vec in self.store.vectors(scope, missing).items():
@@ -522,7 +521,14 @@ class SemanticCache:
                     rows.pop(i, None)
 
     @staticmethod
-    def _reject(key: CacheKey, cvec: np.ndarray | None, entry: Entry, sim: float, policy: CachePolicy) -> str | None:
+    def _reject(
+        key: CacheKey,
+        cvec: np.ndarray | None,
+        entry: Entry,
+        sim: float,
+        policy: CachePolicy,
+        learned: frozenset[str] = frozenset(),
+    ) -> str | None:
         if entry.params_key != key.params_key:
             return "params"
         if key.context or entry.context:
@@ -539,6 +545,14 @@ class SemanticCache:
             why = guard(key.question, entry.question, substitutions=policy.substitutions)
             if why is not None:
                 return f"guard:{why}"
+            if not policy.substitutions and "term" in learned:
+                why = guard(key.question, entry.question)
+                return "feedback:term" if why == "term" else None
+        elif learned:
+            # The verifier is off, but the scope's marks taught it some of its rules (``_feedback``).
+            why = guard(key.question, entry.question)
+            if why in learned:
+                return f"feedback:{why}"
         return None
 
     # writes ------------------------------------------------------------------------------------------
@@ -787,6 +801,13 @@ class SemanticCache:
         records = await self._run(lambda: self.store.list_feedback(s.key, None, newest_first=False))
         return [r.pair() for r in records]
 
+    async def learned_rules(self, scope: ScopeLike) -> list[str]:
+        """The verifier rules the scope's feedback taught it (see ``_feedback``), sorted."""
+        s = Scope.parse(scope)
+        await self.open()
+        state = await self._run(self._feedback_sync, s.key)
+        return sorted(state.learned_rules(self.policy(s).target_precision))
+
     def entry_threshold(self, scope: ScopeLike, entry_id: int, long: bool = False) -> float:
         """The threshold a lookup applies to this entry now: the scope's (short or ``long``), or the
         entry's own once feedback moved it (only as far as this process has loaded the scope's marks)."""
@@ -890,6 +911,9 @@ class SyncSemanticCache:
 
     def feedback_pairs(self, scope: ScopeLike) -> list[dict[str, Any]]:
         return self._call(self.cache.feedback_pairs(scope))
+
+    def learned_rules(self, scope: ScopeLike) -> list[str]:
+        return self._call(self.cache.learned_rules(scope))
 
     def close(self) -> None:
         self._call(self.cache.close())

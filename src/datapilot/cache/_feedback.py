@@ -11,6 +11,14 @@ Marks act per entry, in two ways:
   Wrong marks raise it at once; only enough right marks lower it again, and never more than
   ``MAX_LOOSENING`` below the scope's threshold.
 
+Marks also act on the whole scope, through the verifier (``_guards``, ``_verify``): each mark is put to
+the verifier's rules, and a rule that would have refused at least ``MIN_RULE_MARKS`` hits marked wrong,
+and refuses hits marked right no more often than ``target_precision`` allows, is learned by the scope.
+A learned rule then refuses every hit it fires on, marked or not (reason ``feedback:<rule>``), in a
+scope whose verifier is off (``guards = false``), or, for ``term``, one whose English substitution rule
+is off (``substitutions = false``). So three wrong marks on hits that differed in a number teach the
+scope that its numbers matter, for all of its entries.
+
 This is the online, per-entry threshold idea (each cached entry learns its own bound from labelled hits
 with an error target) in its simplest estimator: the scope's threshold is the prior for every entry.
 
@@ -28,6 +36,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from datapilot.cache._guards import guard
 from datapilot.cache._key import normalise
 from datapilot.cache._types import FeedbackRecord
 
@@ -35,6 +44,7 @@ WRONG_PROBE_COSINE = 0.95  # a probe this close to one marked wrong for an entry
 MAX_LOOSENING = 0.10  # an entry's own threshold never goes further below the scope's
 WILSON_Z = 1.0  # below the scope threshold: for 0.95, 19 right marks and no wrong one per band
 _STEP = 1e-6  # "just above" a marked similarity
+MIN_RULE_MARKS = 3  # wrong marks a verifier rule must explain before a scope learns it
 
 
 def wilson_lower(right: int, n: int, z: float = WILSON_Z) -> float:
@@ -132,6 +142,8 @@ class ScopeFeedback:
         self._lock = threading.Lock()
         self._entries: dict[int, EntryMarks] = {}
         self._floors: dict[tuple[float, float], float] = {}
+        # verifier rule -> [wrong marks it would have refused, right marks it would have refused]
+        self._rules: dict[str, list[int]] = {}
         for r in records:
             self._add(r)
 
@@ -143,7 +155,19 @@ class ScopeFeedback:
         if marks is None:
             marks = self._entries[record.entry_id] = EntryMarks()
         marks.add(record.similarity, record.right, record.probe, record.vector)
+        rule = guard(record.probe, record.question) if record.question else None
+        if rule is not None:
+            self._rules.setdefault(rule, [0, 0])[1 if record.right else 0] += 1
         return marks
+
+    def learned_rules(self, target: float) -> frozenset[str]:
+        """The verifier rules the marks taught: each refused at least ``MIN_RULE_MARKS`` hits marked wrong,
+        and of all the marked hits it refused, at least ``target`` were wrong."""
+        return frozenset(
+            rule
+            for rule, (wrong, right) in self._rules.items()
+            if wrong >= MIN_RULE_MARKS and wrong >= target * (wrong + right) - 1e-9
+        )
 
     def add(self, record: FeedbackRecord, base: float, target: float) -> float:
         """Count one mark; returns the entry's own threshold for ``base`` and ``target`` after it."""

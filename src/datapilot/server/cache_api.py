@@ -392,7 +392,10 @@ def build_cache_router() -> APIRouter:
 
     @router.get("/feedback")
     async def feedback_log(page: Page = Depends(), cache: SemanticCache = Depends(_cache)) -> dict[str, Any]:
-        return {"data": [r.to_dict() for r in await cache.feedback_log(page.scope, page.limit, page.offset)]}
+        return {
+            "data": [r.to_dict() for r in await cache.feedback_log(page.scope, page.limit, page.offset)],
+            "learned_rules": await cache.learned_rules(page.scope),
+        }
 
     @router.get("/feedback/export")
     async def feedback_export(
