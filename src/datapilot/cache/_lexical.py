@@ -138,7 +138,9 @@ class LexicalIndex:
             postings = self._postings[scope]
             limit = max(50, int(len(terms) * _COMMON))
             shared: Counter[int] = Counter()
-            for t in query:
+            # Character pairs and words find an entry; single characters only when there is nothing else.
+            keys = [t for t in query if len(t) > 1] or list(query)
+            for t in keys:
                 ids_with = postings.get(t)
                 if ids_with is not None and len(ids_with) <= limit:
                     shared.update(ids_with)
