@@ -65,7 +65,6 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from datapilot.cache import _embed
 from datapilot.cache._bench import (
     DEFAULT_SWEEP,
     SweepRow,
@@ -78,6 +77,7 @@ from datapilot.cache._bench import (
 )
 from datapilot.cache._embed import bundled_minilm_path
 from datapilot.core.config import CacheSettings
+from datapilot.retrieval import _embedders as _embed
 
 THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 

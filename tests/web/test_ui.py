@@ -236,6 +236,7 @@ def test_cache_page_shows_the_hit_after_a_repeated_question(ui_server: ServerPro
     mark = w.page.locator("[data-testid=feedback-row][data-right=false]", has_text=question).first
     mark.wait_for()
     assert "wrong" in (mark.text_content() or "")
+    assert "No rule learned" in (w.page.locator("[data-testid=learned-rules]").text_content() or "")
     export = w.page.get_attribute("[data-testid=feedback-export]", "href") or ""
     pairs = [json.loads(line) for line in httpx.get(f"{ui_server.url}{export}", timeout=10).text.splitlines()]
     assert {"a": question, "b": question, "label": 0} in pairs

@@ -34,9 +34,9 @@ function feedbackPanel(scopes) {
     const scope = scopes.find((s) => keyOf(s) === feedbackScope);
     exportLink.href = `/api/cache/feedback/export?${new URLSearchParams(scopeQuery(scope))}`;
     exportLink.setAttribute("download", `cache-feedback-${scopeLabel(scope).replace(/[^A-Za-z0-9._-]+/g, "_")}.jsonl`);
-    let marks;
+    let marks, learned;
     try {
-      marks = (await api("/api/cache/feedback", { query: { ...scopeQuery(scope), limit: 100 } })).data;
+      ({ data: marks, learned_rules: learned = [] } = await api("/api/cache/feedback", { query: { ...scopeQuery(scope), limit: 100 } }));
     } catch (err) {
       box.replaceChildren(errorNotice(err, "Could not load the feedback"));
       return;
@@ -56,7 +56,16 @@ function feedbackPanel(scopes) {
         h("td", {}, m.right ? badge("right", "ok") : badge("wrong", "warn")),
       ),
     );
+    // The verifier rules the scope learned from its marks (they refuse hits for every entry, marked or not).
+    const rules = h(
+      "p",
+      { class: "muted small", "data-testid": "learned-rules" },
+      learned.length
+        ? `Learned from these marks, for every entry: ${learned.join(", ")}.`
+        : "No rule learned from these marks yet: three wrong marks on hits that differ the same way (a number, a name, one replaced word) teach the scope that difference.",
+    );
     box.replaceChildren(
+      rules,
       h(
         "div",
         { class: "table-wrap" },
