@@ -4,8 +4,10 @@ finding and scoring Chinese entries by shared content terms next to the embeddin
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from datapilot.cache import HashEmbedder, SemanticCache
+from datapilot.cache import _lexical as lexical_module
 from datapilot.cache._lexical import OFFSET, LexicalIndex, features, hybrid, overlap
 from datapilot.core.config import CacheSettings
 
@@ -111,3 +113,22 @@ async def test_minilm_sharing_only_a_question_frame_scores_below_its_cosine(tmp_
             reworded = await cache.query("m", msg("压缩包怎么设置密码"))
             assert reworded.hit and reworded.answer == "怎么给压缩包设置密码？"
     assert sims[CacheSettings().defaults.lexical_weight] < sims[0.0]
+
+
+async def test_entries_another_process_adds_are_found_by_their_terms(tmp_path: Path, monkeypatch: Any) -> None:
+    # Two caches on one store, as two server processes: b's insert reaches a's lexical index through the
+    # rows (a's vector index, built at open, does not have it either).
+    monkeypatch.setattr(lexical_module, "REFRESH_S", 0.0)
+    settings = hash_settings(lexical_weight=4.0, top_k=2)
+    async with (
+        SemanticCache(settings, tmp_path, embedders={"default": HashEmbedder(4096)}) as a,
+        SemanticCache(settings, tmp_path, embedders={"default": HashEmbedder(4096)}) as b,
+    ):
+        await a.insert_many("m", [(msg(q), q) for q in OTHERS])
+        assert not (await a.query("m", msg(PROBE))).hit  # builds a's lexical index
+        await b.insert("m", msg(STORED), "from b")
+        r = await a.query("m", msg(PROBE))
+        assert r.hit and r.answer == "from b"
+        # Removed through b: a's index still lists it, but its row is gone, so it answers nothing.
+        assert await b.remove("m", [r.id or 0]) == 1
+        assert not (await a.query("m", msg(PROBE))).hit

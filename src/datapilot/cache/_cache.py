@@ -452,6 +452,11 @@ class SemanticCache:
             with self._scope_lock(scope):  # no insert slips between reading the rows and indexing them
                 if not self._lexical.built(scope):
                     self._lexical.build(scope, (row for rows in self.store.iter_questions(scope) for row in rows))
+        else:
+            seen = self._lexical.due(scope)
+            if seen is not None:  # rows other processes sharing the store added since
+                for batch in self.store.iter_questions(scope, after=seen):
+                    self._lexical.add(scope, batch, from_rows=True)
         cosine = dict(zip(ids, scores, strict=True))
         found = self._lexical.search(scope, terms, policy.top_k)
         bound = scores[-1] if len(ids) >= policy.top_k else 1.0

@@ -15,13 +15,16 @@ nearest few. ``LexicalIndex`` keeps an inverted index of each scope's CJK entrie
 English scope costs nothing) and returns the entries sharing the most rare terms with the question; the
 cache scores them next to the vector index's candidates. The index lives in this process's memory: it is
 built from the rows on the first Chinese lookup in a scope, then kept up to date by this process's
-inserts and removals. (Entries another process inserts are still found through the vector index.)
+inserts and removals, and, at most once every ``REFRESH_S`` seconds of Chinese lookups, by reading the
+rows other processes sharing the store added since (ids only grow). Rows another process removed are
+dropped at lookup, when their row is not found.
 """
 
 from __future__ import annotations
 
 import itertools
 import threading
+import time
 from collections import Counter
 from collections.abc import Iterable
 from functools import lru_cache
@@ -30,6 +33,7 @@ from datapilot.cache._key import normalise
 from datapilot.cache._verify import _ALIASES, _CJK_CHAR, _CJK_FUNCTION, _CJK_RUN, _FILLERS, _LATIN, _SAME_NAME
 
 OFFSET = 0.2  # the overlap at which the lexical term is neutral: above it adds, below it takes away
+REFRESH_S = 1.0  # how often a scope's index reads the rows other processes added
 
 # Question frames: words that say what kind of answer is wanted, not what about. Two questions that share
 # only "有什么区别" share nothing ("MySQL和PostgreSQL有什么区别" / "古筝和古琴有什么区别").
@@ -85,6 +89,8 @@ class LexicalIndex:
         self._lock = threading.Lock()
         self._terms: dict[str, dict[int, frozenset[str]]] = {}
         self._postings: dict[str, dict[str, set[int]]] = {}
+        self._seen: dict[str, int] = {}  # the highest id read from the rows
+        self._checked: dict[str, float] = {}  # when the rows were last read
 
     def built(self, scope: str) -> bool:
         return scope in self._terms
@@ -93,16 +99,31 @@ class LexicalIndex:
         with self._lock:
             self._terms[scope] = {}
             self._postings[scope] = {}
-        self.add(scope, rows)
+            self._seen[scope] = -1
+            self._checked[scope] = time.monotonic()
+        self.add(scope, rows, from_rows=True)
 
-    def add(self, scope: str, rows: Iterable[tuple[int, str]]) -> None:
-        """Index these entries, if the scope's index is built (an unbuilt one is built from the rows later)."""
+    def due(self, scope: str) -> int | None:
+        """The highest id read from the rows when the scope's index should read newer ones now (claimed:
+        the next call says None until ``REFRESH_S`` has passed), else None."""
+        with self._lock:
+            now = time.monotonic()
+            if scope not in self._terms or now - self._checked.get(scope, 0.0) < REFRESH_S:
+                return None
+            self._checked[scope] = now
+            return self._seen.get(scope, -1)
+
+    def add(self, scope: str, rows: Iterable[tuple[int, str]], *, from_rows: bool = False) -> None:
+        """Index these entries, if the scope's index is built (an unbuilt one is built from the rows later).
+        ``from_rows``: read from the store, so later reads start after them."""
         with self._lock:
             terms = self._terms.get(scope)
             if terms is None:
                 return
             postings = self._postings[scope]
             for entry_id, question in rows:
+                if from_rows and entry_id > self._seen.get(scope, -1):
+                    self._seen[scope] = entry_id
                 found = features(question)
                 if found:
                     terms[entry_id] = found
@@ -127,6 +148,8 @@ class LexicalIndex:
         with self._lock:
             self._terms.pop(scope, None)
             self._postings.pop(scope, None)
+            self._seen.pop(scope, None)
+            self._checked.pop(scope, None)
 
     def search(self, scope: str, query: frozenset[str], k: int) -> list[tuple[int, float]]:
         """The ``k`` entries of ``scope`` with the highest overlap with ``query``, best first, among those

@@ -308,9 +308,9 @@ class SQLStore:
             found |= {r[0] for r in conn.execute(select(scopes.c.scope))}
         return sorted(found)
 
-    def _batches(self, scope: str, column: Any, batch: int) -> Iterator[list[Any]]:
-        """Every entry's (id, ``column``), in batches by id."""
-        last = -1
+    def _batches(self, scope: str, column: Any, batch: int, after: int = -1) -> Iterator[list[Any]]:
+        """Every entry's (id, ``column``) with an id above ``after``, in batches by id."""
+        last = after
         while True:
             stmt = (
                 select(entries.c.id, column)
@@ -330,9 +330,10 @@ class SQLStore:
             ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
             yield ids, np.stack([np.frombuffer(r[1], dtype=np.float32) for r in rows])
 
-    def iter_questions(self, scope: str, batch: int = 20_000) -> Iterator[list[tuple[int, str]]]:
-        """Every entry's (id, question), in batches (the lexical index is built from them)."""
-        for rows in self._batches(scope, entries.c.question, batch):
+    def iter_questions(self, scope: str, batch: int = 20_000, after: int = -1) -> Iterator[list[tuple[int, str]]]:
+        """Every entry's (id, question) with an id above ``after``, in batches (the lexical index is built
+        from them)."""
+        for rows in self._batches(scope, entries.c.question, batch, after):
             yield [(int(r[0]), str(r[1])) for r in rows]
 
     def vectors(self, scope: str, ids: list[int]) -> dict[int, np.ndarray]:
