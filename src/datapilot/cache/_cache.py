@@ -458,21 +458,16 @@ class SemanticCache:
                 for batch in self.store.iter_questions(scope, after=seen):
                     self._lexical.add(scope, batch, from_rows=True)
         cosine = dict(zip(ids, scores, strict=True))
-        found = self._lexical.search(scope, terms, policy.top_k)
+        found = [i for i in self._lexical.search(scope, terms, policy.top_k) if i not in cosine]
+        rows = self._fetch(scope, [*cosine, *found], time.time())
+        lex = {i: lexical.overlap(terms, lexical.features(e.question)) for i, e in rows.items()}
         bound = scores[-1] if len(ids) >= policy.top_k else 1.0
-        missing = [
-            i for i, lex in found if i not in cosine and lexical.hybrid(bound, lex, policy.lexical_weight) >= lowest
-        ]
+        missing = [i for i in found if i in lex and lexical.hybrid(bound, lex[i], policy.lexical_weight) >= lowest]
         if missing:
             for i, vec in self.store.vectors(scope, missing).items():
                 if len(vec) == len(qvec):
                     cosine[i] = float(np.dot(qvec, vec))
-        rows = self._fetch(scope, list(cosine), time.time())
-        scored = [
-            (i, lexical.hybrid(c, lexical.overlap(terms, lexical.features(rows[i].question)), policy.lexical_weight))
-            for i, c in cosine.items()
-            if i in rows
-        ]
+        scored = [(i, lexical.hybrid(c, lex[i], policy.lexical_weight)) for i, c in cosine.items() if i in lex]
         scored.sort(key=lambda x: -x[1])
         return [i for i, _ in scored], [s for _, s in scored]
 

@@ -25,9 +25,11 @@ from __future__ import annotations
 import itertools
 import threading
 import time
-from collections import Counter
+from array import array
 from collections.abc import Iterable
 from functools import lru_cache
+
+import numpy as np
 
 from datapilot.cache._key import normalise
 from datapilot.cache._verify import _ALIASES, _CJK_CHAR, _CJK_FUNCTION, _CJK_RUN, _FILLERS, _LATIN, _SAME_NAME
@@ -49,8 +51,7 @@ _FRAMES = sorted(
 _COMMON = 0.01
 
 
-@lru_cache(maxsize=65536)
-def features(text: str) -> frozenset[str]:
+def _terms(text: str) -> frozenset[str]:
     """The content terms of a question with CJK text (empty for one without): content characters,
     adjacent content-character pairs, and Latin words outside fillers."""
     if not _CJK_CHAR.search(text):
@@ -71,6 +72,9 @@ def features(text: str) -> frozenset[str]:
     return frozenset(terms)
 
 
+features = lru_cache(maxsize=65536)(_terms)  # for questions asked and candidates scored; the index uses _terms
+
+
 def overlap(a: frozenset[str], b: frozenset[str]) -> float:
     """Jaccard overlap of two questions' content terms (0 when either has none)."""
     if not a or not b:
@@ -82,93 +86,127 @@ def hybrid(cosine: float, lexical: float, weight: float) -> float:
     return cosine + weight * (lexical - OFFSET)
 
 
+class _ScopeIndex:
+    """One scope's postings: a term's hash -> the ids of the entries with it (an ``array`` of int64, ids
+    appended in order), and each live entry's number of terms. A removed entry leaves its ids in the
+    postings until a compaction; lookups skip ids that are not live. About 10 bytes per (entry, term)."""
+
+    __slots__ = ("checked", "dead", "postings", "seen", "sizes")
+
+    def __init__(self) -> None:
+        self.postings: dict[int, array[int]] = {}
+        self.sizes: dict[int, int] = {}
+        self.dead = 0  # postings of removed entries not compacted away yet
+        self.seen = -1  # the highest id read from the rows
+        self.checked = time.monotonic()  # when the rows were last read
+
+    def add(self, entry_id: int, question: str) -> None:
+        found = _terms(question)
+        if not found:
+            return
+        if entry_id in self.sizes:
+            self.remove(entry_id)
+        self.sizes[entry_id] = len(found)
+        for t in found:
+            ids = self.postings.get(hash(t))
+            if ids is None:
+                ids = self.postings[hash(t)] = array("q")
+            ids.append(entry_id)
+
+    def remove(self, entry_id: int) -> None:
+        size = self.sizes.pop(entry_id, None)
+        if size is None:
+            return
+        self.dead += size
+        if self.dead > 1000 and self.dead > sum(self.sizes.values()):
+            self.compact()
+
+    def compact(self) -> None:
+        live = np.fromiter(self.sizes, dtype=np.int64, count=len(self.sizes))
+        for term, ids in list(self.postings.items()):
+            kept = np.frombuffer(ids, dtype=np.int64)
+            kept = kept[np.isin(kept, live)]
+            if len(kept):
+                self.postings[term] = array("q", kept.tobytes())
+            else:
+                del self.postings[term]
+        self.dead = 0
+
+
 class LexicalIndex:
-    """Per scope: each CJK entry's terms and an inverted index of them. Thread-safe."""
+    """Per scope: an inverted index of its CJK entries' content terms (by hash; ``features`` decides the
+    exact overlap later, from the questions). Thread-safe."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._terms: dict[str, dict[int, frozenset[str]]] = {}
-        self._postings: dict[str, dict[str, set[int]]] = {}
-        self._seen: dict[str, int] = {}  # the highest id read from the rows
-        self._checked: dict[str, float] = {}  # when the rows were last read
+        self._scopes: dict[str, _ScopeIndex] = {}
 
     def built(self, scope: str) -> bool:
-        return scope in self._terms
+        return scope in self._scopes
 
     def build(self, scope: str, rows: Iterable[tuple[int, str]]) -> None:
         with self._lock:
-            self._terms[scope] = {}
-            self._postings[scope] = {}
-            self._seen[scope] = -1
-            self._checked[scope] = time.monotonic()
+            self._scopes[scope] = _ScopeIndex()
         self.add(scope, rows, from_rows=True)
 
     def due(self, scope: str) -> int | None:
         """The highest id read from the rows when the scope's index should read newer ones now (claimed:
         the next call says None until ``REFRESH_S`` has passed), else None."""
         with self._lock:
+            index = self._scopes.get(scope)
             now = time.monotonic()
-            if scope not in self._terms or now - self._checked.get(scope, 0.0) < REFRESH_S:
+            if index is None or now - index.checked < REFRESH_S:
                 return None
-            self._checked[scope] = now
-            return self._seen.get(scope, -1)
+            index.checked = now
+            return index.seen
 
     def add(self, scope: str, rows: Iterable[tuple[int, str]], *, from_rows: bool = False) -> None:
         """Index these entries, if the scope's index is built (an unbuilt one is built from the rows later).
         ``from_rows``: read from the store, so later reads start after them."""
         with self._lock:
-            terms = self._terms.get(scope)
-            if terms is None:
+            index = self._scopes.get(scope)
+            if index is None:
                 return
-            postings = self._postings[scope]
             for entry_id, question in rows:
-                if from_rows and entry_id > self._seen.get(scope, -1):
-                    self._seen[scope] = entry_id
-                found = features(question)
-                if found:
-                    terms[entry_id] = found
-                    for t in found:
-                        postings.setdefault(t, set()).add(entry_id)
+                if from_rows and entry_id > index.seen:
+                    index.seen = entry_id
+                index.add(entry_id, question)
 
     def remove(self, scope: str, ids: Iterable[int]) -> None:
         with self._lock:
-            terms = self._terms.get(scope)
-            if terms is None:
-                return
-            postings = self._postings[scope]
-            for entry_id in ids:
-                for t in terms.pop(entry_id, ()):
-                    ids_with = postings.get(t)
-                    if ids_with is not None:
-                        ids_with.discard(entry_id)
-                        if not ids_with:
-                            del postings[t]
+            index = self._scopes.get(scope)
+            if index is not None:
+                for entry_id in ids:
+                    index.remove(entry_id)
 
     def drop(self, scope: str) -> None:
         with self._lock:
-            self._terms.pop(scope, None)
-            self._postings.pop(scope, None)
-            self._seen.pop(scope, None)
-            self._checked.pop(scope, None)
+            self._scopes.pop(scope, None)
 
-    def search(self, scope: str, query: frozenset[str], k: int) -> list[tuple[int, float]]:
-        """The ``k`` entries of ``scope`` with the highest overlap with ``query``, best first, among those
-        sharing at least one of its rarer terms."""
+    def search(self, scope: str, query: frozenset[str], k: int) -> list[int]:
+        """Up to ``k`` live entries of ``scope`` sharing the most of ``query``'s rarer terms (relative to
+        their size), best first."""
         with self._lock:
-            terms = self._terms.get(scope)
-            if not terms or not query:
+            index = self._scopes.get(scope)
+            if index is None or not index.sizes or not query:
                 return []
-            postings = self._postings[scope]
-            limit = max(50, int(len(terms) * _COMMON))
-            shared: Counter[int] = Counter()
+            limit = max(50, int(len(index.sizes) * _COMMON))
             # Character pairs and words find an entry; single characters only when there is nothing else.
             keys = [t for t in query if len(t) > 1] or list(query)
-            for t in keys:
-                ids_with = postings.get(t)
-                if ids_with is not None and len(ids_with) <= limit:
-                    shared.update(ids_with)
-            # The most shared rare terms first; the exact overlap decides among those.
-            pool = [i for i, _ in shared.most_common(4 * k)]
-            scored = [(i, overlap(query, terms[i])) for i in pool]
-        scored.sort(key=lambda x: -x[1])
-        return scored[:k]
+            found = [
+                posting for t in keys if (posting := index.postings.get(hash(t))) is not None and len(posting) <= limit
+            ]
+            if not found:
+                return []
+            ids, shared = np.unique(
+                np.concatenate([np.frombuffer(a, dtype=np.int64) for a in found]), return_counts=True
+            )
+            if len(ids) > 8 * k:  # the most shared first; their sizes decide among them
+                pool = np.argpartition(-shared, 8 * k)[: 8 * k]
+                ids, shared = ids[pool], shared[pool]
+            sizes = np.asarray([index.sizes.get(int(i), 0) for i in ids], dtype=np.float64)
+        live = sizes > 0
+        ids, shared, sizes = ids[live], shared[live], sizes[live]
+        score = shared / (len(query) + sizes - shared)  # Jaccard, counting only the rarer terms shared
+        top = np.argsort(-score, kind="stable")[:k]
+        return [int(i) for i in ids[top]]
