@@ -66,6 +66,9 @@ def test_the_index_follows_builds_inserts_and_removals() -> None:
     assert 1 not in index.search("s", features(PROBE), 3)
     index.add("s", [(2, STORED)])
     assert index.search("s", features(PROBE), 3)[0] == 2
+    postings = sum(len(ids) for ids in index._scopes["s"].postings.values())
+    index.add("s", [(2, STORED)], from_rows=True)  # this process's insert, read again from the rows
+    assert sum(len(ids) for ids in index._scopes["s"].postings.values()) == postings
     index.drop("s")
     assert not index.built("s") and index.search("s", features(PROBE), 3) == []
 

@@ -338,7 +338,10 @@ class SemanticCache:
         if s.key not in self._feedback:
             await self._run(self._feedback_sync, s.key)
         embedded = time.perf_counter()
-        if self._inline_lookup and not self._index_busy():
+        # Inline when it cannot block the loop: not while the index is being written, and not for a Chinese
+        # question whose scope's lexical index is still to be built from the rows (seconds, at 100k).
+        building = policy.lexical_weight > 0 and not self._lexical.built(s.key) and bool(lexical.features(key.question))
+        if self._inline_lookup and not self._index_busy() and not building:
             result, needs_rerank = self._lookup_sync(s.key, key, qvec, cvec, policy)
         else:
             result, needs_rerank = await self._run(self._lookup_sync, s.key, key, qvec, cvec, policy)

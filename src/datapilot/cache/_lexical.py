@@ -101,11 +101,11 @@ class _ScopeIndex:
         self.checked = time.monotonic()  # when the rows were last read
 
     def add(self, entry_id: int, question: str) -> None:
+        if entry_id in self.sizes:
+            return  # indexed already (this process's insert, read again from the rows)
         found = _terms(question)
         if not found:
             return
-        if entry_id in self.sizes:
-            self.remove(entry_id)
         self.sizes[entry_id] = len(found)
         for t in found:
             ids = self.postings.get(hash(t))
