@@ -44,6 +44,9 @@ def _serve(settings: Settings, app: FastAPI, sock: socket.socket, what: str) -> 
             log_level=settings.server.log_level,
             access_log=settings.server.access_log,
             timeout_graceful_shutdown=5,
+            # Longer than the clients' keep-alive (ours keep idle connections 30 s), so a client never
+            # reuses a connection this server is closing.
+            timeout_keep_alive=75,
         )
     )
     err.print(f"DataPilot {__version__} {what} on [bold]http://{host}:{bound}[/]")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 import socket
 from collections.abc import AsyncIterator
 from typing import Any
@@ -45,6 +46,8 @@ _FINISH: dict[str, FinishReason] = {
     "tool_calls": "tool_calls",
     "function_call": "tool_calls",
 }
+
+log = logging.getLogger(__name__)
 
 
 def message_dict(m: Message) -> dict[str, Any]:
@@ -216,9 +219,21 @@ class OpenAIHTTP:
             code="upstream_unreachable",
         )
 
+    async def _send(self, path: str, body: dict[str, Any]) -> aiohttp.ClientResponse:
+        """POST ``body``; sent again, once, on a new connection when a kept-alive one turns out closed by
+        the upstream before it took the request (its idle timeout raced ours: uvicorn closes idle
+        connections after 5 s by default)."""
+        try:
+            return await self._http().post(self.base_url + path, json=body)
+        except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as exc:
+            if isinstance(exc, aiohttp.ClientConnectorError):
+                raise  # no connection at all: nothing stale to retry
+            log.debug("upstream %s closed a kept-alive connection (%s); sending again", self.base_url, exc)
+            return await self._http().post(self.base_url + path, json=body)
+
     async def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
         try:
-            async with self._http().post(self.base_url + path, json=body) as resp:
+            async with await self._send(path, body) as resp:
                 payload = await resp.read()
                 if resp.status != 200:
                     raise self._error(resp.status, payload)
@@ -257,7 +272,7 @@ class OpenAIHTTP:
         finish: FinishReason | None = None
         usage: Usage | None = None
         try:
-            async with self._http().post(self.base_url + path, json=self.body(request, model, stream=True)) as resp:
+            async with await self._send(path, self.body(request, model, stream=True)) as resp:
                 if resp.status != 200:
                     raise self._error(resp.status, await resp.read())
                 async for raw in resp.content:  # one line at a time
