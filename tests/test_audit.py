@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 from datapilot.core.audit import audit_append, audit_begin, audit_end, audit_note
 from datapilot.core.config import ModelConfig, Settings
 from datapilot.server.audit import AuditLog, key_fingerprint, log_files, read_records
-from datapilot.server.roles import all_in_one_app, definition_store, local_managers
+from datapilot.server.roles import standalone_app
 
 KEY = "sk-audit-secret-key-1234"
 AUTH = {"Authorization": f"Bearer {KEY}"}
@@ -52,8 +52,7 @@ def home(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def client(home: Path) -> Iterator[TestClient]:
     cfg = settings(home)
-    store = definition_store(cfg)
-    with TestClient(all_in_one_app(cfg, local_managers(cfg, store), store)) as c:
+    with TestClient(standalone_app(cfg)) as c:
         yield c
 
 
@@ -233,8 +232,7 @@ def test_notes_outside_a_request_do_nothing_and_lists_append() -> None:
 
 def test_audit_can_be_turned_off(tmp_path: Path) -> None:
     cfg = settings(tmp_path, enabled=False)
-    store = definition_store(cfg)
-    with TestClient(all_in_one_app(cfg, local_managers(cfg, store), store)) as c:
+    with TestClient(standalone_app(cfg)) as c:
         body = {"model": "echo", "messages": [{"role": "user", "content": "hi"}]}
         assert c.post("/v1/chat/completions", headers=AUTH, json=body).status_code == 200
         assert c.get("/api/audit", headers=AUTH).status_code == 404

@@ -37,7 +37,7 @@ from schemathesis.python import asgi
 
 from datapilot.core.config import ModelConfig, Settings
 from datapilot.core.keys import KeyStore
-from datapilot.server.roles import all_in_one_app, definition_store, local_managers
+from datapilot.server.roles import standalone_app
 
 Operation = APIOperation[Any, Any, Any, Any]
 KEY = "sk-fuzz-key"
@@ -301,8 +301,7 @@ def seed(schema: Any, headers: dict[str, str]) -> None:
 
 def load(home: Path, keys: list[str]) -> Any:
     cfg = settings_for(home, keys)
-    store = definition_store(cfg)
-    return schemathesis.openapi.from_asgi("/openapi.json", all_in_one_app(cfg, local_managers(cfg, store), store))
+    return schemathesis.openapi.from_asgi("/openapi.json", standalone_app(cfg))
 
 
 @pytest.fixture
@@ -367,9 +366,8 @@ def test_a_body_that_does_not_parse_is_answered_401_without_a_key(tmp_path: Path
     """FastAPI decodes the body before the route's key check runs: without a key the 401 still comes
     first, from the API routes and the controller's (cluster token) alike; with the key, the 400."""
     cfg = settings_for(tmp_path, [KEY])
-    store = definition_store(cfg)
     json_body = {"Content-Type": "application/json"}
-    with TestClient(all_in_one_app(cfg, local_managers(cfg, store), store)) as client:
+    with TestClient(standalone_app(cfg)) as client:
         for path in ("/v1/chat/completions", "/api/knowledge/spaces", "/api/controller/register"):
             for auth in ({}, {"Authorization": "Bearer sk-wrong"}):
                 refused = client.post(path, content=b"\x00", headers=json_body | auth)
@@ -387,8 +385,7 @@ def test_a_body_that_does_not_parse_is_answered_401_without_a_key(tmp_path: Path
 def test_a_model_with_an_unknown_backend_is_refused_when_defined(tmp_path: Path) -> None:
     """It used to be stored, then failed to load on every start (logged, answered 200 "failed")."""
     cfg = settings_for(tmp_path, [])
-    store = definition_store(cfg)
-    with TestClient(all_in_one_app(cfg, local_managers(cfg, store), store)) as client:
+    with TestClient(standalone_app(cfg)) as client:
         refused = client.post("/api/models", json={"name": "m", "backend": "scriptd"})
         assert refused.status_code == 400, refused.text
         error = refused.json()["error"]
@@ -402,8 +399,7 @@ def test_an_unknown_data_source_kind_and_ids_beyond_64_bits_are_not_500s(tmp_pat
     """Found by the fuzzer: DataSourceConfig's own validation escaped as a 500; a cache id past SQL's
     64-bit integers overflowed the DELETE (500 on /api/cache/remove, errorCode 402 on /modelcache)."""
     cfg = settings_for(tmp_path, [])
-    store = definition_store(cfg)
-    with TestClient(all_in_one_app(cfg, local_managers(cfg, store), store)) as client:
+    with TestClient(standalone_app(cfg)) as client:
         bad = client.post("/api/datasources", json={"name": "h", "kind": "h"})
         assert bad.status_code == 400 and bad.json()["error"]["param"] == "kind", bad.text
         assert "h" not in [s["name"] for s in client.get("/api/datasources").json()["data"]]

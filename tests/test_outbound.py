@@ -176,7 +176,7 @@ async def test_process_wide_policy_for_backends() -> None:
 
 
 def test_api_refusals_are_400_and_create_nothing(tmp_path: Path) -> None:
-    from datapilot.server.roles import all_in_one_app, definition_store, local_managers
+    from datapilot.server.roles import standalone_app
 
     db_path = tmp_path / "t.db"
     sqlite3.connect(db_path).close()
@@ -186,8 +186,7 @@ def test_api_refusals_are_400_and_create_nothing(tmp_path: Path) -> None:
         data=DataSettings(sample=False),
         security=SecuritySettings(outbound_deny=["blocked.example"]),
     )
-    store = definition_store(settings)
-    app = all_in_one_app(settings, local_managers(settings, store), store)
+    app = standalone_app(settings)
     with TestClient(app) as client:
         for body in (
             {"name": "pg", "kind": "postgresql", "url": "postgresql://u:p@169.254.169.254:5432/db", "test": False},

@@ -166,15 +166,14 @@ def test_model_api_key_encrypted_and_plain_rows_migrated(tmp_path: Path) -> None
 
 
 def test_api_never_returns_or_stores_secrets_in_plain_text(tmp_path: Path) -> None:
-    from datapilot.server.roles import all_in_one_app, definition_store, local_managers
+    from datapilot.server.roles import standalone_app
 
     home = tmp_path / "home"
     db_path = tmp_path / "t.db"
     with sqlite3.connect(db_path) as db:
         db.execute("CREATE TABLE t (x INTEGER)")
     settings = Settings(home=home, models=[ModelConfig(name="a", backend="scripted")], data=DataSettings(sample=False))
-    store = definition_store(settings)
-    app = all_in_one_app(settings, local_managers(settings, store), store)
+    app = standalone_app(settings)
     answers: list[str] = []
     with TestClient(app) as client:
         added = client.post(

@@ -19,7 +19,7 @@ from fastapi.testclient import TestClient
 
 from datapilot.core.config import ModelConfig, Settings
 from datapilot.core.keys import KeyStore
-from datapilot.server.roles import all_in_one_app, definition_store, local_managers
+from datapilot.server.roles import standalone_app
 
 HASHED = {"kind": "hash"}
 ADMIN = "sk-isolation-admin"
@@ -60,8 +60,7 @@ def walk(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Walk]:
     for tenant in ("acme", "globex"):
         auth[tenant] = {"Authorization": f"Bearer {keys.create(tenant, level='write')[1]}"}
     keys.close()
-    store = definition_store(cfg)
-    with TestClient(all_in_one_app(cfg, local_managers(cfg, store), store)) as client:
+    with TestClient(standalone_app(cfg)) as client:
         w = Walk(client, auth, {})
         w.ids.update(_build_acme(w, db))
         yield w

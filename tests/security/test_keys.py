@@ -21,7 +21,7 @@ from datapilot.core.config import ModelConfig, Settings
 from datapilot.core.keys import KeyStore
 from datapilot.core.tenancy import current_principal
 from datapilot.server.deps import require_api_key
-from datapilot.server.roles import all_in_one_app, definition_store, local_managers
+from datapilot.server.roles import standalone_app
 from datapilot.testing import start_server, write_config
 
 HASHED = {"kind": "hash"}
@@ -60,8 +60,7 @@ def probe_router() -> APIRouter:
 @pytest.fixture
 def app_home(tmp_path: Path) -> Iterator[tuple[TestClient, KeyStore]]:
     cfg = settings(tmp_path)
-    store = definition_store(cfg)
-    app = all_in_one_app(cfg, local_managers(cfg, store), store)
+    app = standalone_app(cfg)
     app.include_router(probe_router())
     keys = KeyStore.for_home(cfg.home)
     with TestClient(app) as client:
@@ -167,11 +166,10 @@ def test_bad_key_requests_are_400_and_create_nothing(
 
 def test_expired_keys_are_refused_and_config_keys_stay_admin(tmp_path: Path) -> None:
     cfg = settings(tmp_path, api_keys=["sk-config"])
-    store = definition_store(cfg)
     keys = KeyStore.for_home(cfg.home)
     record, key = keys.create("acme", expires_in_s=0.05)
     time.sleep(0.1)
-    with TestClient(all_in_one_app(cfg, local_managers(cfg, store), store)) as client:
+    with TestClient(standalone_app(cfg)) as client:
         assert client.get("/api/whoami", headers=bearer(key)).status_code == 401
         who = client.get("/api/whoami", headers=bearer("sk-config")).json()
         assert who == {**who, "tenant": "default", "level": "admin", "key_id": "config"}

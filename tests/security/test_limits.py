@@ -19,7 +19,7 @@ from datapilot.core.config import ModelConfig, Settings
 from datapilot.core.keys import KeyStore
 from datapilot.core.limits import SlidingWindow, UsageLedger, until_next_day, until_next_month, utc_day
 from datapilot.server.app import create_app
-from datapilot.server.roles import all_in_one_app, definition_store, local_managers
+from datapilot.server.roles import standalone_app
 
 ADMIN = "sk-limits-admin-key"
 HASHED = {"kind": "hash"}
@@ -52,16 +52,14 @@ def home(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def client(home: Path) -> Iterator[TestClient]:
     cfg = settings(home)
-    store = definition_store(cfg)
-    with TestClient(all_in_one_app(cfg, local_managers(cfg, store), store)) as c:
+    with TestClient(standalone_app(cfg)) as c:
         yield c
 
 
 @pytest.fixture(scope="module")
 def keys(home: Path) -> Iterator[KeyStore]:
-    store = KeyStore.for_home(home)
-    yield store
-    store.close()
+    with KeyStore.for_home(home) as store:
+        yield store
 
 
 def new_key(keys: KeyStore, tenant: str, **kw: Any) -> dict[str, str]:
@@ -243,12 +241,9 @@ def series(text: str, name: str, **match: str) -> dict[tuple[tuple[str, str], ..
 
 def test_usage_and_budgets_survive_a_restart(tmp_path: Path) -> None:
     cfg = settings(tmp_path)
-    store = KeyStore.for_home(tmp_path)
-    try:
+    with KeyStore.for_home(tmp_path) as store:
         store.set_budget("restarted", daily_tokens=None, monthly_tokens=7)
         _, key = store.create("restarted")
-    finally:
-        store.close()
     auth = {"Authorization": f"Bearer {key}"}
     with TestClient(create_app(cfg)) as c:
         assert chat(c, auth).status_code == 200  # 5 of 7
@@ -263,11 +258,8 @@ def test_usage_and_budgets_survive_a_restart(tmp_path: Path) -> None:
 
 def test_limits_can_be_turned_off(tmp_path: Path) -> None:
     cfg = settings(tmp_path, enabled=False)
-    store = KeyStore.for_home(tmp_path)
-    try:
+    with KeyStore.for_home(tmp_path) as store:
         _, key = store.create("free", rpm=1)
-    finally:
-        store.close()
     auth = {"Authorization": f"Bearer {key}"}
     with TestClient(create_app(cfg)) as c:
         assert [chat(c, auth).status_code for _ in range(3)] == [200, 200, 200]
@@ -326,11 +318,8 @@ def test_a_ledger_writes_in_batches_and_reads_its_sums_back(tmp_path: Path) -> N
 
 def test_cache_hits_are_served_without_being_charged(tmp_path: Path) -> None:
     cfg = settings(tmp_path, cache={"enabled": True, "embedders": {"default": HASHED}})
-    store = KeyStore.for_home(tmp_path)
-    try:
+    with KeyStore.for_home(tmp_path) as store:
         _, key = store.create("cached", tpm=1)
-    finally:
-        store.close()
     auth = {"Authorization": f"Bearer {key}"}
     with TestClient(create_app(cfg)) as c:
         miss = chat(c, auth, temperature=0)
@@ -366,10 +355,9 @@ def test_internal_embeddings_are_not_refused_by_a_key_s_model_scopes(tmp_path: P
         cache={"enabled": True, "embedders": {"default": {"kind": "datapilot", "model": "embed"}}},
     )
     cfg.models.append(ModelConfig(name="embed", backend="scripted", params={"capabilities": ["embedding"]}))
-    store = definition_store(cfg)
     keys = KeyStore.for_home(tmp_path)
     auth = new_key(keys, "scoped", scopes={"models": ["echo"]})
-    with TestClient(all_in_one_app(cfg, local_managers(cfg, store), store)) as c:
+    with TestClient(standalone_app(cfg)) as c:
         first, second = chat(c, auth, temperature=0), chat(c, auth, temperature=0)
         assert first.status_code == 200 and second.status_code == 200, second.text
         assert second.headers["x-datapilot-cache"] == "hit"

@@ -31,7 +31,7 @@ from datapilot.core.tenancy import Principal, acting_as
 from datapilot.datasource import DataSourceConfig, DataSourceNotFoundError, DataSources, DataSourceStore
 from datapilot.rag import SpaceNotFoundError
 from datapilot.rag._store import KnowledgeStore
-from datapilot.server.roles import all_in_one_app, definition_store, local_managers
+from datapilot.server.roles import standalone_app
 
 ADMIN = "sk-tenant-data-admin"
 HASHED = {"kind": "hash"}
@@ -97,8 +97,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     scopes = {"datasources": [SOURCE], "spaces": ["elsewhere"]}
     acme_scoped = bearer(keys.create("acme", level="write", scopes=scopes)[1])
     keys.close()
-    store = definition_store(cfg)
-    with TestClient(all_in_one_app(cfg, local_managers(cfg, store), store)) as client:
+    with TestClient(standalone_app(cfg)) as client:
         for who, name in ((acme, SOURCE), (acme, SOURCE2), (globex, OTHER_SOURCE)):
             body = {"name": name, "kind": "sqlite", "path": str(sqlite_file(home / f"{name}.db"))}
             ok(client.post("/api/datasources", headers=who, json=body))

@@ -12,7 +12,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from datapilot.core.config import ModelConfig, Settings
-from datapilot.server.roles import all_in_one_app, definition_store, local_managers
+from datapilot.server.roles import standalone_app
 
 KEY = "sk-test-everywhere"
 HASHED = {"kind": "hash"}
@@ -39,8 +39,7 @@ def settings(home: Path, **server: object) -> Settings:
 @pytest.fixture(scope="module")
 def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
     cfg = settings(tmp_path_factory.mktemp("auth"))
-    store = definition_store(cfg)
-    app = all_in_one_app(cfg, local_managers(cfg, store), store)
+    app = standalone_app(cfg)
     with TestClient(app) as c:
         yield c
 
@@ -101,8 +100,7 @@ def test_the_key_opens_every_route(client: TestClient) -> None:
 def test_metrics_are_public_unless_configured(client: TestClient, tmp_path: Path) -> None:
     assert client.get("/metrics").status_code == 200
     cfg = settings(tmp_path, public_metrics=False)
-    store = definition_store(cfg)
-    with TestClient(all_in_one_app(cfg, local_managers(cfg, store), store)) as closed:
+    with TestClient(standalone_app(cfg)) as closed:
         assert closed.get("/metrics").status_code == 401
         assert closed.get("/metrics", headers={"Authorization": f"Bearer {KEY}"}).status_code == 200
 

@@ -25,11 +25,8 @@ _SCOPE_HELP = "comma-separated names it may use (default: all)"
 
 @contextmanager
 def _store(config: ConfigOpt, profile: ProfileOpt, home: HomeOpt) -> Iterator[KeyStore]:
-    store = KeyStore.for_home(settings_from(config, profile, home).home)
-    try:
+    with KeyStore.for_home(settings_from(config, profile, home).home) as store:
         yield store
-    finally:
-        store.close()
 
 
 @keys_app.command("create")

@@ -169,6 +169,12 @@ class KeyStore:
                 self._conn.close()
                 self._conn = None
 
+    def __enter__(self) -> KeyStore:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
     # --- keys -------------------------------------------------------------------------------------
 
     def create(

@@ -71,6 +71,13 @@ def all_in_one_app(settings: Settings, managers: dict[str, ModelManager], store:
     )
 
 
+def standalone_app(settings: Settings) -> FastAPI:
+    """The all-in-one app of ``settings``: its models (configured and defined through the API) in this
+    process, each loaded when first asked for (``datapilot start`` loads them before serving)."""
+    store = definition_store(settings)
+    return all_in_one_app(settings, local_managers(settings, store), store)
+
+
 def ray_app(settings: Settings, store: DefinitionStore) -> FastAPI:
     """The API server of the Ray runtime: every model instance a Ray actor, placed by Ray."""
     from datapilot.models.cluster.ray_host import RayModels
