@@ -387,8 +387,9 @@ class SemanticCache:
         # Feedback may have lowered some entries' own thresholds: candidates down to the lowest are looked at.
         floor = marks.floor(threshold, policy.target_precision) if marks is not None else threshold
         terms = lexical.features(key.question) if policy.lexical_weight > 0 else frozenset()
+        fetched: dict[int, Entry] | None = None  # the rows the lexical channel read already
         if terms and ids:
-            ids, scores = self._with_lexical(scope, qvec, terms, ids, scores, policy, floor - policy.margin)
+            ids, scores, fetched = self._with_lexical(scope, qvec, terms, ids, scores, policy, floor - policy.margin)
         if not ids:
             return CacheResult(False, reason="empty"), None
         best = scores[0]
@@ -397,7 +398,7 @@ class SemanticCache:
         # Rows within the margin of the threshold are fetched too: they are the runners-up that make a
         # candidate ambiguous.
         near = [(i, s) for i, s in zip(ids, scores, strict=True) if s >= floor - policy.margin]
-        rows = self._fetch(scope, [i for i, _ in near], time.time())
+        rows = fetched if fetched is not None else self._fetch(scope, [i for i, _ in near], time.time())
         live = [(rows[i], s) for i, s in near if i in rows]
         reason = "expired"
         asked = normalise(key.question)
@@ -447,10 +448,11 @@ class SemanticCache:
         scores: list[float],
         policy: CachePolicy,
         lowest: float,
-    ) -> tuple[list[int], list[float]]:
+    ) -> tuple[list[int], list[float], dict[int, Entry]]:
         """The vector index's candidates and the lexical index's, scored by the hybrid similarity (see
-        ``_lexical``), best first. A lexical candidate the vector index did not return has a cosine of at
-        most the last one it did: when even that could not lift it to ``lowest``, its vector is not read."""
+        ``_lexical``), best first, with their live rows. A lexical candidate the vector index did not return
+        has a cosine of at most the last one it did: when even that could not lift it to ``lowest``, its
+        vector is not read."""
         if not self._lexical.built(scope):
             with self._scope_lock(scope):  # no insert slips between reading the rows and indexing them
                 if not self._lexical.built(scope):
@@ -472,7 +474,7 @@ class SemanticCache:
                     cosine[i] = float(np.dot(qvec, vec))
         scored = [(i, lexical.hybrid(c, lex[i], policy.lexical_weight)) for i, c in cosine.items() if i in lex]
         scored.sort(key=lambda x: -x[1])
-        return [i for i, _ in scored], [s for _, s in scored]
+        return [i for i, _ in scored], [s for _, s in scored], rows
 
     def _fetch(self, scope: str, ids: list[int], now: float) -> dict[int, Entry]:
         if not self._row_cache:

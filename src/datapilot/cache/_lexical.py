@@ -22,7 +22,6 @@ dropped at lookup, when their row is not found.
 
 from __future__ import annotations
 
-import itertools
 import threading
 import time
 from array import array
@@ -32,7 +31,7 @@ from functools import lru_cache
 import numpy as np
 
 from datapilot.cache._key import normalise
-from datapilot.cache._verify import _ALIASES, _CJK_CHAR, _CJK_FUNCTION, _CJK_RUN, _FILLERS, _LATIN, _SAME_NAME
+from datapilot.cache._verify import _ALIASES, _CJK_CHAR, _CJK_RUN, _FILLERS, _LATIN, _SAME_NAME, cjk_content
 
 OFFSET = 0.2  # the overlap at which the lexical term is neutral: above it adds, below it takes away
 REFRESH_S = 1.0  # how often a scope's index reads the rows other processes added
@@ -59,17 +58,14 @@ def _terms(text: str) -> frozenset[str]:
     for pattern, replacement in _ALIASES:
         text = pattern.sub(replacement, text)
     text = normalise(text)
-    terms: set[str] = set()
-    for run in _CJK_RUN.findall(text):
+    runs = _CJK_RUN.findall(text)
+    for i, run in enumerate(runs):
         for frame in _FRAMES:
             if frame in run:
-                run = run.replace(frame, " " * len(frame))
-        chars = [c if c not in _CJK_FUNCTION else " " for c in run]
-        terms.update(c for c in chars if c != " ")
-        terms.update(a + b for a, b in itertools.pairwise(chars) if a != " " and b != " ")
+                run = runs[i] = run.replace(frame, " " * len(frame))
+    chars, pairs = cjk_content(runs)
     latin = _LATIN.findall(_CJK_RUN.sub(" ", text))
-    terms.update(_SAME_NAME.get(w, w) for w in latin if w not in _FILLERS)
-    return frozenset(terms)
+    return frozenset(chars | pairs | {_SAME_NAME.get(w, w) for w in latin if w not in _FILLERS})
 
 
 features = lru_cache(maxsize=65536)(_terms)  # for questions asked and candidates scored; the index uses _terms

@@ -17,7 +17,9 @@ run only on the few candidates above the cosine threshold.
 from __future__ import annotations
 
 import difflib
+import itertools
 import re
+from collections.abc import Iterable
 from functools import lru_cache
 from typing import Any
 
@@ -703,18 +705,25 @@ _CJK_FUNCTION = frozenset(
 )
 
 
+def cjk_content(runs: Iterable[str]) -> tuple[set[str], set[str]]:
+    """The content characters of CJK runs (particles and question words aside) and their pairs of adjacent
+    content characters: "容器" and "虚拟", not "怎么" or "肉怎". Anything else in a run (a space) splits it."""
+    chars: set[str] = set()
+    pairs: set[str] = set()
+    for run in runs:
+        kept = [c if c not in _CJK_FUNCTION else " " for c in run]
+        chars.update(c for c in kept if c != " ")
+        pairs.update(a + b for a, b in itertools.pairwise(kept) if a != " " and b != " ")
+    return chars, pairs
+
+
 def _content(u: Units) -> frozenset[str]:
-    return frozenset({c for c in u.cjk if c not in _CJK_FUNCTION} | {w for w in u.words if w not in _FILLERS})
+    chars, _ = cjk_content(_CJK_RUN.findall(u.text))
+    return frozenset(chars | {w for w in u.words if w not in _FILLERS})
 
 
 def _bigrams(u: Units) -> frozenset[str]:
-    """Character pairs of content characters only: "容器" and "虚拟", not "怎么" or "肉怎"."""
-    return frozenset(
-        run[i : i + 2]
-        for run in _CJK_RUN.findall(u.text)
-        for i in range(len(run) - 1)
-        if run[i] not in _CJK_FUNCTION and run[i + 1] not in _CJK_FUNCTION
-    )
+    return frozenset(cjk_content(_CJK_RUN.findall(u.text))[1])
 
 
 def _overlap(a: Units, b: Units) -> float:
