@@ -378,9 +378,12 @@ async def test_wrong_marks_teach_a_scope_without_the_verifier_its_rules(tmp_path
         # What the rule does not fire on still hits.
         assert (await cache.query("m", "how do i bake sourdough bread at home?")).answer == "bread"
         assert (await cache.query("m", "Book a table for 4 people tonight please")).id == ids[3]
-    # Kept with the marks: a reopened cache knows the rule.
+    # Kept with the marks: a reopened cache knows the rule, and forgets it with the marked entries.
     async with SemanticCache(settings, tmp_path, embedders={"default": HashEmbedder()}) as cache:
         assert (await cache.query("m", pairs[3][1])).reason == "feedback:numbers"
+        assert await cache.remove("m", ids[:3]) == 3
+        assert await cache.learned_rules("m") == []
+        assert (await cache.query("m", pairs[3][1])).id == ids[3]
 
 
 async def test_wrong_marks_teach_a_scope_without_substitutions_that_one_replaced_word_matters(

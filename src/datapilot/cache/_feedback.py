@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import math
 import threading
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
@@ -98,9 +99,11 @@ def entry_threshold(marks: Sequence[tuple[float, bool]], base: float, target: fl
 
 @dataclass(slots=True)
 class EntryMarks:
-    """One entry's marks: the (similarity, right) pairs and the probes marked wrong."""
+    """One entry's marks: the (similarity, right) pairs, the probes marked wrong, and the verifier rule each
+    marked pair trips with its mark (rule, right)."""
 
     marks: list[tuple[float, bool]] = field(default_factory=list)
+    rules: list[tuple[str, bool]] = field(default_factory=list)
     wrong_texts: set[str] = field(default_factory=set)
     wrong_vectors: np.ndarray | None = None  # [n, d], L2-normalised
     thresholds: dict[tuple[float, float], float] = field(default_factory=dict)  # (base, target) -> own
@@ -142,8 +145,7 @@ class ScopeFeedback:
         self._lock = threading.Lock()
         self._entries: dict[int, EntryMarks] = {}
         self._floors: dict[tuple[float, float], float] = {}
-        # verifier rule -> [wrong marks it would have refused, right marks it would have refused]
-        self._rules: dict[str, list[int]] = {}
+        self._learned: dict[float, frozenset[str]] = {}  # target -> the rules learned, until marks change
         for r in records:
             self._add(r)
 
@@ -157,30 +159,39 @@ class ScopeFeedback:
         marks.add(record.similarity, record.right, record.probe, record.vector)
         rule = guard(record.probe, record.question) if record.question else None
         if rule is not None:
-            self._rules.setdefault(rule, [0, 0])[1 if record.right else 0] += 1
+            marks.rules.append((rule, record.right))
         return marks
 
     def learned_rules(self, target: float) -> frozenset[str]:
         """The verifier rules the marks taught: each refused at least ``MIN_RULE_MARKS`` hits marked wrong,
-        and of all the marked hits it refused, at least ``target`` were wrong."""
-        return frozenset(
-            rule
-            for rule, (wrong, right) in self._rules.items()
-            if wrong >= MIN_RULE_MARKS and wrong >= target * (wrong + right) - 1e-9
-        )
+        and of all the marked hits it refused, at least ``target`` were wrong. The marks of removed entries
+        are gone with them, as from the store."""
+        found = self._learned.get(target)
+        if found is None:
+            with self._lock:
+                wrong: Counter[str] = Counter()
+                right: Counter[str] = Counter()
+                for marks in self._entries.values():
+                    for rule, was_right in marks.rules:
+                        (right if was_right else wrong)[rule] += 1
+                found = frozenset(
+                    r for r, n in wrong.items() if n >= MIN_RULE_MARKS and n >= target * (n + right[r]) - 1e-9
+                )
+                self._learned[target] = found
+        return found
 
     def add(self, record: FeedbackRecord, base: float, target: float) -> float:
         """Count one mark; returns the entry's own threshold for ``base`` and ``target`` after it."""
         with self._lock:
             marks = self._add(record)
-            self._floors = {}
+            self._floors, self._learned = {}, {}
             return marks.threshold(base, target)
 
     def forget(self, entry_ids: Iterable[int]) -> None:
         with self._lock:
             for i in entry_ids:
                 if self._entries.pop(i, None) is not None:
-                    self._floors = {}
+                    self._floors, self._learned = {}, {}
 
     def marks(self, entry_id: int) -> EntryMarks | None:
         return self._entries.get(entry_id)
