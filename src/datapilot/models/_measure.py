@@ -83,7 +83,11 @@ class MeasuredClient(ABC):
     @abstractmethod
     async def _source_rerank(self, model: str, query: str, documents: list[str]) -> RerankOutput: ...
 
-    def _record(self, model: str, kind: str, stream: bool, status: str, usage: Usage, timing: Timing) -> None:
+    def _record(
+        self, model: str, kind: str, stream: bool, status: str, usage: Usage, timing: Timing, charge: Charge
+    ) -> None:
+        """The call ended: charge its usage to the gate's limits, and report it to the sink."""
+        charge(usage)
         if self.sink is not None:
             self.sink(RequestRecord(model, kind, stream, status, usage, timing))
 
@@ -127,8 +131,7 @@ class MeasuredClient(ABC):
             if timing.finished_at is None:
                 timing.finish()
                 usage = Usage(0, produced)
-            charge(usage)
-            self._record(request.model, kind, streaming, status, usage, timing)
+            self._record(request.model, kind, streaming, status, usage, timing, charge)
 
     async def generate(self, request: ModelRequest) -> ModelOutput:
         kind = CHAT if request.is_chat else COMPLETION
@@ -138,8 +141,7 @@ class MeasuredClient(ABC):
             out = await self._source_generate(request, kind)
         except BaseException as exc:
             timing.finish()
-            charge(Usage())
-            self._record(request.model, kind, False, error_status(exc), Usage(), timing)
+            self._record(request.model, kind, False, error_status(exc), Usage(), timing, charge)
             raise
         if out is not None:
             timing.finish()
@@ -147,8 +149,7 @@ class MeasuredClient(ABC):
             if inner is not None:  # the source measured its first token; place it on this clock
                 timing.first_token_at = timing.started + inner
             out.timing, out.model = timing, request.model
-            charge(out.usage)
-            self._record(request.model, kind, False, "ok", out.usage, timing)
+            self._record(request.model, kind, False, "ok", out.usage, timing, charge)
             return out
         # Collected from the stream, so first-token latency is measured here too.
         collector = Collector()
@@ -172,10 +173,8 @@ class MeasuredClient(ABC):
             out = await work
         except BaseException as exc:
             timing.finish()
-            charge(Usage())
-            self._record(model, kind, False, error_status(exc), Usage(), timing)
+            self._record(model, kind, False, error_status(exc), Usage(), timing, charge)
             raise
         timing.finish()
-        charge(out.usage)
-        self._record(model, kind, False, "ok", out.usage, timing)
+        self._record(model, kind, False, "ok", out.usage, timing, charge)
         return out
